@@ -1,0 +1,122 @@
+"""The build cache: entries keyed by a hash of every input, written atomically.
+
+An entry is a directory `<cache>/<component>/<key>/` holding the artifacts
+and `meta.json`. It is assembled under a temporary name and renamed into
+place only when complete, so an interrupted build is never taken for a hit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.errors import CacheError
+
+# Bump when the way a component is built changes in a way its inputs do not show.
+RECIPE_VERSION = "1"
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def input_key(inputs: dict[str, Any]) -> str:
+    """A stable hash of a JSON-able description of every input."""
+    blob = json.dumps({"recipe": RECIPE_VERSION, **inputs}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def files_inputs(paths: list[Path], root: Path) -> dict[str, str]:
+    """Name -> content hash for each file; names relative to root."""
+    out: dict[str, str] = {}
+    for p in paths:
+        try:
+            name = str(p.relative_to(root))
+        except ValueError:
+            name = str(p)
+        out[name] = file_digest(p)
+    return out
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    meta: dict[str, Any]
+
+    def artifact(self, name: str) -> Path:
+        return self.path / name
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def entry_dir(self, component: str, key: str) -> Path:
+        return self.root / "artifacts" / component / key
+
+    def lookup(self, component: str, key: str) -> Entry | None:
+        d = self.entry_dir(component, key)
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if not all((d / a).exists() for a in meta.get("artifacts", {}).values()):
+            return None
+        return Entry(d, meta)
+
+    @contextmanager
+    def new_entry(self, component: str, key: str) -> Iterator[Path]:
+        """Yield a scratch directory; it becomes the entry only if the block ends well.
+
+        The caller writes artifacts there; `commit` writes meta.json last.
+        """
+        final = self.entry_dir(component, key)
+        tmp = final.with_name(f".{key}.partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+            if not (tmp / "meta.json").is_file():
+                raise CacheError(f"internal: {component} entry has no meta.json")
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def purge_partials(self) -> None:
+        for d in (self.root / "artifacts").glob("*/.*.partial-*"):
+            shutil.rmtree(d, ignore_errors=True)
+
+    @contextmanager
+    def locked(self, timeout: float = 3600.0) -> Iterator[None]:
+        """One rig build at a time per cache (two would fight for 2 cores and the trees)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "lock").open("w") as f:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CacheError(f"the cache {self.root} is locked by another rig "
+                                         "build", fix="wait for it to end, or stop it") from None
+                    time.sleep(0.5)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_meta(entry_dir: Path, meta: dict[str, Any]) -> None:
+    (entry_dir / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,129 @@
+"""`rig doctor`: is this host ready, and if not, the command that fixes it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rig import kvm
+from rig.paths import DATA_DIR
+
+
+def apt_packages() -> list[str]:
+    text = (DATA_DIR / "apt-packages.txt").read_text()
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    probe: Callable[[], str | None]   # None when fine, else what is wrong
+    fix: str
+    required: bool = True
+
+
+def _tool(name: str) -> Callable[[], str | None]:
+    return lambda: None if shutil.which(name) else f"{name} not on PATH"
+
+
+def _file(path: str) -> Callable[[], str | None]:
+    return lambda: None if Path(path).exists() else f"{path} missing"
+
+
+def _pkgconfig(name: str) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        if not shutil.which("pkg-config"):
+            return "pkg-config not on PATH"
+        ok = subprocess.run(["pkg-config", "--exists", name], check=False).returncode == 0
+        return None if ok else f"pkg-config finds no {name}"
+    return probe
+
+
+def _static_busybox() -> str | None:
+    if not Path("/bin/busybox").is_file():
+        return "/bin/busybox missing"
+    out = subprocess.run(["ldd", "/bin/busybox"], capture_output=True, text=True, check=False)
+    return None if "not a dynamic executable" in out.stdout + out.stderr else \
+        "/bin/busybox is dynamically linked"
+
+
+def _python(dist: str, minimum: tuple[int, ...] = ()) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        try:
+            ver = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return f"python package {dist} not installed"
+        nums = tuple(int(x) for x in ver.split(".")[:len(minimum)] if x.isdigit())
+        if minimum and nums < minimum:
+            return f"{dist} {ver} is older than {'.'.join(map(str, minimum))}"
+        return None
+    return probe
+
+
+def _kvm() -> str | None:
+    st = kvm.detect()
+    return None if st.usable else f"{st.reason}; guests run under TCG (slower)"
+
+
+APT = "apt-get install -y"
+PIP = "pip install -e '.[test]' (or ./tphlab setup)"
+
+CHECKS: list[Check] = [
+    Check("C compiler (gcc)", _tool("gcc"), f"{APT} build-essential"),
+    Check("make", _tool("make"), f"{APT} build-essential"),
+    Check("ninja", _tool("ninja"), f"{APT} ninja-build"),
+    Check("pkg-config", _tool("pkg-config"), f"{APT} pkg-config"),
+    Check("flex", _tool("flex"), f"{APT} flex"),
+    Check("bison", _tool("bison"), f"{APT} bison"),
+    Check("bc", _tool("bc"), f"{APT} bc"),
+    Check("git", _tool("git"), f"{APT} git"),
+    Check("perl", _tool("perl"), f"{APT} perl"),
+    Check("cpio", _tool("cpio"), f"{APT} cpio"),
+    Check("xz", _tool("xz"), f"{APT} xz-utils"),
+    Check("glib-2.0 headers", _pkgconfig("glib-2.0"), f"{APT} libglib2.0-dev"),
+    Check("slirp headers", _pkgconfig("slirp"), f"{APT} libslirp-dev"),
+    Check("libfdt headers", _file("/usr/include/libfdt.h"), f"{APT} libfdt-dev"),
+    Check("libelf headers", _pkgconfig("libelf"), f"{APT} libelf-dev"),
+    Check("busybox (static)", _static_busybox, f"{APT} busybox-static"),
+    Check("dropbear", _file("/usr/sbin/dropbear"), f"{APT} dropbear-bin"),
+    Check("dropbearkey", _file("/usr/bin/dropbearkey"), f"{APT} dropbear-bin"),
+    Check("qboot.rom firmware", _file("/usr/share/qemu/qboot.rom"), f"{APT} qemu-system-data"),
+    Check("python: qemu.qmp", _python("qemu.qmp"), PIP),
+    Check("python: paramiko", _python("paramiko"), PIP),
+    Check("python: meson >= 1.5", _python("meson", (1, 5)), PIP),
+    Check("ccache (faster rebuilds)", _tool("ccache"), f"{APT} ccache", required=False),
+    Check("sparse (kernel series check)", _tool("sparse"), f"{APT} sparse", required=False),
+    Check("KVM usable", _kvm, "enable KVM (on GitHub runners: the udev rule of "
+          ".github/workflows/e2e.yml); TCG works without it", required=False),
+]
+
+
+def run(checks: list[Check] | None = None, out: Callable[[str], None] = print) -> int:
+    """Print each check; return 1 if a required one failed."""
+    failed_required = False
+    fixes: list[str] = []
+    for check in checks if checks is not None else CHECKS:
+        problem = check.probe()
+        if problem is None:
+            out(f"  ok    {check.name}")
+            continue
+        mark = "MISS " if check.required else "note "
+        out(f"  {mark} {check.name}: {problem}\n          fix: {check.fix}")
+        failed_required |= check.required
+        if check.required and check.fix not in fixes:
+            fixes.append(check.fix)
+    if failed_required:
+        out("\nmissing pieces; to fix them all:")
+        apt = sorted({w for f in fixes if f.startswith(APT) for w in f.split()[3:]})
+        if apt:
+            out(f"  {APT} {' '.join(apt)}")
+        for f in fixes:
+            if not f.startswith(APT):
+                out(f"  {f}")
+        return 1
+    out("\nhost ready")
+    return 0

@@ -1,0 +1,47 @@
+"""Error classes, one per stage, each carrying the fix to print."""
+
+from __future__ import annotations
+
+
+class RigError(Exception):
+    """A failure the user can act on: what went wrong and how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str | None = None, log: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+        self.log = log
+
+    def render(self) -> str:
+        lines = [f"error: {self.message}"]
+        if self.log:
+            lines.append(f"  log: {self.log}")
+        if self.fix:
+            lines.append(f"  fix: {self.fix}")
+        return "\n".join(lines)
+
+
+class ToolError(RigError):
+    """A host program or library the stage needs is missing."""
+
+
+class SourceError(RigError):
+    """A source could not be found, fetched or verified."""
+
+
+class SeriesError(RigError):
+    """A patch of a series does not apply."""
+
+
+class ConfigError(RigError):
+    """A configuration (kernel fragment, configure flags) is not as asked."""
+
+
+class BuildError(RigError):
+    """A compile step failed."""
+
+
+class CacheError(RigError):
+    """The build cache is unusable (locked, unwritable)."""

@@ -1,0 +1,119 @@
+"""Building the guest kernel: tinyconfig plus the series' config fragment."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rig import buildstep, kconfig, proc, series, sources
+from rig.cache import file_digest, files_inputs, input_key
+from rig.errors import ConfigError
+from rig.host import ccache, compiler_version, jobs
+from rig.paths import kernel_fragment, kernel_series_dir, repo_root
+from rig.progress import kbuild_step
+
+BASE_CONFIG = "tinyconfig"
+IMAGE = "arch/x86/boot/bzImage"
+
+
+def key_inputs(src: sources.Source, fragment: Path) -> dict[str, Any]:
+    patches = [] if src.kind == "tree" else series.series_files(kernel_series_dir())
+    return {
+        "source": src.identity(),
+        "series": files_inputs(patches, repo_root()),
+        "base_config": BASE_CONFIG,
+        "fragment": file_digest(fragment),
+        "compiler": compiler_version(),
+    }
+
+
+def make_args(tree: Path, bdir: Path) -> list[str]:
+    args = ["make", "-C", str(tree), f"O={bdir}", f"-j{jobs()}"]
+    cc = ccache()
+    if cc:
+        args.append(f"CC={cc} gcc")
+    return args
+
+
+def build(ctx: buildstep.BuildContext, src: sources.Source,
+          fragment: Path | None = None) -> buildstep.Result:
+    fragment = fragment or kernel_fragment()
+    if not fragment.is_file():
+        raise ConfigError(f"kernel config fragment {fragment} is missing",
+                          fix="restore kernel-patches/tphlab.config from git")
+    inputs = key_inputs(src, fragment)
+    key = input_key(inputs)
+
+    def produce(out: Path) -> dict[str, Any]:
+        name = "kernel" if src.kind != "tree" else f"kernel-tree-{input_key({'t': src.location})}"
+        work = ctx.work(name)
+        log = ctx.log("kernel-build")
+        log.write_text("")
+        patches = [] if src.kind == "tree" else series.series_files(kernel_series_dir())
+        tree = buildstep.prepare_tree(ctx, src, work, log, patches)
+        bdir = work / "build"
+        configure(ctx, tree, bdir, fragment, log)
+        config = kconfig.parse((bdir / ".config").read_text())
+        targets = ["bzImage"] + (["modules"] if config.get("CONFIG_MODULES") == "y" else [])
+        compile_kernel(ctx, tree, bdir, targets, log)
+        shutil.copy2(bdir / IMAGE, out / "bzImage")
+        shutil.copy2(bdir / ".config", out / "config")
+        arts = {"kernel": "bzImage", "config": "config", "headers": "headers"}
+        proc.run([*make_args(tree, bdir), f"INSTALL_HDR_PATH={out / 'headers'}",
+                  "headers_install"], log=log, what="kernel headers_install")
+        if "modules" in targets:
+            proc.run([*make_args(tree, bdir), f"INSTALL_MOD_PATH={out / 'modules'}",
+                      "modules_install"], log=log, what="kernel modules_install")
+            arts["modules"] = "modules"
+        return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
+                "tree": str(tree), "build_dir": str(bdir)}
+
+    return buildstep.finish(ctx, "kernel", key, produce)
+
+
+
+def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, fragment: Path,
+              log: Path) -> None:
+    """tinyconfig + fragment + olddefconfig, redone only when an input changed."""
+    state_path = bdir / "tphlab-config.json"
+    wanted = {"base": BASE_CONFIG, "fragment": file_digest(fragment), "tree": str(tree)}
+    if (bdir / ".config").is_file() and series.read_state(state_path) == wanted:
+        return
+    bdir.mkdir(parents=True, exist_ok=True)
+    ctx.progress.begin(f"kernel: {BASE_CONFIG} + {fragment.name}")
+    state_path.unlink(missing_ok=True)
+    make = make_args(tree, bdir)
+    proc.run([*make, BASE_CONFIG], log=log, what=f"make {BASE_CONFIG}")
+    proc.run([tree / "scripts/kconfig/merge_config.sh", "-m", "-O", bdir, bdir / ".config",
+              fragment], cwd=tree, log=log, what="merge_config.sh", error=ConfigError)
+    proc.run([*make, "olddefconfig"], log=log, what="make olddefconfig", error=ConfigError)
+    kconfig.check_files(fragment, bdir / ".config")
+    series.write_state(state_path, wanted)
+    ctx.progress.done("every option of the fragment is set as asked")
+
+
+def compile_kernel(ctx: buildstep.BuildContext, tree: Path, bdir: Path, targets: list[str],
+                   log: Path) -> None:
+    estimate = _read_estimate(bdir)
+    ctx.progress.begin(f"kernel: make {' '.join(targets)}")
+    count = [0]
+
+    def on_line(line: str) -> None:
+        if kbuild_step(line):
+            count[0] += 1
+            total = max(estimate, count[0]) if estimate else None
+            ctx.progress.step(count[0], total, line.split()[-1][-60:])
+
+    proc.run([*make_args(tree, bdir), *targets], log=log, on_line=on_line, timeout=5400,
+             what="kernel build", fix="see the log; a patch of kernel-patches/ may not compile")
+    if count[0] > estimate:
+        (bdir / "tphlab-steps").write_text(str(count[0]))
+    ctx.progress.done(f"{count[0]} steps")
+
+
+def _read_estimate(bdir: Path) -> int:
+    try:
+        return int((bdir / "tphlab-steps").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0

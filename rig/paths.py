@@ -1,0 +1,42 @@
+"""Where things live: the repository's inputs and the build cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = PACKAGE_DIR / "data"
+
+
+def repo_root() -> Path:
+    """The checkout holding qemu-device/, kernel-patches/ and guest-image/.
+
+    TPHLAB_REPO overrides it (tests point it at scratch copies).
+    """
+    env = os.environ.get("TPHLAB_REPO")
+    if env:
+        return Path(env).resolve()
+    return PACKAGE_DIR.parent
+
+
+def cache_root() -> Path:
+    """$XDG_CACHE_HOME/tphlab, default ~/.cache/tphlab."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tphlab"
+
+
+def qemu_series_dir() -> Path:
+    return repo_root() / "qemu-device"
+
+
+def kernel_series_dir() -> Path:
+    return repo_root() / "kernel-patches"
+
+
+def guest_image_dir() -> Path:
+    return repo_root() / "guest-image"
+
+
+def kernel_fragment() -> Path:
+    return kernel_series_dir() / "tphlab.config"

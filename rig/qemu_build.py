@@ -1,0 +1,128 @@
+"""Building QEMU with the tph-testdev series: x86_64 system emulator only."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rig import buildstep, proc, series, sources
+from rig.cache import files_inputs, input_key
+from rig.errors import BuildError, ToolError
+from rig.host import compiler_version
+from rig.paths import qemu_series_dir, repo_root
+from rig.progress import ninja_step
+
+# The smallest configuration that builds with Debian's +ds tarball (no
+# python/wheels, no firmware blobs, no dtc subproject).
+CONFIGURE_FLAGS = [
+    "--target-list=x86_64-softmmu",
+    "--without-default-features",
+    "--enable-kvm",
+    "--enable-tcg",
+    "--enable-slirp",
+    "--enable-fdt=system",
+    "--disable-install-blobs",
+    "--disable-werror",
+]
+BINARY = "qemu-system-x86_64"
+QTEST = "tests/qtest/tph-testdev-test"
+QBOOT_PATHS = [Path("/usr/share/qemu/qboot.rom"), Path("/usr/share/qemu/qboot.bin")]
+EDK2_BLOB = "pc-bios/edk2-x86_64-code.fd.bz2"
+EDK2_LINE = "    unpack_edk2_blobs = bzip2.found()"
+
+
+def prepare_source(tree: Path) -> str | None:
+    """Turn off unpacking edk2 blobs when the tarball does not carry them."""
+    if (tree / EDK2_BLOB).exists():
+        return None
+    mb = tree / "meson.build"
+    text = mb.read_text()
+    if EDK2_LINE not in text:
+        return None
+    mb.write_text(text.replace(EDK2_LINE, "    unpack_edk2_blobs = false"))
+    return ("build: do not unpack edk2 blobs the source tarball lacks\n\n"
+            "Debian's +ds tarball drops pc-bios/*.bz2; x86 machines here boot qboot.")
+
+
+def find_qboot(tree: Path) -> Path:
+    for p in [tree / "pc-bios/qboot.rom", *QBOOT_PATHS]:
+        if p.is_file():
+            return p
+    raise ToolError("qboot.rom (QEMU's minimal x86 firmware) was not found",
+                    fix="apt-get install qemu-system-data")
+
+
+def key_inputs(src: sources.Source) -> dict[str, Any]:
+    patches = [] if src.kind == "tree" else series.series_files(qemu_series_dir())
+    return {
+        "source": src.identity(),
+        "series": files_inputs(patches, repo_root()),
+        "configure": CONFIGURE_FLAGS,
+        "compiler": compiler_version(),
+        "python": sys.version.split()[0],
+    }
+
+
+def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
+    inputs = key_inputs(src)
+    key = input_key(inputs)
+
+    def produce(out: Path) -> dict[str, Any]:
+        name = "qemu" if src.kind != "tree" else f"qemu-tree-{input_key({'t': src.location})}"
+        work = ctx.work(name)
+        log = ctx.log("qemu-build")
+        log.write_text("")
+        patches = [] if src.kind == "tree" else series.series_files(qemu_series_dir())
+        tree = buildstep.prepare_tree(ctx, src, work, log, patches, prepare_source)
+        bdir = work / "build"
+        configure(ctx, tree, bdir, log)
+        targets = [BINARY]
+        if (tree / (QTEST + ".c")).is_file():
+            targets.append(QTEST)
+        compile_targets(ctx, bdir, targets, log)
+        shutil.copy2(bdir / BINARY, out / BINARY)
+        arts = {"qemu": BINARY, "bios": "qboot.rom"}
+        shutil.copy2(find_qboot(tree), out / "qboot.rom")
+        if QTEST in targets:
+            shutil.copy2(bdir / QTEST, out / "tph-testdev-test")
+            arts["qtest"] = "tph-testdev-test"
+        return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
+                "tree": str(tree), "build_dir": str(bdir)}
+
+    return buildstep.finish(ctx, "qemu", key, produce)
+
+
+def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, log: Path) -> None:
+    state_path = bdir / "tphlab-configure.json"
+    wanted = {"flags": CONFIGURE_FLAGS, "tree": str(tree), "python": sys.executable}
+    if (bdir / "build.ninja").is_file() and series.read_state(state_path) == wanted:
+        return
+    shutil.rmtree(bdir, ignore_errors=True)
+    bdir.mkdir(parents=True)
+    ctx.progress.begin("qemu: configure")
+    proc.run([tree / "configure", f"--python={sys.executable}", *CONFIGURE_FLAGS],
+             cwd=bdir, log=log, timeout=600, what="QEMU configure",
+             fix="run `rig doctor` for missing build dependencies")
+    series.write_state(state_path, wanted)
+    ctx.progress.done("configured")
+
+
+def compile_targets(ctx: buildstep.BuildContext, bdir: Path, targets: list[str],
+                    log: Path) -> None:
+    ctx.progress.begin(f"qemu: ninja {' '.join(targets)}")
+    steps = [0]
+
+    def on_line(line: str) -> None:
+        st = ninja_step(line)
+        if st:
+            steps[0] = st[1]
+            ctx.progress.step(st[0], st[1])
+
+    try:
+        proc.run(["ninja", "-C", bdir, *targets], log=log, on_line=on_line, timeout=3600,
+                 what="QEMU build", fix="see the log; a patch of qemu-device/ may not compile")
+    except BuildError:
+        raise
+    ctx.progress.done(f"{steps[0]} steps" if steps[0] else "up to date")
