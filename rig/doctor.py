@@ -95,6 +95,7 @@ CHECKS: list[Check] = [
     Check("python: qemu.qmp", _python("qemu.qmp"), PIP),
     Check("python: paramiko", _python("paramiko"), PIP),
     Check("python: meson >= 1.5", _python("meson", (1, 5)), PIP),
+    Check("python: pycotap (QEMU configure)", _python("pycotap"), PIP),
     Check("ccache (faster rebuilds)", _tool("ccache"), f"{APT} ccache", required=False),
     Check("sparse (kernel series check)", _tool("sparse"), f"{APT} sparse", required=False),
     Check("KVM usable", _kvm, "enable KVM (on GitHub runners: the udev rule of "

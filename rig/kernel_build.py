@@ -56,7 +56,7 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
         configure(ctx, tree, bdir, fragment, log)
         config = kconfig.parse((bdir / ".config").read_text())
         targets = ["bzImage"] + (["modules"] if config.get("CONFIG_MODULES") == "y" else [])
-        compile_kernel(ctx, tree, bdir, targets, log)
+        steps = compile_kernel(ctx, tree, bdir, targets, log)
         shutil.copy2(bdir / IMAGE, out / "bzImage")
         shutil.copy2(bdir / ".config", out / "config")
         arts = {"kernel": "bzImage", "config": "config", "headers": "headers"}
@@ -67,7 +67,7 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
                       "modules_install"], log=log, what="kernel modules_install")
             arts["modules"] = "modules"
         return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
-                "tree": str(tree), "build_dir": str(bdir)}
+                "tree": str(tree), "build_dir": str(bdir), "steps": steps}
 
     return buildstep.finish(ctx, "kernel", key, produce)
 
@@ -94,7 +94,8 @@ def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, fragment: Pat
 
 
 def compile_kernel(ctx: buildstep.BuildContext, tree: Path, bdir: Path, targets: list[str],
-                   log: Path) -> None:
+                   log: Path) -> int:
+    """Run make with a step count; return how many steps it took."""
     estimate = _read_estimate(bdir)
     ctx.progress.begin(f"kernel: make {' '.join(targets)}")
     count = [0]
@@ -110,6 +111,7 @@ def compile_kernel(ctx: buildstep.BuildContext, tree: Path, bdir: Path, targets:
     if count[0] > estimate:
         (bdir / "tphlab-steps").write_text(str(count[0]))
     ctx.progress.done(f"{count[0]} steps")
+    return count[0]
 
 
 def _read_estimate(bdir: Path) -> int:

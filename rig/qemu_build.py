@@ -9,7 +9,7 @@ from typing import Any
 
 from rig import buildstep, proc, series, sources
 from rig.cache import files_inputs, input_key
-from rig.errors import BuildError, ToolError
+from rig.errors import ToolError
 from rig.host import compiler_version
 from rig.paths import qemu_series_dir, repo_root
 from rig.progress import ninja_step
@@ -81,7 +81,7 @@ def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
         targets = [BINARY]
         if (tree / (QTEST + ".c")).is_file():
             targets.append(QTEST)
-        compile_targets(ctx, bdir, targets, log)
+        steps = compile_targets(ctx, bdir, targets, log)
         shutil.copy2(bdir / BINARY, out / BINARY)
         arts = {"qemu": BINARY, "bios": "qboot.rom"}
         shutil.copy2(find_qboot(tree), out / "qboot.rom")
@@ -89,7 +89,7 @@ def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
             shutil.copy2(bdir / QTEST, out / "tph-testdev-test")
             arts["qtest"] = "tph-testdev-test"
         return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
-                "tree": str(tree), "build_dir": str(bdir)}
+                "tree": str(tree), "build_dir": str(bdir), "steps": steps}
 
     return buildstep.finish(ctx, "qemu", key, produce)
 
@@ -110,7 +110,8 @@ def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, log: Path) ->
 
 
 def compile_targets(ctx: buildstep.BuildContext, bdir: Path, targets: list[str],
-                    log: Path) -> None:
+                    log: Path) -> int:
+    """Run ninja with its step count; return how many steps it took."""
     ctx.progress.begin(f"qemu: ninja {' '.join(targets)}")
     steps = [0]
 
@@ -120,9 +121,7 @@ def compile_targets(ctx: buildstep.BuildContext, bdir: Path, targets: list[str],
             steps[0] = st[1]
             ctx.progress.step(st[0], st[1])
 
-    try:
-        proc.run(["ninja", "-C", bdir, *targets], log=log, on_line=on_line, timeout=3600,
-                 what="QEMU build", fix="see the log; a patch of qemu-device/ may not compile")
-    except BuildError:
-        raise
+    proc.run(["ninja", "-C", bdir, *targets], log=log, on_line=on_line, timeout=3600,
+             what="QEMU build", fix="see the log; a patch of qemu-device/ may not compile")
     ctx.progress.done(f"{steps[0]} steps" if steps[0] else "up to date")
+    return steps[0]

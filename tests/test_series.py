@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import git
+
 from rig import series
 from rig.errors import SeriesError
 
