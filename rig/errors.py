@@ -45,3 +45,9 @@ class BuildError(RigError):
 
 class CacheError(RigError):
     """The build cache is unusable (locked, unwritable)."""
+
+
+class GuestError(RigError):
+    """The guest panicked, hung or became unreachable."""
+
+    exit_code = 3
