@@ -83,6 +83,7 @@ CHECKS: list[Check] = [
     Check("git", _tool("git"), f"{APT} git"),
     Check("perl", _tool("perl"), f"{APT} perl"),
     Check("cpio", _tool("cpio"), f"{APT} cpio"),
+    Check("rsync (kernel headers_install)", _tool("rsync"), f"{APT} rsync"),
     Check("xz", _tool("xz"), f"{APT} xz-utils"),
     Check("glib-2.0 headers", _pkgconfig("glib-2.0"), f"{APT} libglib2.0-dev"),
     Check("slirp headers", _pkgconfig("slirp"), f"{APT} libslirp-dev"),

@@ -129,6 +129,8 @@ def stage_root(root: Path, kernel: buildstep.Result, log: Path) -> None:
     src = guest_image_dir()
     shutil.copy2(src / "init", root / "init")
     (root / "init").chmod(0o755)
+    shutil.copy2(src / "tphlab-bind", root / "usr/bin/tphlab-bind")
+    (root / "usr/bin/tphlab-bind").chmod(0o755)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
     (root / "etc/shells").write_text("/bin/sh\n")

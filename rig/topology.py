@@ -51,8 +51,8 @@ def device_args(topo: Topology, tph_devices: bool) -> list[str]:
         rp += f",x-tph-completer={topo.root_port_completer}"
     args = ["-device", rp,
             "-device", "x3130-upstream,id=up0,bus=rp0",
-            "-device", "xio3130-downstream,id=dn0,bus=up0,chassis=2,slot=0",
-            "-device", "xio3130-downstream,id=dn1,bus=up0,chassis=3,slot=0"]
+            "-device", "xio3130-downstream,id=dn0,bus=up0,addr=0x0,chassis=2,slot=0",
+            "-device", "xio3130-downstream,id=dn1,bus=up0,addr=0x1,chassis=3,slot=0"]
     if tph_devices:
         args += ["-device", f"tph-testdev,id={EXPORTER_ID},bus=dn0{_props(topo.exporter)}",
                  "-device", f"tph-testdev,id={IMPORTER_ID},bus=dn1{_props(topo.importer)}"]

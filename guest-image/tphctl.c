@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tphctl: drive the VFIO dma-buf TPH uAPI and the test importer.
+ *
+ * File descriptors live as long as the process, so one invocation runs a
+ * whole sequence of steps: open the exporter through VFIO (no-IOMMU), get
+ * a dma-buf of its BAR, set TPH on it, attach the importer, DMA, detach.
+ * Each step prints one JSON object on its own line; the exit status is 0
+ * when every step succeeded, else the errno of the first failing step
+ * (with -k, every step still runs).
+ *
+ * Steps:
+ *   open BDF                     VFIO device of the exporter (no-IOMMU group)
+ *   get [REGION]                 VFIO_DEVICE_FEATURE_DMA_BUF of a whole BAR (2)
+ *   probe                        DMA_BUF_TPH PROBE
+ *   set FLAGS ST ST_EXT PH       DMA_BUF_TPH SET on the current dma-buf
+ *   set-raw FD FLAGS ST ST_EXT PH ARGSZ_DELTA
+ *                                SET with any fd ("dmabuf", "closed",
+ *                                "eventfd" or a number) and argsz changed
+ *                                by ARGSZ_DELTA bytes
+ *   tph-get                      GET on the TPH feature (not supported)
+ *   attach [FD]                  importer ATTACH (FD as for set-raw)
+ *   dma OFFSET LEN PATTERN       importer DMA
+ *   detach                       importer DETACH
+ *   status                       importer STATUS
+ *   decode on|off                exporter memory decode (PCI command bit 1)
+ *   reset                        VFIO_DEVICE_RESET of the exporter
+ *   close-device                 close the exporter's VFIO device fd
+ *   close-dmabuf                 close the dma-buf fd
+ *   sleep MS
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/pci_regs.h>
+#include <linux/vfio.h>
+#include <misc/tph_importer.h>
+
+#define IMPORTER_DEV "/dev/tph-importer"
+
+static int container_fd = -1, group_fd = -1, device_fd = -1;
+static int dmabuf_fd = -1, importer_fd = -1;
+
+static void emit(const char *step, int ret, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("{\"step\": \"%s\", \"ret\": %d, \"errno\": %d, \"error\": \"%s\"",
+	       step, ret, err, err ? strerror(err) : "");
+	if (fmt && *fmt) {
+		printf(", ");
+		va_start(ap, fmt);
+		vprintf(fmt, ap);
+		va_end(ap);
+	}
+	printf("}\n");
+	fflush(stdout);
+}
+
+static long num(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 0);
+	if (errno || *end) {
+		fprintf(stderr, "tphctl: not a number: %s\n", s);
+		exit(EINVAL);
+	}
+	return v;
+}
+
+/* "dmabuf", "closed", "eventfd", or a number */
+static int pick_fd(const char *s)
+{
+	int fd;
+
+	if (!strcmp(s, "dmabuf"))
+		return dmabuf_fd;
+	if (!strcmp(s, "eventfd"))
+		return eventfd(0, EFD_CLOEXEC);
+	if (!strcmp(s, "closed")) {
+		fd = open("/dev/null", O_RDONLY);
+		close(fd);
+		return fd;
+	}
+	return (int)num(s);
+}
+
+static int step_open(const char *bdf)
+{
+	char path[PATH_MAX], link[PATH_MAX];
+	const char *group;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = 0;
+	group = strrchr(link, '/') + 1;
+	container_fd = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+	if (container_fd < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "/dev/vfio/noiommu-%s", group);
+	group_fd = open(path, O_RDWR | O_CLOEXEC);
+	if (group_fd < 0)
+		return -errno;
+	if (ioctl(group_fd, VFIO_GROUP_SET_CONTAINER, &container_fd))
+		return -errno;
+	if (ioctl(container_fd, VFIO_SET_IOMMU, VFIO_NOIOMMU_IOMMU))
+		return -errno;
+	device_fd = ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, bdf);
+	return device_fd < 0 ? -errno : 0;
+}
+
+static int step_get(unsigned int region, unsigned long long *size)
+{
+	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = region };
+	struct {
+		struct vfio_device_feature f;
+		struct vfio_device_feature_dma_buf d;
+		struct vfio_region_dma_range r;
+	} req;
+	int fd;
+
+	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri))
+		return -errno;
+	memset(&req, 0, sizeof(req));
+	req.f.argsz = sizeof(req);
+	req.f.flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
+	req.d.region_index = region;
+	req.d.open_flags = O_RDWR | O_CLOEXEC;
+	req.d.nr_ranges = 1;
+	req.r.offset = 0;
+	req.r.length = ri.size;
+	fd = ioctl(device_fd, VFIO_DEVICE_FEATURE, &req);
+	if (fd < 0)
+		return -errno;
+	dmabuf_fd = fd;
+	*size = ri.size;
+	return 0;
+}
+
+static int tph_feature(unsigned int op, int fd, unsigned int flags, unsigned int st,
+		       unsigned int st_ext, unsigned int ph, int argsz_delta)
+{
+	struct {
+		struct vfio_device_feature f;
+		struct vfio_device_feature_dma_buf_tph t;
+	} req;
+
+	memset(&req, 0, sizeof(req));
+	req.f.argsz = (int)sizeof(req) + argsz_delta;
+	req.f.flags = op | VFIO_DEVICE_FEATURE_DMA_BUF_TPH;
+	req.t.dmabuf_fd = fd;
+	req.t.flags = flags;
+	req.t.steering_tag = (__u8)st;
+	req.t.steering_tag_ext = (__u16)st_ext;
+	req.t.ph = (__u8)ph;
+	if (op == VFIO_DEVICE_FEATURE_PROBE)
+		req.f.flags |= VFIO_DEVICE_FEATURE_SET;
+	return ioctl(device_fd, VFIO_DEVICE_FEATURE, &req) ? -errno : 0;
+}
+
+static int importer(void)
+{
+	if (importer_fd < 0)
+		importer_fd = open(IMPORTER_DEV, O_RDWR | O_CLOEXEC);
+	return importer_fd < 0 ? -errno : 0;
+}
+
+static int config_command(int on)
+{
+	struct vfio_region_info ri = {
+		.argsz = sizeof(ri), .index = VFIO_PCI_CONFIG_REGION_INDEX };
+	uint16_t cmd;
+
+	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri))
+		return -errno;
+	if (pread(device_fd, &cmd, 2, ri.offset + PCI_COMMAND) != 2)
+		return -errno;
+	cmd = on ? cmd | PCI_COMMAND_MEMORY : cmd & ~PCI_COMMAND_MEMORY;
+	if (pwrite(device_fd, &cmd, 2, ri.offset + PCI_COMMAND) != 2)
+		return -errno;
+	return 0;
+}
+
+static void need(int argc, int i, int n, const char *step)
+{
+	if (i + n >= argc) {
+		fprintf(stderr, "tphctl: step %s needs %d argument(s)\n", step, n);
+		exit(EINVAL);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	int keep_going = 0, first_err = 0, i = 1;
+
+	if (argc > 1 && !strcmp(argv[1], "-k")) {
+		keep_going = 1;
+		i++;
+	}
+	if (i >= argc) {
+		fprintf(stderr, "usage: tphctl [-k] STEP [ARGS] ... (see the source's header)\n");
+		return EINVAL;
+	}
+	for (; i < argc; i++) {
+		const char *s = argv[i];
+		int r = 0;
+
+		if (!strcmp(s, "open")) {
+			need(argc, i, 1, s);
+			r = step_open(argv[++i]);
+			emit(s, r, -r, "\"bdf\": \"%s\", \"device_fd\": %d", argv[i], device_fd);
+		} else if (!strcmp(s, "get")) {
+			unsigned long long size = 0;
+			unsigned int region = 2;
+
+			if (i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9')
+				region = (unsigned int)num(argv[++i]);
+			r = step_get(region, &size);
+			emit(s, r, -r, "\"region\": %u, \"fd\": %d, \"size\": %llu", region,
+			     dmabuf_fd, size);
+		} else if (!strcmp(s, "probe")) {
+			r = tph_feature(VFIO_DEVICE_FEATURE_PROBE, -1, 0, 0, 0, 0, 0);
+			emit(s, r, -r, NULL);
+		} else if (!strcmp(s, "set")) {
+			need(argc, i, 4, s);
+			r = tph_feature(VFIO_DEVICE_FEATURE_SET, dmabuf_fd, num(argv[i + 1]),
+					num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]), 0);
+			emit(s, r, -r, "\"flags\": %ld, \"st\": %ld, \"st_ext\": %ld, \"ph\": %ld",
+			     num(argv[i + 1]), num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]));
+			i += 4;
+		} else if (!strcmp(s, "set-raw")) {
+			need(argc, i, 6, s);
+			r = tph_feature(VFIO_DEVICE_FEATURE_SET, pick_fd(argv[i + 1]),
+					num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]),
+					num(argv[i + 5]), (int)num(argv[i + 6]));
+			emit(s, r, -r, "\"fd\": \"%s\"", argv[i + 1]);
+			i += 6;
+		} else if (!strcmp(s, "tph-get")) {
+			r = tph_feature(VFIO_DEVICE_FEATURE_GET, dmabuf_fd, 0, 0, 0, 0, 0);
+			emit(s, r, -r, NULL);
+		} else if (!strcmp(s, "attach")) {
+			struct tph_importer_attach a = { .dmabuf_fd = dmabuf_fd };
+
+			if (i + 1 < argc && (!strcmp(argv[i + 1], "closed") ||
+					     !strcmp(argv[i + 1], "eventfd") ||
+					     (argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') ||
+					     argv[i + 1][0] == '-'))
+				a.dmabuf_fd = pick_fd(argv[++i]);
+			r = importer();
+			if (!r && ioctl(importer_fd, TPH_IMPORTER_ATTACH, &a))
+				r = -errno;
+			emit(s, r, -r, "\"tph_ret\": %d, \"st\": %u, \"ph\": %u, \"ext\": %u, "
+			     "\"req_type\": %u, \"size\": %llu", a.ret, a.st, a.ph, a.ext,
+			     a.req_type, (unsigned long long)a.size);
+		} else if (!strcmp(s, "dma")) {
+			struct tph_importer_dma d = { 0 };
+
+			need(argc, i, 3, s);
+			d.offset = (__u64)num(argv[i + 1]);
+			d.len = (__u32)num(argv[i + 2]);
+			d.pattern = (__u32)strtoul(argv[i + 3], NULL, 0);
+			i += 3;
+			r = importer();
+			if (!r && ioctl(importer_fd, TPH_IMPORTER_DMA, &d))
+				r = -errno;
+			emit(s, r, -r, "\"offset\": %llu, \"len\": %u, \"status\": %u, "
+			     "\"tph_ret\": %d, \"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, "
+			     "\"remapped\": %u", (unsigned long long)d.offset, d.len, d.status,
+			     d.ret, d.th, d.st, d.ph, d.ext, d.remapped);
+		} else if (!strcmp(s, "detach")) {
+			r = importer();
+			if (!r && ioctl(importer_fd, TPH_IMPORTER_DETACH))
+				r = -errno;
+			emit(s, r, -r, NULL);
+		} else if (!strcmp(s, "status")) {
+			struct tph_importer_status st = { 0 };
+
+			r = importer();
+			if (!r && ioctl(importer_fd, TPH_IMPORTER_STATUS, &st))
+				r = -errno;
+			emit(s, r, -r, "\"attached\": %u, \"mapped\": %u, \"invalidations\": %u, "
+			     "\"maps\": %u, \"dmas\": %u, \"tph_ret\": %d, \"req_type\": %u, "
+			     "\"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u", st.attached,
+			     st.mapped, st.invalidations, st.maps, st.dmas, st.ret, st.req_type,
+			     st.th, st.st, st.ph, st.ext);
+		} else if (!strcmp(s, "decode")) {
+			need(argc, i, 1, s);
+			r = config_command(!strcmp(argv[++i], "on"));
+			emit(s, r, -r, "\"on\": %d", !strcmp(argv[i], "on"));
+		} else if (!strcmp(s, "reset")) {
+			r = ioctl(device_fd, VFIO_DEVICE_RESET) ? -errno : 0;
+			emit(s, r, -r, NULL);
+		} else if (!strcmp(s, "close-device")) {
+			r = close(device_fd) ? -errno : 0;
+			device_fd = -1;
+			emit(s, r, -r, NULL);
+		} else if (!strcmp(s, "close-dmabuf")) {
+			r = close(dmabuf_fd) ? -errno : 0;
+			dmabuf_fd = -1;
+			emit(s, r, -r, NULL);
+		} else if (!strcmp(s, "sleep")) {
+			need(argc, i, 1, s);
+			struct timespec ts = { 0, 0 };
+			long ms = num(argv[++i]);
+
+			ts.tv_sec = ms / 1000;
+			ts.tv_nsec = (ms % 1000) * 1000000L;
+			nanosleep(&ts, NULL);
+			emit(s, 0, 0, NULL);
+		} else {
+			fprintf(stderr, "tphctl: unknown step %s\n", s);
+			return EINVAL;
+		}
+		if (r && !first_err)
+			first_err = -r;
+		if (r && !keep_going)
+			break;
+	}
+	return first_err > 255 ? 255 : first_err;
+}
