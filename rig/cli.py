@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from rig import buildstep, doctor, image_build, kernel_build, qemu_build, sources, srctree
+from rig import (
+    buildstep,
+    doctor,
+    guestcli,
+    image_build,
+    kernel_build,
+    qemu_build,
+    sources,
+    srctree,
+)
 from rig.errors import RigError
 from rig.progress import Progress
 
@@ -113,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
     d = sub.add_parser("doctor", help="check host prerequisites and print the fixes")
     d.set_defaults(func=cmd_doctor)
+    guestcli.add_parsers(sub, _source_args)
     return p
 
 

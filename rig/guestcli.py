@@ -1,0 +1,223 @@
+"""`rig run`, `rig boot`, `rig ssh`, `rig hints`, `rig stop`: the guest side of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from rig import buildstep, kvm, report, runner, scenarios, session
+from rig.errors import RigError
+from rig.paths import cache_root
+from rig.progress import Progress
+from rig.topology import EXPORTER_ID, Topology
+from rig.vm import VM, Artifacts
+
+
+def artifacts(results: dict[str, buildstep.Result]) -> Artifacts:
+    q, k, i = results["qemu"].artifacts, results["kernel"].artifacts, results["image"].artifacts
+    return Artifacts(q["qemu"], q["bios"], k["kernel"], i["initramfs"], i["client_key"],
+                     i["host_key"])
+
+
+def require_device(qemu: Path) -> None:
+    out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True,
+                         timeout=60, check=False).stdout
+    if "tph-testdev" not in out:
+        raise RigError(f"{qemu} has no tph-testdev device",
+                       fix="build QEMU with the qemu-device/ series (drop --qemu-tree, or "
+                           "apply the series to your tree)")
+
+
+def choose_accel(wanted: str, progress: Progress) -> str:
+    if wanted != "auto":
+        return wanted
+    st = kvm.detect()
+    progress.note(f"accelerator: {st.accel} ({st.reason})")
+    return st.accel
+
+
+def run_dir(kind: str) -> Path:
+    d = cache_root() / "runs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    d.mkdir(parents=True)
+    return d
+
+
+def select(cases: list[scenarios.Case], patterns: list[str] | None) -> list[scenarios.Case]:
+    if not patterns:
+        return cases
+    chosen = [c for c in cases
+              if any(fnmatch.fnmatch(c.name, p) or p in c.name for p in patterns)]
+    if not chosen:
+        names = ", ".join(c.name for c in cases)
+        raise RigError(f"-k {' '.join(patterns)} matches no scenario", fix=f"pick from: {names}")
+    return chosen
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rig.cli import build_components
+
+    progress = Progress()
+    cases = select(scenarios.matrix(), args.k)
+    if args.st is not None or args.ph is not None:
+        st, ph = args.st if args.st is not None else 0, args.ph if args.ph is not None else 0
+        if not 0 <= st <= 0xFFFF or not 0 <= ph <= 3:
+            raise RigError(f"--st {st:#x} --ph {ph}: ST is 0..0xffff and PH 0..3",
+                           fix="pass values in range")
+        cases.append(scenarios.custom(st, ph))
+    results = build_components(args, "all", progress)
+    arts = artifacts(results)
+    require_device(arts.qemu)
+    accel = choose_accel(args.accel, progress)
+    rundir = run_dir("run")
+    progress.begin(f"running {len(cases)} scenarios (logs: {rundir})")
+
+    def on_outcome(o: runner.Outcome) -> None:
+        progress.note(f"{'PASS' if o.passed else 'FAIL'} {o.case.name} ({o.seconds:.2f}s)")
+
+    def on_stage(topo: str, stage: str, secs: float) -> None:
+        progress.note(f"boot {topo}: {stage} at {secs:.2f}s")
+
+    run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage)
+    print(report.to_ktap(run) if args.ktap else report.table(run))
+    if args.json:
+        Path(args.json).write_text(report.to_json(run))
+    if args.junit:
+        Path(args.junit).write_text(report.to_junit(run))
+    if run.passed and not args.keep:
+        shutil.rmtree(rundir, ignore_errors=True)
+    elif not run.passed:
+        print(f"logs kept in {rundir}", file=sys.stderr)
+    return 0 if run.passed else 1
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from rig.cli import build_components
+
+    try:
+        old = session.load()
+    except RigError:
+        old = None
+    if old is not None:
+        raise RigError(f"a guest is already running (pid {old.pid})", fix="rig stop")
+    progress = Progress()
+    results = build_components(args, "all", progress)
+    arts = artifacts(results)
+    require_device(arts.qemu)
+    accel = choose_accel(args.accel, progress)
+    vm = VM(arts, Topology(), run_dir("boot"), accel)
+    vm.start(on_stage=lambda s, t: progress.note(f"boot: {s} at {t:.2f}s"))
+    assert vm.proc is not None
+    runner.bind_devices(vm)
+    sess = session.Session(vm.proc.pid, vm.ssh_port, str(vm.qmp_path), str(vm.console),
+                           str(arts.client_key), str(arts.host_key), accel)
+    sess.save()
+    if vm.shell:
+        vm.shell.close()
+    print(f"guest up in {vm.boot_seconds:.2f}s ({accel}), pid {sess.pid}\n"
+          f"  ssh:     rig ssh [CMD]   (127.0.0.1:{sess.ssh_port}, key {sess.client_key})\n"
+          f"  hints:   rig hints [--follow]\n"
+          f"  QMP:     {sess.qmp_socket}\n"
+          f"  console: {sess.console_log}\n"
+          f"  stop:    rig stop")
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    sess = session.load()
+    if not args.cmd:
+        ssh = shutil.which("ssh")
+        if not ssh:
+            raise RigError("no command given and no ssh client for an interactive shell",
+                           fix="give a command: rig ssh CMD, or apt-get install openssh-client")
+        os.execv(ssh, [ssh, "-i", sess.client_key, "-p", str(sess.ssh_port),
+                       "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                       "root@127.0.0.1"])
+    shell = sess.shell()
+    res = shell.run(" ".join(args.cmd), timeout=args.timeout)
+    shell.close()
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    return res.rc
+
+
+def _fmt_record(r: dict[str, object]) -> str:
+    rid = int(str(r["requester-id"]))
+    return (f"{r['seq']:>6}  {rid >> 8:02x}:{(rid >> 3) & 0x1f:02x}.{rid & 7}  "
+            f"{int(str(r['offset'])):#10x} {r['length']:>8}  TH={int(bool(r['th']))} "
+            f"PH={r['ph']} ST={int(str(r['st'])):#06x} {'ext' if r['ext'] else '8-bit'}")
+
+
+def cmd_hints(args: argparse.Namespace) -> int:
+    sess = session.load()
+    q = sess.qmp()
+    path = f"/machine/peripheral/{args.device}"
+    since = 0
+    try:
+        while True:
+            qargs: dict[str, object] = {"path": path}
+            if since:
+                qargs["since"] = since
+            res = cast(dict[str, Any], q.cmd("x-query-tph-hints", **qargs))
+            recs = res["records"]
+            if args.json and not args.follow:
+                print(json.dumps(res, indent=2))
+                return 0
+            if since == 0 and not args.json:
+                print(f"{'seq':>6}  requester  {'offset':>10} {'length':>8}  hint")
+            for r in recs:
+                print(json.dumps(r) if args.json else _fmt_record(r), flush=True)
+                since = max(since, int(r["seq"]) + 1)
+            if not args.follow:
+                print(f"total {res['total']}, dropped {res['dropped']}")
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        q.close()
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    sess = session.load()
+    sess.stop()
+    print(f"stopped guest pid {sess.pid}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                source_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    r = sub.add_parser("run", help="build, boot and run the scenario matrix")
+    r.add_argument("-k", action="append", metavar="PATTERN", help="only matching scenarios")
+    r.add_argument("--json", metavar="FILE", help="write a JSON report")
+    r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    r.add_argument("--ktap", action="store_true", help="print KTAP instead of the table")
+    r.add_argument("--keep", action="store_true", help="keep the run's logs even if all pass")
+    r.add_argument("--st", type=lambda s: int(s, 0), help="add a scenario with this ST")
+    r.add_argument("--ph", type=int, help="add a scenario with this PH")
+    r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    r.set_defaults(func=cmd_run)
+    b = sub.add_parser("boot", help="boot the bench guest and leave it running")
+    b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    b.set_defaults(func=cmd_boot)
+    for p in (r, b):
+        source_args(p)
+    s = sub.add_parser("ssh", help="run a command in the running guest (or a shell)")
+    s.add_argument("cmd", nargs=argparse.REMAINDER)
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.set_defaults(func=cmd_ssh)
+    h = sub.add_parser("hints", help="the hints the exporter received (QMP)")
+    h.add_argument("--json", action="store_true")
+    h.add_argument("--follow", action="store_true", help="keep printing new records")
+    h.add_argument("--device", default=EXPORTER_ID, help="tph-testdev id (default tphexp)")
+    h.set_defaults(func=cmd_hints)
+    t = sub.add_parser("stop", help="stop the guest `rig boot` started")
+    t.set_defaults(func=cmd_stop)

@@ -1,0 +1,72 @@
+"""Reports of a run: the table people read, and JSON, JUnit and KTAP for CI."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from rig.runner import Outcome, Run
+
+COLUMNS = ("scenario", "set", "received", "verdict", "time")
+
+
+def table(run: Run) -> str:
+    rows = [(o.case.name, o.case.describe_set(), o.received, "PASS" if o.passed else "FAIL",
+             f"{o.seconds:.2f}s") for o in run.outcomes]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(COLUMNS)]
+    line = "  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for o in run.outcomes:
+        for f in o.failures:
+            out.append(f"  {o.case.name}: {f}")
+    npass = sum(o.passed for o in run.outcomes)
+    out.append(f"{npass}/{len(run.outcomes)} scenarios passed (accel {run.accel}, "
+               f"boots: {', '.join(f'{k} {v:.1f}s' for k, v in run.boots.items())})")
+    return "\n".join(out)
+
+
+def _outcome_doc(o: Outcome) -> dict[str, Any]:
+    return {"name": o.case.name, "summary": o.case.summary, "topology": o.case.topo.name,
+            "set": o.case.describe_set(), "received": o.received, "passed": o.passed,
+            "seconds": round(o.seconds, 3), "failures": o.failures, "steps": o.steps,
+            "records": o.records, "dmesg": o.dmesg}
+
+
+def to_json(run: Run) -> str:
+    doc = {"accel": run.accel, "passed": run.passed, "boots": run.boots,
+           "logs": str(run.logs) if run.logs else None,
+           "scenarios": [_outcome_doc(o) for o in run.outcomes]}
+    return json.dumps(doc, indent=2)
+
+
+def to_junit(run: Run) -> str:
+    fails = sum(not o.passed for o in run.outcomes)
+    total = sum(o.seconds for o in run.outcomes)
+    suites = ET.Element("testsuites", name="tphlab", tests=str(len(run.outcomes)),
+                        failures=str(fails), time=f"{total:.3f}")
+    suite = ET.SubElement(suites, "testsuite", name=f"tphlab.{run.accel}",
+                          tests=str(len(run.outcomes)), failures=str(fails), errors="0",
+                          skipped="0", time=f"{total:.3f}")
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="accel", value=run.accel)
+    for o in run.outcomes:
+        tc = ET.SubElement(suite, "testcase", classname=f"tphlab.{o.case.topo.name}",
+                           name=o.case.name, time=f"{o.seconds:.3f}")
+        if not o.passed:
+            f = ET.SubElement(tc, "failure", message=o.failures[0][:200], type="mismatch")
+            f.text = "\n".join(o.failures)
+        out = ET.SubElement(tc, "system-out")
+        out.text = f"set: {o.case.describe_set()}\nreceived: {o.received}\n"
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def to_ktap(run: Run) -> str:
+    lines = ["KTAP version 1", f"# tphlab accel={run.accel}", f"1..{len(run.outcomes)}"]
+    for i, o in enumerate(run.outcomes, 1):
+        for f in o.failures:
+            lines.append(f"# {o.case.name}: {f}")
+        lines.append(f"{'ok' if o.passed else 'not ok'} {i} {o.case.name}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,124 @@
+"""Running the scenario matrix: one boot per topology, then each case in turn."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rig import scenarios, topology
+from rig.errors import GuestError
+from rig.vm import VM, Artifacts
+
+EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
+
+
+@dataclass
+class Outcome:
+    case: scenarios.Case
+    passed: bool
+    seconds: float
+    failures: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    dmesg: list[str] = field(default_factory=list)
+
+    @property
+    def received(self) -> str:
+        return scenarios.received_summary(self.records)
+
+
+@dataclass
+class Run:
+    accel: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    boots: dict[str, float] = field(default_factory=dict)
+    logs: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outcomes) and all(o.passed for o in self.outcomes)
+
+
+def groups(cases: list[scenarios.Case]) -> list[tuple[topology.Topology, list[scenarios.Case]]]:
+    """Cases by topology, in the order topologies first appear."""
+    out: list[tuple[topology.Topology, list[scenarios.Case]]] = []
+    for c in cases:
+        for topo, members in out:
+            if topo == c.topo:
+                members.append(c)
+                break
+        else:
+            out.append((c.topo, [c]))
+    return out
+
+
+def parse_steps(stdout: str) -> list[dict[str, Any]]:
+    steps = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            steps.append(json.loads(line))
+    return steps
+
+
+def bind_devices(vm: VM) -> tuple[str, str]:
+    assert vm.shell is not None
+    res = vm.shell.run("tphlab-bind", timeout=30)
+    if res.rc != 0:
+        raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
+                         fix="check the guest kernel has vfio-pci and tph_importer")
+    kv = dict(w.split("=", 1) for w in res.stdout.split() if "=" in w)
+    return kv["EXPORTER"], kv["IMPORTER"]
+
+
+def run_case(vm: VM, case: scenarios.Case, exporter: str, importer: str) -> Outcome:
+    assert vm.shell is not None
+    started = time.monotonic()
+    vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
+    vm.shell.run("dmesg -c > /dev/null", timeout=10)
+    cmd = "tphctl -k " + shlex.join(case.tphctl_steps(exporter))
+    res = vm.shell.run(cmd, timeout=30)
+    steps = parse_steps(res.stdout)
+    hints = vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)
+    records: list[dict[str, Any]] = hints["records"]
+    dmesg = scenarios.dmesg_splats(vm.shell.run("dmesg -c", timeout=10).stdout)
+    failures = scenarios.check(case, steps, records, scenarios.requester_id(importer))
+    if res.stderr.strip():
+        failures.append(f"tphctl: {res.stderr.strip()}")
+    failures += [f"dmesg: {ln}" for ln in dmesg]
+    return Outcome(case, not failures, time.monotonic() - started, failures, steps, records,
+                   dmesg)
+
+
+def run_matrix(cases: list[scenarios.Case], arts: Artifacts, accel: str, rundir: Path,
+               report: Callable[[Outcome], None] | None = None,
+               on_stage: Callable[[str, str, float], None] | None = None) -> Run:
+    """Boot once per topology and run its cases; the run directory keeps every log."""
+    run = Run(accel, logs=rundir)
+    for topo, members in groups(cases):
+        vm = VM(arts, topo, rundir / topo.name, accel)
+
+        def stage(name: str, secs: float, topo_name: str = topo.name) -> None:
+            if on_stage:
+                on_stage(topo_name, name, secs)
+
+        try:
+            vm.start(on_stage=stage)
+            run.boots[topo.name] = vm.boot_seconds
+            exporter, importer = bind_devices(vm)
+            for case in members:
+                outcome = run_case(vm, case, exporter, importer)
+                run.outcomes.append(outcome)
+                if report:
+                    report(outcome)
+                if not vm.alive():
+                    raise GuestError(f"QEMU died during scenario {case.name}",
+                                     log=str(vm.console))
+        finally:
+            vm.stop()
+    return run
