@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import copy
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+from rig import report, runner, scenarios
+from rig.scenarios import ST, ST_EXT, Case, Hint, TphSet
+
+RID = 0x0400
+CASE = Case("st8", "8-bit", topo=scenarios.IMPORTER_8BIT, sets=(TphSet(ST, st=0x42, ph=2),),
+            wire=Hint(0x42, 2, False))
+
+
+def good_steps(case: Case) -> list[dict[str, Any]]:
+    w = case.wire
+    steps: list[dict[str, Any]] = [{"step": "open", "ret": 0, "errno": 0},
+                                   {"step": "get", "ret": 0, "errno": 0}]
+    if case.probe_errno is not None:
+        steps.append({"step": "probe", "ret": -case.probe_errno, "errno": case.probe_errno})
+    steps += [{"step": "set", "ret": -s.errno, "errno": s.errno} for s in case.sets]
+    steps.append({"step": "attach", "ret": 0, "errno": 0, "tph_ret": case.attach_ret,
+                  "st": w.st if w else 0, "ph": w.ph if w else 0, "ext": int(w.ext) if w else 0})
+    steps.append({"step": "dma", "ret": 0, "errno": 0, "th": int(w is not None)})
+    return steps
+
+
+def good_records(case: Case) -> list[dict[str, Any]]:
+    return [dict(r, seq=1) for r in scenarios.expected_records(case, RID)]
+
+
+def test_requester_id_from_bdf() -> None:
+    assert scenarios.requester_id("0000:04:00.0") == 0x0400
+    assert scenarios.requester_id("03:01.2") == 0x030A
+    with pytest.raises(ValueError):
+        scenarios.requester_id("nope")
+
+
+def test_matching_run_passes_for_every_case() -> None:
+    for case in [*scenarios.matrix(), scenarios.custom(0x1234, 3)]:
+        assert scenarios.check(case, good_steps(case), good_records(case), RID) == [], case.name
+
+
+@pytest.mark.parametrize("field,value", [("st", 0x43), ("ph", 1), ("ext", True), ("th", False),
+                                         ("requester-id", 0x0300), ("length", 32)])
+def test_any_wrong_field_on_the_wire_fails(field: str, value: object) -> None:
+    recs = good_records(CASE)
+    recs[0][field] = value
+    bad = scenarios.check(CASE, good_steps(CASE), recs, RID)
+    assert bad and "exporter received" in bad[0]
+
+
+def test_missing_or_extra_records_fail() -> None:
+    assert scenarios.check(CASE, good_steps(CASE), [], RID)
+    assert scenarios.check(CASE, good_steps(CASE), good_records(CASE) * 2, RID)
+
+
+def test_wrong_importer_query_and_set_errno_fail() -> None:
+    steps = good_steps(CASE)
+    next(s for s in steps if s["step"] == "attach")["ph"] = 3
+    assert any("importer got" in b for b in scenarios.check(CASE, steps, good_records(CASE),
+                                                              RID))
+    steps = good_steps(CASE)
+    steps[2]["errno"] = 95
+    assert any("SET #1" in b for b in scenarios.check(CASE, steps, good_records(CASE), RID))
+
+
+def test_no_hint_case_rejects_a_hint() -> None:
+    case = next(c for c in scenarios.matrix() if c.name == "flags-0-clears")
+    recs = good_records(case)
+    hinted = copy.deepcopy(recs)
+    hinted[0].update(th=True, st=5, ph=1)
+    assert scenarios.check(case, good_steps(case), recs, RID) == []
+    assert scenarios.check(case, good_steps(case), hinted, RID)
+
+
+def test_tphctl_steps_encode_the_sets() -> None:
+    case = Case("x", "x", sets=(TphSet(ST | ST_EXT, st=0x12, st_ext=0x3456, ph=2),),
+                probe_errno=95)
+    steps = case.tphctl_steps("0000:03:00.0")
+    assert steps[:4] == ["open", "0000:03:00.0", "probe", "get"]
+    assert steps[4:9] == ["set", "3", "0x12", "0x3456", "2"]
+    assert "attach" in steps and "dma" in steps
+
+
+def test_cases_are_grouped_by_topology_in_order() -> None:
+    gs = runner.groups(scenarios.matrix())
+    names = [t.name for t, _ in gs]
+    assert names == ["default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
+                     "pci-notph"]
+    assert sum(len(m) for _, m in gs) == len(scenarios.matrix())
+
+
+def test_dmesg_splats_are_found() -> None:
+    text = "ok line\nWARNING: CPU: 0 PID: 1 at drivers/x.c:1\nfine\nBUG: KASAN: use-after-free\n"
+    assert len(scenarios.dmesg_splats(text)) == 2
+    assert scenarios.dmesg_splats("tph_importer: attached\n") == []
+
+
+def _run() -> runner.Run:
+    ok = runner.Outcome(CASE, True, 0.5, records=good_records(CASE))
+    bad = runner.Outcome(scenarios.matrix()[0], False, 0.25, ["exporter received [] ..."])
+    return runner.Run("tcg", [ok, bad], {"default": 1.5})
+
+
+def test_table_has_each_scenario_and_verdict() -> None:
+    text = report.table(_run())
+    assert "st8" in text and "PASS" in text and "FAIL" in text
+    assert "TH=1 PH=2 ST=0x42 8-bit x64B" in text
+    assert "1/2 scenarios passed (accel tcg" in text
+
+
+def test_junit_is_well_formed_and_counts() -> None:
+    root = ET.fromstring(report.to_junit(_run()))
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == ["st8", "no-tph"]
+    assert cases[1].find("failure") is not None and cases[0].find("failure") is None
+
+
+def test_ktap_lines() -> None:
+    lines = report.to_ktap(_run()).splitlines()
+    assert lines[0] == "KTAP version 1" and "1..2" in lines
+    assert "ok 1 st8" in lines and "not ok 2 no-tph" in lines
