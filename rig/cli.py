@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from rig import (
+    bench,
     buildstep,
     doctor,
     guestcli,
@@ -123,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check host prerequisites and print the fixes")
     d.set_defaults(func=cmd_doctor)
     guestcli.add_parsers(sub, _source_args)
+    bench.add_parser(sub)
     return p
 
 

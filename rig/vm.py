@@ -99,7 +99,11 @@ class VM:
         seen = 0
         while seen < len(STAGES):
             text = self.console.read_text(errors="replace") if self.console.exists() else ""
-            while seen < len(STAGES) and STAGES[seen][1] in text:
+            # The furthest stage whose marker is on the console ("quiet" hides
+            # the kernel banner, so earlier markers may never show).
+            reached = max((i + 1 for i, (_, mark) in enumerate(STAGES) if mark in text),
+                          default=0)
+            while seen < reached:
                 self.stage = STAGES[seen][0]
                 if on_stage:
                     on_stage(self.stage, time.monotonic() - started)
