@@ -19,7 +19,7 @@ from rig.errors import RigError
 from rig.paths import cache_root
 from rig.progress import Progress
 from rig.topology import EXPORTER_ID, Topology
-from rig.vm import VM, Artifacts
+from rig.vm import Artifacts
 
 
 def artifacts(results: dict[str, buildstep.Result]) -> Artifacts:
@@ -113,8 +113,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     arts = artifacts(results)
     require_device(arts.qemu)
     accel = choose_accel(args.accel, progress)
-    vm = VM(arts, Topology(), run_dir("boot"), accel)
-    vm.start(on_stage=lambda s, t: progress.note(f"boot: {s} at {t:.2f}s"))
+    vm, accel = runner.start_vm(arts, Topology(), run_dir("boot"), accel,
+                                lambda s, t: progress.note(f"boot: {s} at {t:.2f}s"))
     assert vm.proc is not None
     runner.bind_devices(vm)
     sess = session.Session(vm.proc.pid, vm.ssh_port, str(vm.qmp_path), str(vm.console),

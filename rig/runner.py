@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rig import scenarios, topology
-from rig.errors import GuestError
+from rig.errors import GuestError, RigError
 from rig.vm import VM, Artifacts
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
@@ -55,6 +55,31 @@ def groups(cases: list[scenarios.Case]) -> list[tuple[topology.Topology, list[sc
         else:
             out.append((c.topo, [c]))
     return out
+
+
+def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str,
+             on_stage: Callable[[str, float], None] | None = None,
+             timeout: float = 120.0) -> tuple[VM, str]:
+    """Boot to SSH; if KVM was chosen but the guest never reaches /init, retry under TCG.
+
+    A KVM that creates VMs and runs a few instructions can still hang a real
+    guest (nested virtualization); the fallback is reported, never silent.
+    """
+    vm = VM(arts, topo, rundir, accel)
+    try:
+        vm.start(timeout=timeout if accel == "tcg" else min(timeout, 30.0), on_stage=on_stage)
+        return vm, accel
+    except RigError as exc:
+        if accel != "kvm" or vm.stage not in ("qemu", "kernel"):
+            raise
+        vm.stop()
+        note = rundir / "kvm-fallback.txt"
+        note.write_text(f"KVM boot failed at stage {vm.stage}; using TCG.\n{exc.message}\n")
+        if on_stage:
+            on_stage("kvm failed, falling back to tcg", 0.0)
+    vm = VM(arts, topo, rundir / "tcg", "tcg")
+    vm.start(timeout=timeout, on_stage=on_stage)
+    return vm, "tcg"
 
 
 def parse_steps(stdout: str) -> list[dict[str, Any]]:
@@ -101,14 +126,13 @@ def run_matrix(cases: list[scenarios.Case], arts: Artifacts, accel: str, rundir:
     """Boot once per topology and run its cases; the run directory keeps every log."""
     run = Run(accel, logs=rundir)
     for topo, members in groups(cases):
-        vm = VM(arts, topo, rundir / topo.name, accel)
 
         def stage(name: str, secs: float, topo_name: str = topo.name) -> None:
             if on_stage:
                 on_stage(topo_name, name, secs)
 
+        vm, run.accel = start_vm(arts, topo, rundir / topo.name, run.accel, stage)
         try:
-            vm.start(on_stage=stage)
             run.boots[topo.name] = vm.boot_seconds
             exporter, importer = bind_devices(vm)
             for case in members:
