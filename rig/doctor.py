@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig import kvm
+from rig.errors import ToolError
 from rig.paths import DATA_DIR
 
 
@@ -70,21 +71,28 @@ def _kvm() -> str | None:
 
 
 APT = "apt-get install -y"
+# Host programs the builds run, and the Debian/Ubuntu package that has each.
+TOOL_PACKAGES = {
+    "gcc": "build-essential", "make": "build-essential", "ninja": "ninja-build",
+    "pkg-config": "pkg-config", "flex": "flex", "bison": "bison", "bc": "bc", "git": "git",
+    "perl": "perl", "cpio": "cpio", "rsync": "rsync", "xz": "xz-utils", "tar": "tar",
+    "gzip": "gzip", "dpkg-deb": "dpkg", "apt-get": "apt", "ldd": "libc-bin",
+}
 PIP = "pip install -e '.[test]' (or ./tphlab setup)"
 
 CHECKS: list[Check] = [
-    Check("C compiler (gcc)", _tool("gcc"), f"{APT} build-essential"),
-    Check("make", _tool("make"), f"{APT} build-essential"),
-    Check("ninja", _tool("ninja"), f"{APT} ninja-build"),
-    Check("pkg-config", _tool("pkg-config"), f"{APT} pkg-config"),
-    Check("flex", _tool("flex"), f"{APT} flex"),
-    Check("bison", _tool("bison"), f"{APT} bison"),
-    Check("bc", _tool("bc"), f"{APT} bc"),
-    Check("git", _tool("git"), f"{APT} git"),
-    Check("perl", _tool("perl"), f"{APT} perl"),
-    Check("cpio", _tool("cpio"), f"{APT} cpio"),
-    Check("rsync (kernel headers_install)", _tool("rsync"), f"{APT} rsync"),
-    Check("xz", _tool("xz"), f"{APT} xz-utils"),
+    Check("C compiler (gcc)", _tool("gcc"), f"{APT} {TOOL_PACKAGES['gcc']}"),
+    Check("make", _tool("make"), f"{APT} {TOOL_PACKAGES['make']}"),
+    Check("ninja", _tool("ninja"), f"{APT} {TOOL_PACKAGES['ninja']}"),
+    Check("pkg-config", _tool("pkg-config"), f"{APT} {TOOL_PACKAGES['pkg-config']}"),
+    Check("flex", _tool("flex"), f"{APT} {TOOL_PACKAGES['flex']}"),
+    Check("bison", _tool("bison"), f"{APT} {TOOL_PACKAGES['bison']}"),
+    Check("bc", _tool("bc"), f"{APT} {TOOL_PACKAGES['bc']}"),
+    Check("git", _tool("git"), f"{APT} {TOOL_PACKAGES['git']}"),
+    Check("perl", _tool("perl"), f"{APT} {TOOL_PACKAGES['perl']}"),
+    Check("cpio", _tool("cpio"), f"{APT} {TOOL_PACKAGES['cpio']}"),
+    Check("rsync (kernel headers_install)", _tool("rsync"), f"{APT} {TOOL_PACKAGES['rsync']}"),
+    Check("xz", _tool("xz"), f"{APT} {TOOL_PACKAGES['xz']}"),
     Check("glib-2.0 headers", _pkgconfig("glib-2.0"), f"{APT} libglib2.0-dev"),
     Check("slirp headers", _pkgconfig("slirp"), f"{APT} libslirp-dev"),
     Check("libfdt headers", _file("/usr/include/libfdt.h"), f"{APT} libfdt-dev"),
@@ -129,3 +137,18 @@ def run(checks: list[Check] | None = None, out: Callable[[str], None] = print) -
         return 1
     out("\nhost ready")
     return 0
+
+
+def install_hint(tool: str) -> str:
+    """The command that installs `tool`, for errors that find it missing."""
+    pkg = TOOL_PACKAGES.get(Path(tool).name)
+    return f"{APT} {pkg}" if pkg else "run `rig doctor` for the install command"
+
+
+def require(tools: list[str], stage: str) -> None:
+    """Fail before a stage starts if a program it runs is missing."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pkgs = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
+        raise ToolError(f"{stage} needs {', '.join(missing)}, not found on PATH",
+                        fix=f"{APT} {' '.join(pkgs)}")

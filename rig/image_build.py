@@ -12,7 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from rig import buildstep, proc
+from rig import buildstep, doctor, proc
 from rig.cache import file_digest, files_inputs, input_key
 from rig.errors import BuildError, ToolError
 from rig.host import compiler_version
@@ -75,6 +75,7 @@ def client_key(out: Path) -> None:
 
 
 def build(ctx: buildstep.BuildContext, kernel: buildstep.Result) -> buildstep.Result:
+    doctor.require(["gcc", "cpio", "gzip", "ldd"], "the guest image build")
     inputs = key_inputs(kernel.key)
     key = input_key(inputs)
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rig import buildstep, kconfig, proc, series, sources
+from rig import buildstep, doctor, kconfig, proc, series, sources
 from rig.cache import file_digest, files_inputs, input_key
 from rig.errors import ConfigError
 from rig.host import ccache, compiler_version, jobs
@@ -42,6 +42,8 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
     if not fragment.is_file():
         raise ConfigError(f"kernel config fragment {fragment} is missing",
                           fix="restore kernel-patches/tphlab.config from git")
+    doctor.require(["gcc", "make", "flex", "bison", "bc", "perl", "rsync", "git", "tar"],
+                   "the kernel build")
     inputs = key_inputs(src, fragment)
     key = input_key(inputs)
 

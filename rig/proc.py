@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from rig.doctor import install_hint
 from rig.errors import BuildError, RigError, ToolError
 
 LineHook = Callable[[str], None]
@@ -48,8 +49,7 @@ def run(
                 errors="replace",
             )
         except FileNotFoundError as exc:
-            raise ToolError(f"{args[0]} is not installed",
-                            fix="run `rig doctor` for the install command") from exc
+            raise ToolError(f"{args[0]} is not installed", fix=install_hint(args[0])) from exc
         assert proc.stdout is not None
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
@@ -82,8 +82,7 @@ def capture(argv: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None,
         res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                              stdin=subprocess.DEVNULL)
     except FileNotFoundError as exc:
-        raise ToolError(f"{args[0]} is not installed",
-                        fix="run `rig doctor` for the install command") from exc
+        raise ToolError(f"{args[0]} is not installed", fix=install_hint(args[0])) from exc
     if check and res.returncode != 0:
         raise RigError(f"{shlex.join(args)} failed (exit {res.returncode}): "
                        f"{(res.stderr or res.stdout).strip()[-800:]}")

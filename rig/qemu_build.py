@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rig import buildstep, proc, series, sources
+from rig import buildstep, doctor, proc, series, sources
 from rig.cache import files_inputs, input_key
 from rig.errors import ToolError
 from rig.host import compiler_version
@@ -66,6 +66,7 @@ def key_inputs(src: sources.Source) -> dict[str, Any]:
 
 
 def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
+    doctor.require(["gcc", "ninja", "pkg-config", "git", "tar"], "the QEMU build")
     inputs = key_inputs(src)
     key = input_key(inputs)
 
