@@ -24,8 +24,8 @@ from rig.vm import Artifacts
 
 def artifacts(results: dict[str, buildstep.Result]) -> Artifacts:
     q, k, i = results["qemu"].artifacts, results["kernel"].artifacts, results["image"].artifacts
-    return Artifacts(q["qemu"], q["bios"], k["kernel"], i["initramfs"], i["client_key"],
-                     i["host_key"])
+    return Artifacts(q["qemu"], q["bios"], q["datadir"], k["kernel"], i["initramfs"],
+                     i["client_key"], i["host_key"])
 
 
 def require_device(qemu: Path) -> None:

@@ -26,9 +26,10 @@ CONFIGURE_FLAGS = [
     "--disable-install-blobs",
     "--disable-werror",
 ]
+# Bump when the artifacts change in a way the inputs do not show.
+RECIPE = "2"
 BINARY = "qemu-system-x86_64"
 QTEST = "tests/qtest/tph-testdev-test"
-QBOOT_PATHS = [Path("/usr/share/qemu/qboot.rom"), Path("/usr/share/qemu/qboot.bin")]
 EDK2_BLOB = "pc-bios/edk2-x86_64-code.fd.bz2"
 EDK2_LINE = "    unpack_edk2_blobs = bzip2.found()"
 
@@ -46,17 +47,30 @@ def prepare_source(tree: Path) -> str | None:
             "Debian's +ds tarball drops pc-bios/*.bz2; x86 machines here boot qboot.")
 
 
-def find_qboot(tree: Path) -> Path:
-    for p in [tree / "pc-bios/qboot.rom", *QBOOT_PATHS]:
-        if p.is_file():
-            return p
-    raise ToolError("qboot.rom (QEMU's minimal x86 firmware) was not found",
-                    fix="apt-get install qemu-system-data")
+FIRMWARE = ["qboot.rom", "kvmvapic.bin", "linuxboot_dma.bin"]
+SYSTEM_DATADIR = Path("/usr/share/qemu")
+
+
+def collect_firmware(tree: Path, dest: Path) -> None:
+    """The firmware an x86 q35 guest with -kernel needs, from the tree or the system.
+
+    Debian's +ds tarball drops the pc-bios blobs; qemu-system-data has them.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in FIRMWARE:
+        for d in (tree / "pc-bios", SYSTEM_DATADIR):
+            if (d / name).is_file():
+                shutil.copy2(d / name, dest / name)
+                break
+        else:
+            raise ToolError(f"QEMU firmware {name} was not found in {tree / 'pc-bios'} or "
+                            f"{SYSTEM_DATADIR}", fix="apt-get install -y qemu-system-data")
 
 
 def key_inputs(src: sources.Source) -> dict[str, Any]:
     patches = [] if src.kind == "tree" else series.series_files(qemu_series_dir())
     return {
+        "recipe": RECIPE,
         "source": src.identity(),
         "series": files_inputs(patches, repo_root()),
         "configure": CONFIGURE_FLAGS,
@@ -84,8 +98,8 @@ def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
             targets.append(QTEST)
         steps = compile_targets(ctx, bdir, targets, log)
         shutil.copy2(bdir / BINARY, out / BINARY)
-        arts = {"qemu": BINARY, "bios": "qboot.rom"}
-        shutil.copy2(find_qboot(tree), out / "qboot.rom")
+        collect_firmware(tree, out / "share")
+        arts = {"qemu": BINARY, "bios": "share/qboot.rom", "datadir": "share"}
         if QTEST in targets:
             shutil.copy2(bdir / QTEST, out / "tph-testdev-test")
             arts["qtest"] = "tph-testdev-test"

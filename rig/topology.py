@@ -32,6 +32,7 @@ class Topology:
 class Boot:
     qemu: Path
     bios: Path
+    datadir: Path
     kernel: Path
     initrd: Path
     accel: str                 # "kvm" or "tcg"
@@ -61,9 +62,11 @@ def device_args(topo: Topology, tph_devices: bool) -> list[str]:
 
 def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]:
     append = " ".join([*BASE_APPEND, *topo.append])
-    accel = ["-accel", "kvm", "-cpu", "host"] if boot.accel == "kvm" else ["-accel", "tcg"]
+    accel = ["-accel", "kvm", "-cpu", "host"] if boot.accel == "kvm" else [
+        "-accel", "tcg", "-cpu", "max"]
     return [
-        str(boot.qemu), "-machine", "q35", *accel, "-bios", str(boot.bios),
+        str(boot.qemu), "-machine", "q35", *accel, "-L", str(boot.datadir),
+        "-bios", str(boot.bios),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-smp", "1", "-m", str(topo.memory_mb),
         "-kernel", str(boot.kernel), "-initrd", str(boot.initrd), "-append", append,
@@ -71,5 +74,5 @@ def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]
         "-qmp", f"unix:{boot.qmp_socket},server=on,wait=off",
         *device_args(topo, tph_devices),
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{boot.ssh_port}-:22",
-        "-device", "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x3",
+        "-device", "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x3,romfile=",
     ]

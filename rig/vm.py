@@ -54,6 +54,7 @@ def console_tail(path: Path, lines: int = 30) -> str:
 class Artifacts:
     qemu: Path
     bios: Path
+    datadir: Path
     kernel: Path
     initrd: Path
     client_key: Path
@@ -80,7 +81,8 @@ class VM:
         self.boot_seconds = 0.0
 
     def argv(self) -> list[str]:
-        boot = topology.Boot(self.arts.qemu, self.arts.bios, self.arts.kernel, self.arts.initrd,
+        boot = topology.Boot(self.arts.qemu, self.arts.bios, self.arts.datadir, self.arts.kernel,
+                             self.arts.initrd,
                              self.accel, self.ssh_port, self.qmp_path, self.console)
         return topology.qemu_argv(boot, self.topo, self.tph_devices)
 

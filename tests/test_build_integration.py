@@ -47,7 +47,8 @@ def test_build_all_produces_every_artifact(first_build: dict[str, Any]) -> None:
     comps = first_build["components"]
     assert set(comps) == {"qemu", "kernel", "image"}
     arts = {k: Path(v) for c in comps.values() for k, v in c["artifacts"].items()}
-    for name in ("qemu", "bios", "kernel", "config", "headers", "initramfs", "client_key",
+    for name in ("qemu", "bios", "datadir", "kernel", "config", "headers", "initramfs",
+                 "client_key",
                  "host_key"):
         assert arts[name].exists(), name
     assert os.access(arts["qemu"], os.X_OK)

@@ -7,7 +7,8 @@ from rig import topology
 
 def _boot(accel: str = "tcg") -> topology.Boot:
     p = Path("/x")
-    return topology.Boot(p / "qemu", p / "qboot.rom", p / "bzImage", p / "initrd", accel, 2222,
+    return topology.Boot(p / "qemu", p / "qboot.rom", p / "share", p / "bzImage", p / "initrd",
+                         accel, 2222,
                          p / "qmp.sock", p / "console.log")
 
 
