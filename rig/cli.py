@@ -16,6 +16,7 @@ from rig import (
     doctor,
     guestcli,
     image_build,
+    kcheck,
     kernel_build,
     qemu_build,
     sources,
@@ -98,6 +99,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    ctx = buildstep.BuildContext(Progress())
+    with ctx.cache.locked():
+        reports = kcheck.run(ctx, _source(args, "kernel"))
+    print(kcheck.render(reports))
+    return 0 if reports and all(r.clean for r in reports) else 1
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.run()
 
@@ -121,6 +130,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("component", choices=("qemu", "kernel"))
     e.add_argument("dir")
     e.set_defaults(func=cmd_export)
+    c = sub.add_parser("check", help="check the kernel series as maintainers would")
+    c.add_argument("what", choices=("kernel-series",))
+    _source_args(c)
+    c.set_defaults(func=cmd_check)
     d = sub.add_parser("doctor", help="check host prerequisites and print the fixes")
     d.set_defaults(func=cmd_doctor)
     guestcli.add_parsers(sub, _source_args)

@@ -1,0 +1,139 @@
+"""`rig check kernel-series`: the series as kernel maintainers check it.
+
+For every patch: checkpatch --strict clean; at every commit the tree
+builds with the fragment (bisectable), kernel-doc -Wall is quiet on the
+files the patch touches, and W=1 plus sparse (C=2) add no warning on them
+compared with the base.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rig import buildstep, doctor, kernel_build, series, sources
+from rig.errors import RigError
+from rig.paths import kernel_fragment, kernel_series_dir
+
+CHECKPATCH_CLEAN = "total: 0 errors, 0 warnings, 0 checks"
+_WARN = re.compile(r"^(?P<file>[\w./+-]+\.[ch]):\d+(?::\d+)?: (?P<kind>warning|error): "
+                   r"(?P<msg>.*)$")
+
+
+@dataclass
+class PatchReport:
+    patch: str
+    checkpatch: list[str] = field(default_factory=list)
+    kerneldoc: list[str] = field(default_factory=list)
+    build: str = ""
+    new_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.checkpatch or self.kerneldoc or self.build or self.new_warnings)
+
+
+def checkpatch(tree: Path, patch: Path, log: Path) -> list[str]:
+    out = _run_capture(tree, ["perl", "scripts/checkpatch.pl", "--strict", str(patch)], log)
+    if CHECKPATCH_CLEAN in out:
+        return []
+    return [ln for ln in out.splitlines()
+            if ln.startswith(("ERROR:", "WARNING:", "CHECK:", "total:"))] or [out[-400:]]
+
+
+def _run_capture(tree: Path, argv: list[str], log: Path) -> str:
+    """Run a checker whose findings are its output (its exit status is not the verdict)."""
+    res = subprocess.run(argv, cwd=tree, capture_output=True, text=True, timeout=1800,
+                         check=False)
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(argv)}\n{res.stdout}{res.stderr}")
+    return res.stdout + res.stderr
+
+
+def warnings_for(text: str, files: set[str], root: Path) -> set[tuple[str, str]]:
+    """(file, message) pairs of compiler/sparse warnings on `files`; line numbers dropped."""
+    found = set()
+    for ln in text.splitlines():
+        m = _WARN.match(ln.strip())
+        if not m:
+            continue
+        name = m.group("file")
+        rel = str(Path(name).resolve().relative_to(root)) if name.startswith("/") else name
+        if rel in files:
+            found.add((rel, re.sub(r"\s+", " ", m.group("msg"))))
+    return found
+
+
+def objects(files: set[str], tree: Path) -> list[str]:
+    return sorted(f[:-2] + ".o" for f in files if f.endswith(".c") and (tree / f).exists())
+
+
+def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
+    doctor.require(["perl", "gcc", "make", "sparse", "git"], "the kernel series check")
+    if src.kind == "tree":
+        raise RigError("rig check kernel-series checks the series in kernel-patches/",
+                       fix="drop --kernel-tree")
+    patches = series.series_files(kernel_series_dir())
+    work = ctx.work("kernel-check")
+    log = ctx.log("kernel-check")
+    log.write_text("")
+    tree = buildstep.prepare_tree(ctx, src, work, log, patches)
+    commits = series.git(tree, "rev-list", "--reverse", f"{series.BASE_TAG}..HEAD").split()
+    bdir = work / "build"
+    reports: list[PatchReport] = []
+    try:
+        series.git(tree, "checkout", "-q", "--detach", series.BASE_TAG, log=log)
+        kernel_build.configure(ctx, tree, bdir, kernel_fragment(), log)
+        make = kernel_build.make_args(tree, bdir)
+        all_touched: set[str] = set()
+        for c in commits:
+            all_touched |= set(series.git(tree, "diff", "--name-only", f"{c}~1", c).split())
+        ctx.progress.begin("kernel-check: base build and warnings")
+        kernel_build.compile_kernel(ctx, tree, bdir, ["bzImage"], log)
+        base_objs = objects(all_touched, tree)
+        base_warn = warnings_for(_run_capture(
+            tree, [*make, "W=1", "C=2", *base_objs], log), all_touched, tree) if base_objs \
+            else set()
+        for patch, commit in zip(patches, commits, strict=True):
+            rep = PatchReport(patch.name)
+            reports.append(rep)
+            ctx.progress.begin(f"kernel-check: {patch.name}")
+            rep.checkpatch = checkpatch(tree, patch, log)
+            series.git(tree, "checkout", "-q", "--detach", commit, log=log)
+            touched = set(series.git(tree, "diff", "--name-only", f"{commit}~1", commit).split())
+            docs = [f for f in touched if f.endswith((".c", ".h")) and (tree / f).exists()]
+            if docs:
+                out = _run_capture(tree, ["perl", "scripts/kernel-doc", "-none", "-Wall",
+                                          *docs], log)
+                rep.kerneldoc = [ln for ln in out.splitlines() if ln.strip()]
+            try:
+                kernel_build.compile_kernel(ctx, tree, bdir, ["bzImage"], log)
+            except RigError as exc:
+                rep.build = exc.message
+                continue
+            objs = objects(touched, tree)
+            if objs:
+                got = warnings_for(_run_capture(tree, [*make, "W=1", "C=2", *objs], log),
+                                   touched, tree)
+                rep.new_warnings = sorted(f"{f}: {m}" for f, m in got - base_warn)
+            ctx.progress.done("clean" if rep.clean else "problems")
+    finally:
+        series.git(tree, "checkout", "-q", "--detach", series.SERIES_REF)
+    return reports
+
+
+def render(reports: list[PatchReport]) -> str:
+    out = []
+    for r in reports:
+        out.append(f"{'ok  ' if r.clean else 'FAIL'} {r.patch}")
+        for label, items in (("checkpatch", r.checkpatch), ("kernel-doc", r.kerneldoc),
+                             ("new W=1/sparse warning", r.new_warnings)):
+            out += [f"       {label}: {i}" for i in items]
+        if r.build:
+            out.append(f"       build: {r.build}")
+    clean = sum(r.clean for r in reports)
+    out.append(f"{clean}/{len(reports)} patches clean")
+    return "\n".join(out)
+

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from rig import kcheck
+
+OUT = """\
+  CC      drivers/vfio/pci/vfio_pci_dmabuf.o
+drivers/vfio/pci/vfio_pci_dmabuf.c:120:5: warning: no previous prototype for 'f' [-Wproto]
+drivers/vfio/pci/vfio_pci_dmabuf.c:130:5: warning: no previous prototype for 'f' [-Wproto]
+/abs/tree/drivers/pci/tph.c:77:9: warning: incorrect type in argument 1 (different address spaces)
+drivers/pci/other.c:1:1: warning: not ours
+include/linux/pci.h:12: error: bad thing
+"""
+
+
+def test_warnings_are_keyed_by_file_and_message_without_lines() -> None:
+    files = {"drivers/vfio/pci/vfio_pci_dmabuf.c", "drivers/pci/tph.c", "include/linux/pci.h"}
+    got = kcheck.warnings_for(OUT, files, Path("/abs/tree"))
+    assert got == {
+        ("drivers/vfio/pci/vfio_pci_dmabuf.c",
+         "no previous prototype for 'f' [-Wproto]"),
+        ("drivers/pci/tph.c", "incorrect type in argument 1 (different address spaces)"),
+        ("include/linux/pci.h", "bad thing"),
+    }
+
+
+def test_objects_are_the_touched_c_files_that_exist(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/x.c").write_text("")
+    files = {"a/x.c", "a/gone.c", "a/x.h", "Kconfig"}
+    assert kcheck.objects(files, tmp_path) == ["a/x.o"]
+
+
+def test_render_marks_each_patch() -> None:
+    ok = kcheck.PatchReport("0001-a.patch")
+    bad = kcheck.PatchReport("0002-b.patch", checkpatch=["WARNING: line too long"])
+    text = kcheck.render([ok, bad])
+    assert "ok   0001-a.patch" in text and "FAIL 0002-b.patch" in text
+    assert "checkpatch: WARNING: line too long" in text and "1/2 patches clean" in text
