@@ -93,3 +93,22 @@ def prepare_tree(ctx: BuildContext, src: sources.Source, work: Path, log: Path,
     head = series.apply(tree, patches, log)
     ctx.progress.done(f"HEAD {head[:12]}")
     return tree
+
+
+def series_for(src: sources.Source, series_dir: Path) -> list[Path]:
+    """The patches to apply: none for a user's tree, which is built as is."""
+    return [] if src.kind == "tree" else series.series_files(series_dir)
+
+
+def source_tree(ctx: BuildContext, src: sources.Source, series_dir: Path, stage: str,
+                prepare: Callable[[Path], str | None] | None = None,
+                work_name: str | None = None) -> tuple[Path, Path, Path]:
+    """Work area, fresh log and ready source tree of one build stage."""
+    if work_name is None:
+        work_name = src.component if src.kind != "tree" else \
+            f"{src.component}-tree-{cachemod.input_key({'t': src.location})}"
+    work = ctx.work(work_name)
+    log = ctx.log(stage)
+    log.write_text("")
+    tree = prepare_tree(ctx, src, work, log, series_for(src, series_dir), prepare)
+    return work, log, tree

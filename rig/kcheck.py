@@ -76,10 +76,8 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
         raise RigError("rig check kernel-series checks the series in kernel-patches/",
                        fix="drop --kernel-tree")
     patches = series.series_files(kernel_series_dir())
-    work = ctx.work("kernel-check")
-    log = ctx.log("kernel-check")
-    log.write_text("")
-    tree = buildstep.prepare_tree(ctx, src, work, log, patches)
+    work, log, tree = buildstep.source_tree(ctx, src, kernel_series_dir(), "kernel-check",
+                                            work_name="kernel-check")
     commits = series.git(tree, "rev-list", "--reverse", f"{series.BASE_TAG}..HEAD").split()
     bdir = work / "build"
     reports: list[PatchReport] = []

@@ -18,7 +18,7 @@ IMAGE = "arch/x86/boot/bzImage"
 
 
 def key_inputs(src: sources.Source, fragment: Path) -> dict[str, Any]:
-    patches = [] if src.kind == "tree" else series.series_files(kernel_series_dir())
+    patches = buildstep.series_for(src, kernel_series_dir())
     return {
         "source": src.identity(),
         "series": files_inputs(patches, repo_root()),
@@ -48,12 +48,7 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
     key = input_key(inputs)
 
     def produce(out: Path) -> dict[str, Any]:
-        name = "kernel" if src.kind != "tree" else f"kernel-tree-{input_key({'t': src.location})}"
-        work = ctx.work(name)
-        log = ctx.log("kernel-build")
-        log.write_text("")
-        patches = [] if src.kind == "tree" else series.series_files(kernel_series_dir())
-        tree = buildstep.prepare_tree(ctx, src, work, log, patches)
+        work, log, tree = buildstep.source_tree(ctx, src, kernel_series_dir(), "kernel-build")
         bdir = work / "build"
         configure(ctx, tree, bdir, fragment, log)
         config = kconfig.parse((bdir / ".config").read_text())

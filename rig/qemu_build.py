@@ -68,7 +68,7 @@ def collect_firmware(tree: Path, dest: Path) -> None:
 
 
 def key_inputs(src: sources.Source) -> dict[str, Any]:
-    patches = [] if src.kind == "tree" else series.series_files(qemu_series_dir())
+    patches = buildstep.series_for(src, qemu_series_dir())
     return {
         "recipe": RECIPE,
         "source": src.identity(),
@@ -85,12 +85,8 @@ def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
     key = input_key(inputs)
 
     def produce(out: Path) -> dict[str, Any]:
-        name = "qemu" if src.kind != "tree" else f"qemu-tree-{input_key({'t': src.location})}"
-        work = ctx.work(name)
-        log = ctx.log("qemu-build")
-        log.write_text("")
-        patches = [] if src.kind == "tree" else series.series_files(qemu_series_dir())
-        tree = buildstep.prepare_tree(ctx, src, work, log, patches, prepare_source)
+        work, log, tree = buildstep.source_tree(ctx, src, qemu_series_dir(), "qemu-build",
+                                                prepare_source)
         bdir = work / "build"
         configure(ctx, tree, bdir, log)
         targets = [BINARY]

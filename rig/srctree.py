@@ -37,13 +37,9 @@ def make_src(ctx: buildstep.BuildContext, src: sources.Source, dest: Path) -> Pa
     if dest.exists() and any(dest.iterdir()):
         raise RigError(f"{dest} exists and is not empty", fix="name a new directory")
     comp = src.component
-    name = comp
-    work = ctx.work(name)
-    log = ctx.log(f"{comp}-src")
-    log.write_text("")
     patches = series.series_files(series_dir(comp))
     prep = qemu_build.prepare_source if comp == "qemu" else None
-    tree = buildstep.prepare_tree(ctx, src, work, log, patches, prep)
+    _, log, tree = buildstep.source_tree(ctx, src, series_dir(comp), f"{comp}-src", prep)
     ctx.progress.begin(f"{comp}: cloning into {dest}")
     series.git(dest.parent if dest.parent.exists() else Path.cwd(), "clone", "-q",
                "--no-checkout", str(tree), str(dest), log=log, timeout=1800)
