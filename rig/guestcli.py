@@ -161,21 +161,18 @@ def cmd_hints(args: argparse.Namespace) -> int:
     q = sess.qmp()
     path = f"/machine/peripheral/{args.device}"
     since = 0
+    if not args.json:
+        print(f"{'seq':>6}  requester  {'offset':>10} {'length':>8}  hint")
     try:
         while True:
-            qargs: dict[str, object] = {"path": path}
-            if since:
-                qargs["since"] = since
-            res = cast(dict[str, Any], q.cmd("x-query-tph-hints", **qargs))
-            recs = res["records"]
+            res = cast(dict[str, Any], q.cmd("x-query-tph-hints", path=path, since=since))
             if args.json and not args.follow:
                 print(json.dumps(res, indent=2))
                 return 0
-            if since == 0 and not args.json:
-                print(f"{'seq':>6}  requester  {'offset':>10} {'length':>8}  hint")
-            for r in recs:
+            for r in res["records"]:
                 print(json.dumps(r) if args.json else _fmt_record(r), flush=True)
-                since = max(since, int(r["seq"]) + 1)
+            # total is the seq of the next record: asking from it gives only new ones.
+            since = int(res["total"])
             if not args.follow:
                 print(f"total {res['total']}, dropped {res['dropped']}")
                 return 0
