@@ -36,6 +36,18 @@ def input_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def tree_digest(root: Path) -> str:
+    """One hash over every file's path and content below root (symlinks by target)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root)).encode()
+        if p.is_symlink():
+            h.update(b"L" + rel + b"\0" + os.readlink(p).encode() + b"\0")
+        elif p.is_file():
+            h.update(b"F" + rel + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def files_inputs(paths: list[Path], root: Path) -> dict[str, str]:
     """Name -> content hash for each file; names relative to root."""
     out: dict[str, str] = {}

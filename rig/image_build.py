@@ -39,13 +39,14 @@ def _static_busybox() -> Path:
     return bb
 
 
-def key_inputs(kernel_key: str) -> dict[str, Any]:
+def key_inputs(kernel: dict[str, Any]) -> dict[str, Any]:
+    """`kernel`: what the image takes from the kernel build (headers, modules digests)."""
     files = sorted(p for p in guest_image_dir().rglob("*") if p.is_file())
     return {
         "files": files_inputs(files, repo_root()),
         "busybox": file_digest(_static_busybox()),
         "dropbear": file_digest(_need(DROPBEAR, "dropbear-bin")),
-        "kernel": kernel_key,
+        "kernel": kernel,
         "compiler": compiler_version(),
     }
 
@@ -76,7 +77,7 @@ def client_key(out: Path) -> None:
 
 def build(ctx: buildstep.BuildContext, kernel: buildstep.Result) -> buildstep.Result:
     doctor.require(["gcc", "cpio", "gzip", "ldd"], "the guest image build")
-    inputs = key_inputs(kernel.key)
+    inputs = key_inputs(kernel.meta.get("guest_inputs") or {"key": kernel.key})
     key = input_key(inputs)
 
     def produce(out: Path) -> dict[str, Any]:

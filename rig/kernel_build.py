@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from rig import buildstep, doctor, kconfig, proc, series, sources
-from rig.cache import file_digest, files_inputs, input_key
+from rig.cache import file_digest, files_inputs, input_key, tree_digest
 from rig.errors import ConfigError
 from rig.host import ccache, compiler_version, jobs
 from rig.paths import kernel_fragment, kernel_series_dir, repo_root
 from rig.progress import kbuild_step
 
+# Bump when the artifacts change in a way the inputs do not show.
+RECIPE = "2"
 BASE_CONFIG = "tinyconfig"
 IMAGE = "arch/x86/boot/bzImage"
 
@@ -20,6 +22,7 @@ IMAGE = "arch/x86/boot/bzImage"
 def key_inputs(src: sources.Source, fragment: Path) -> dict[str, Any]:
     patches = buildstep.series_for(src, kernel_series_dir())
     return {
+        "recipe": RECIPE,
         "source": src.identity(),
         "series": files_inputs(patches, repo_root()),
         "base_config": BASE_CONFIG,
@@ -63,7 +66,12 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
             proc.run([*make_args(tree, bdir), f"INSTALL_MOD_PATH={out / 'modules'}",
                       "modules_install"], log=log, what="kernel modules_install")
             arts["modules"] = "modules"
+        # What the guest image takes from the kernel: a change that leaves the
+        # uAPI headers and modules alone does not rebuild the image.
+        guest_inputs = {name: tree_digest(out / arts[name])
+                        for name in ("headers", "modules") if name in arts}
         return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
+                "guest_inputs": guest_inputs,
                 "tree": str(tree), "build_dir": str(bdir), "steps": steps}
 
     return buildstep.finish(ctx, "kernel", key, produce)
