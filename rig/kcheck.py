@@ -83,7 +83,8 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
     reports: list[PatchReport] = []
     try:
         series.git(tree, "checkout", "-q", "--detach", series.BASE_TAG, log=log)
-        kernel_build.configure(ctx, tree, bdir, kernel_fragment(), log)
+        kernel_build.configure(ctx, tree, bdir, kernel_fragment(), log, strict=False,
+                               force=True)
         make = kernel_build.make_args(tree, bdir)
         all_touched: set[str] = set()
         for c in commits:
@@ -106,7 +107,12 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
                 out = _run_capture(tree, ["perl", "scripts/kernel-doc", "-none", "-Wall",
                                           *docs], log)
                 rep.kerneldoc = [ln for ln in out.splitlines() if ln.strip()]
+            last = commit == commits[-1]
             try:
+                # Options a patch adds exist from its commit on: reconfigure each time,
+                # and require the whole fragment at the end of the series.
+                kernel_build.configure(ctx, tree, bdir, kernel_fragment(), log, strict=last,
+                                       force=True)
                 kernel_build.compile_kernel(ctx, tree, bdir, ["bzImage"], log)
             except RigError as exc:
                 rep.build = exc.message

@@ -79,11 +79,15 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
 
 
 def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, fragment: Path,
-              log: Path) -> None:
-    """tinyconfig + fragment + olddefconfig, redone only when an input changed."""
+              log: Path, strict: bool = True, force: bool = False) -> None:
+    """tinyconfig + fragment + olddefconfig, redone only when an input changed.
+
+    strict: every option of the fragment must survive (off for a commit in
+    the middle of the series, where later patches' options do not exist yet).
+    """
     state_path = bdir / "tphlab-config.json"
     wanted = {"base": BASE_CONFIG, "fragment": file_digest(fragment), "tree": str(tree)}
-    if (bdir / ".config").is_file() and series.read_state(state_path) == wanted:
+    if not force and (bdir / ".config").is_file() and series.read_state(state_path) == wanted:
         return
     bdir.mkdir(parents=True, exist_ok=True)
     ctx.progress.begin(f"kernel: {BASE_CONFIG} + {fragment.name}")
@@ -93,9 +97,10 @@ def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, fragment: Pat
     proc.run([tree / "scripts/kconfig/merge_config.sh", "-m", "-O", bdir, bdir / ".config",
               fragment], cwd=tree, log=log, what="merge_config.sh", error=ConfigError)
     proc.run([*make, "olddefconfig"], log=log, what="make olddefconfig", error=ConfigError)
-    kconfig.check_files(fragment, bdir / ".config")
+    if strict:
+        kconfig.check_files(fragment, bdir / ".config")
     series.write_state(state_path, wanted)
-    ctx.progress.done("every option of the fragment is set as asked")
+    ctx.progress.done("every option of the fragment is set as asked" if strict else "configured")
 
 
 def compile_kernel(ctx: buildstep.BuildContext, tree: Path, bdir: Path, targets: list[str],
