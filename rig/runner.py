@@ -91,14 +91,39 @@ def parse_steps(stdout: str) -> list[dict[str, Any]]:
     return steps
 
 
+def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
+    """The guest address QEMU's query-pci reports for a device id."""
+
+    def walk(bus: int, devices: list[dict[str, Any]]) -> str | None:
+        for d in devices:
+            if d.get("qdev_id") == qdev_id:
+                return f"0000:{bus:02x}:{d['slot']:02x}.{d['function']}"
+            bridge = d.get("pci_bridge")
+            if bridge and bridge.get("devices"):
+                found = walk(bridge["bus"]["secondary"], bridge["devices"])
+                if found:
+                    return found
+        return None
+
+    for root in pci:
+        found = walk(root["bus"], root["devices"])
+        if found:
+            return found
+    raise GuestError(f"QEMU reports no PCI device {qdev_id!r}",
+                     fix="check the topology's -device lines in the run's cmdline file")
+
+
 def bind_devices(vm: VM) -> tuple[str, str]:
+    """Give the exporter to vfio-pci and the importer to tph_importer."""
     assert vm.shell is not None
-    res = vm.shell.run("tphlab-bind", timeout=30)
+    pci = vm.qmp_cmd("query-pci")
+    exporter = find_bdf(pci, topology.EXPORTER_ID)
+    importer = find_bdf(pci, topology.IMPORTER_ID)
+    res = vm.shell.run(f"tphlab-bind {exporter} {importer}", timeout=30)
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer")
-    kv = dict(w.split("=", 1) for w in res.stdout.split() if "=" in w)
-    return kv["EXPORTER"], kv["IMPORTER"]
+    return exporter, importer
 
 
 def run_case(vm: VM, case: scenarios.Case, exporter: str, importer: str) -> Outcome:

@@ -126,3 +126,17 @@ def test_ktap_lines() -> None:
     lines = report.to_ktap(_run()).splitlines()
     assert lines[0] == "KTAP version 1" and "1..2" in lines
     assert "ok 1 st8" in lines and "not ok 2 no-tph" in lines
+
+
+def test_find_bdf_walks_bridges_by_qemu_ids() -> None:
+    dev = {"slot": 0, "function": 0, "qdev_id": "tphexp"}
+    pci = [{"bus": 0, "devices": [
+        {"slot": 4, "function": 0, "qdev_id": "rp0", "pci_bridge": {
+            "bus": {"secondary": 1}, "devices": [
+                {"slot": 0, "function": 0, "qdev_id": "up0", "pci_bridge": {
+                    "bus": {"secondary": 2}, "devices": [
+                        {"slot": 1, "function": 0, "qdev_id": "dn1", "pci_bridge": {
+                            "bus": {"secondary": 4}, "devices": [dev]}}]}}]}}]}]
+    assert runner.find_bdf(pci, "tphexp") == "0000:04:00.0"
+    with pytest.raises(Exception, match="no PCI device 'tphimp'"):
+        runner.find_bdf(pci, "tphimp")
