@@ -101,6 +101,7 @@ CHECKS: list[Check] = [
     Check("dropbear", _file("/usr/sbin/dropbear"), f"{APT} dropbear-bin"),
     Check("dropbearkey", _file("/usr/bin/dropbearkey"), f"{APT} dropbear-bin"),
     Check("qboot.rom firmware", _file("/usr/share/qemu/qboot.rom"), f"{APT} qemu-system-data"),
+    Check("SeaBIOS (for the qtest)", _file("/usr/share/seabios/bios-256k.bin"), f"{APT} seabios"),
     Check("python: qemu.qmp", _python("qemu.qmp"), PIP),
     Check("python: paramiko", _python("paramiko"), PIP),
     Check("python: meson >= 1.5", _python("meson", (1, 5)), PIP),

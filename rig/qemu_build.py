@@ -27,7 +27,7 @@ CONFIGURE_FLAGS = [
     "--disable-werror",
 ]
 # Bump when the artifacts change in a way the inputs do not show.
-RECIPE = "2"
+RECIPE = "4"
 BINARY = "qemu-system-x86_64"
 QTEST = "tests/qtest/tph-testdev-test"
 EDK2_BLOB = "pc-bios/edk2-x86_64-code.fd.bz2"
@@ -47,24 +47,28 @@ def prepare_source(tree: Path) -> str | None:
             "Debian's +ds tarball drops pc-bios/*.bz2; x86 machines here boot qboot.")
 
 
-FIRMWARE = ["qboot.rom", "kvmvapic.bin", "linuxboot_dma.bin"]
-SYSTEM_DATADIR = Path("/usr/share/qemu")
+# Firmware the guests and the qtest need, and the host packages that carry
+# it when the source tarball does not (Debian's +ds drops pc-bios blobs).
+FIRMWARE = {
+    "qboot.rom": (Path("/usr/share/qemu"), "qemu-system-data"),
+    "kvmvapic.bin": (Path("/usr/share/qemu"), "qemu-system-data"),
+    "linuxboot_dma.bin": (Path("/usr/share/qemu"), "qemu-system-data"),
+    "bios-256k.bin": (Path("/usr/share/seabios"), "seabios"),
+    "vgabios-stdvga.bin": (Path("/usr/share/seabios"), "seabios"),
+}
 
 
 def collect_firmware(tree: Path, dest: Path) -> None:
-    """The firmware an x86 q35 guest with -kernel needs, from the tree or the system.
-
-    Debian's +ds tarball drops the pc-bios blobs; qemu-system-data has them.
-    """
+    """Copy each firmware file from the tree's pc-bios/ or, failing that, the system."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in FIRMWARE:
-        for d in (tree / "pc-bios", SYSTEM_DATADIR):
+    for name, (system_dir, package) in FIRMWARE.items():
+        for d in (tree / "pc-bios", system_dir):
             if (d / name).is_file():
                 shutil.copy2(d / name, dest / name)
                 break
         else:
             raise ToolError(f"QEMU firmware {name} was not found in {tree / 'pc-bios'} or "
-                            f"{SYSTEM_DATADIR}", fix="apt-get install -y qemu-system-data")
+                            f"{system_dir}", fix=f"apt-get install -y {package}")
 
 
 def key_inputs(src: sources.Source) -> dict[str, Any]:
