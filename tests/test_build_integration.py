@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,8 @@ def _touch_patch(repo: Path, work_tree: Path) -> Path:
     """A one-line patch to a kernel file no series patch touches."""
     target = "init/calibrate.c"
     base = series.git(work_tree, "show", f"{series.BASE_TAG}:{target}").splitlines(True)
-    new = [*base[:1], "/* tphlab: incremental rebuild check */\n", *base[1:]]
+    # A fresh token each run: the changed series must never be a cache hit.
+    new = [*base[:1], f"/* tphlab: incremental rebuild check {uuid.uuid4()} */\n", *base[1:]]
     diff = "".join(difflib.unified_diff(base, new, f"a/{target}", f"b/{target}", n=1))
     patch = repo / "kernel-patches" / "9999-incremental-check.patch"
     patch.write_text(
@@ -102,8 +104,9 @@ def test_touching_one_kernel_patch_rebuilds_only_the_kernel_incrementally(
     assert changed["image"]["cached"], "the uAPI headers and modules did not change"
     meta = json.loads((Path(changed["kernel"]["entry"]) / "meta.json").read_text())
     cold = json.loads((Path(kernel["entry"]) / "meta.json").read_text())
-    print(f"kernel steps: cold {cold['steps']}, after a one-patch change {meta['steps']}")
+    print(f"kernel steps: entry before {cold['steps']}, after a one-patch change {meta['steps']}")
     assert 0 < meta["steps"] < 100, "one touched file must not rebuild the kernel from scratch"
+    shutil.rmtree(changed["kernel"]["entry"])
     # Back to the real series: its entries are still in the cache.
     back = build_json()["components"]
     assert all(c["cached"] for c in back.values())
