@@ -25,9 +25,15 @@
  *   status                       importer STATUS
  *   decode on|off                exporter memory decode (PCI command bit 1)
  *   reset                        VFIO_DEVICE_RESET of the exporter
+ *   poke OFFSET VALUE            CPU write of a 32-bit VALUE into the exporter's
+ *                                BAR2 through VFIO (a write with no hint)
  *   close-device                 close the exporter's VFIO device fd
  *   close-dmabuf                 close the dma-buf fd
  *   sleep MS
+ *   pause                        print the step, then wait for a line on stdin
+ *                                (the host inspects the devices meanwhile: the
+ *                                exporter is reset, and its hint log cleared,
+ *                                when its VFIO device is released)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -197,6 +203,17 @@ static int config_command(int on)
 	return 0;
 }
 
+static int bar2_poke(unsigned long long off, uint32_t val)
+{
+	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = VFIO_PCI_BAR2_REGION_INDEX };
+
+	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri))
+		return -errno;
+	if (pwrite(device_fd, &val, 4, ri.offset + off) != 4)
+		return -errno;
+	return 0;
+}
+
 static void need(int argc, int i, int n, const char *step)
 {
 	if (i + n >= argc) {
@@ -303,6 +320,12 @@ int main(int argc, char **argv)
 			need(argc, i, 1, s);
 			r = config_command(!strcmp(argv[++i], "on"));
 			emit(s, r, -r, "\"on\": %d", !strcmp(argv[i], "on"));
+		} else if (!strcmp(s, "poke")) {
+			need(argc, i, 2, s);
+			r = bar2_poke((unsigned long long)num(argv[i + 1]),
+				      (uint32_t)strtoul(argv[i + 2], NULL, 0));
+			emit(s, r, -r, "\"offset\": \"%s\"", argv[i + 1]);
+			i += 2;
 		} else if (!strcmp(s, "reset")) {
 			r = ioctl(device_fd, VFIO_DEVICE_RESET) ? -errno : 0;
 			emit(s, r, -r, NULL);
@@ -314,6 +337,12 @@ int main(int argc, char **argv)
 			r = close(dmabuf_fd) ? -errno : 0;
 			dmabuf_fd = -1;
 			emit(s, r, -r, NULL);
+		} else if (!strcmp(s, "pause")) {
+			char line[16];
+
+			emit(s, 0, 0, NULL);
+			if (!fgets(line, sizeof(line), stdin) && ferror(stdin))
+				r = -EIO;
 		} else if (!strcmp(s, "sleep")) {
 			need(argc, i, 1, s);
 			struct timespec ts = { 0, 0 };

@@ -132,10 +132,13 @@ def run_case(vm: VM, case: scenarios.Case, exporter: str, importer: str) -> Outc
     vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
     vm.shell.run("dmesg -c > /dev/null", timeout=10)
     cmd = "tphctl -k " + shlex.join(case.tphctl_steps(exporter))
-    res = vm.shell.run(cmd, timeout=30)
+    records: list[dict[str, Any]] = []
+
+    def read_hints() -> None:
+        records.extend(vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)["records"])
+
+    res = vm.shell.run_with_pause(cmd, read_hints, timeout=30)
     steps = parse_steps(res.stdout)
-    hints = vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)
-    records: list[dict[str, Any]] = hints["records"]
     dmesg = scenarios.dmesg_splats(vm.shell.run("dmesg -c", timeout=10).stdout)
     failures = scenarios.check(case, steps, records, scenarios.requester_id(importer))
     if res.stderr.strip():

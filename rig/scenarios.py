@@ -76,7 +76,10 @@ class Case:
         steps.append("get")
         for s in self.sets:
             steps += ["set", str(s.flags), hex(s.st), hex(s.st_ext), str(s.ph)]
-        steps += ["attach", "dma", "0", str(DMA_LEN), hex(DMA_PATTERN), "status", "detach"]
+        # pause: the rig reads the exporter's hint log while tphctl still holds
+        # the VFIO device (releasing it resets the device, clearing the log).
+        steps += ["attach", "dma", "0", str(DMA_LEN), hex(DMA_PATTERN), "status", "pause",
+                  "detach"]
         return steps
 
     def describe_set(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,32 @@ class GuestShell:
                              fix="the guest may have hung or panicked: see the console log"
                              ) from exc
         return CmdResult(rc, stdout, stderr)
+
+    def run_with_pause(self, command: str, on_pause: Callable[[], None],
+                       marker: str = '"step": "pause"', timeout: float = 60.0) -> CmdResult:
+        """Run a command that stops at a marker line until it gets a line on stdin.
+
+        on_pause runs while the guest side waits (e.g. to read QEMU's view
+        of the devices before the command releases them).
+        """
+        if self.client is None:
+            raise GuestError("SSH is not connected")
+        out_lines: list[str] = []
+        try:
+            stdin, out, err = self.client.exec_command(command, timeout=timeout)
+            for line in out:
+                out_lines.append(line if line.endswith("\n") else line + "\n")
+                if marker in line:
+                    on_pause()
+                    stdin.write("\n")
+                    stdin.flush()
+            stderr = err.read().decode(errors="replace")
+            rc = out.channel.recv_exit_status()
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
+            raise GuestError(f"guest command {command!r} failed over SSH: {exc or 'timeout'}",
+                             fix="the guest may have hung or panicked: see the console log"
+                             ) from exc
+        return CmdResult(rc, "".join(out_lines), stderr)
 
     def close(self) -> None:
         if self.client is not None:
