@@ -6,11 +6,12 @@ import json
 import shlex
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig import scenarios, topology
+from rig import host, scenarios, topology
 from rig.errors import GuestError, RigError
 from rig.vm import VM, Artifacts
 
@@ -148,29 +149,53 @@ def run_case(vm: VM, case: scenarios.Case, exporter: str, importer: str) -> Outc
                    dmesg)
 
 
+def run_group(topo: topology.Topology, members: list[scenarios.Case], arts: Artifacts,
+              accel: str, rundir: Path, report: Callable[[Outcome], None] | None = None,
+              on_stage: Callable[[str, str, float], None] | None = None
+              ) -> tuple[str, float, list[Outcome]]:
+    """Boot one topology, run its cases; return the accelerator used, boot time, outcomes."""
+
+    def stage(name: str, secs: float) -> None:
+        if on_stage:
+            on_stage(topo.name, name, secs)
+
+    vm, used = start_vm(arts, topo, rundir / topo.name, accel, stage)
+    outcomes: list[Outcome] = []
+    try:
+        exporter, importer = bind_devices(vm)
+        for case in members:
+            outcome = run_case(vm, case, exporter, importer)
+            outcomes.append(outcome)
+            if report:
+                report(outcome)
+            if not vm.alive():
+                raise GuestError(f"QEMU died during scenario {case.name}", log=str(vm.console))
+    finally:
+        vm.stop()
+    return used, vm.boot_seconds, outcomes
+
+
 def run_matrix(cases: list[scenarios.Case], arts: Artifacts, accel: str, rundir: Path,
                report: Callable[[Outcome], None] | None = None,
-               on_stage: Callable[[str, str, float], None] | None = None) -> Run:
-    """Boot once per topology and run its cases; the run directory keeps every log."""
+               on_stage: Callable[[str, str, float], None] | None = None,
+               jobs: int | None = None) -> Run:
+    """Boot once per topology and run its cases; the run directory keeps every log.
+
+    Topologies run side by side, one guest per core (a TCG guest keeps one
+    core busy); the outcomes keep the order of `cases`.
+    """
+    gs = groups(cases)
+    workers = max(1, min(jobs or host.jobs(), len(gs)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="guest") as pool:
+        futures = [pool.submit(run_group, topo, members, arts, accel, rundir, report, on_stage)
+                   for topo, members in gs]
+        results = [f.result() for f in futures]
     run = Run(accel, logs=rundir)
-    for topo, members in groups(cases):
-
-        def stage(name: str, secs: float, topo_name: str = topo.name) -> None:
-            if on_stage:
-                on_stage(topo_name, name, secs)
-
-        vm, run.accel = start_vm(arts, topo, rundir / topo.name, run.accel, stage)
-        try:
-            run.boots[topo.name] = vm.boot_seconds
-            exporter, importer = bind_devices(vm)
-            for case in members:
-                outcome = run_case(vm, case, exporter, importer)
-                run.outcomes.append(outcome)
-                if report:
-                    report(outcome)
-                if not vm.alive():
-                    raise GuestError(f"QEMU died during scenario {case.name}",
-                                     log=str(vm.console))
-        finally:
-            vm.stop()
+    by_name: dict[str, Outcome] = {}
+    for (topo, _), (used, boot, outcomes) in zip(gs, results, strict=True):
+        run.boots[topo.name] = boot
+        if used != accel:
+            run.accel = used
+        by_name.update((o.case.name, o) for o in outcomes)
+    run.outcomes = [by_name[c.name] for c in cases if c.name in by_name]
     return run
