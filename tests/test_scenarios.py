@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import copy
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
+import xmlschema
 
 from rig import report, runner, scenarios
 from rig.scenarios import ST, ST_EXT, Case, Hint, TphSet
@@ -110,6 +112,14 @@ def test_table_has_each_scenario_and_verdict() -> None:
     assert "st8" in text and "PASS" in text and "FAIL" in text
     assert "TH=1 PH=2 ST=0x42 8-bit x64B" in text
     assert "1/2 scenarios passed (accel tcg" in text
+
+
+def test_junit_validates_against_the_schema() -> None:
+    schema = xmlschema.XMLSchema(Path(__file__).parent / "data" / "junit.xsd")
+    schema.validate(report.to_junit(_run()))
+    bad = report.to_junit(_run()).replace('name="st8"', "")
+    with pytest.raises(xmlschema.XMLSchemaValidationError):
+        schema.validate(bad)
 
 
 def test_junit_is_well_formed_and_counts() -> None:
