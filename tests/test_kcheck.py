@@ -30,6 +30,11 @@ def test_objects_are_the_touched_c_files_that_exist(tmp_path: Path) -> None:
     (tmp_path / "a/x.c").write_text("")
     files = {"a/x.c", "a/gone.c", "a/x.h", "Kconfig"}
     assert kcheck.objects(files, tmp_path) == ["a/x.o"]
+    bdir = tmp_path / "build"
+    assert kcheck.objects(files, tmp_path, bdir) == [], "not built by the config: skipped"
+    (bdir / "a").mkdir(parents=True)
+    (bdir / "a/x.o").write_text("")
+    assert kcheck.objects(files, tmp_path, bdir) == ["a/x.o"]
 
 
 def test_render_marks_each_patch() -> None:
