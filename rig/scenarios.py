@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rig.topology import Topology
@@ -67,7 +67,6 @@ class Case:
     probe_errno: int | None = None      # run PROBE first when not None
     attach_ret: int = 0                 # importer's TPH query result (0 or -errno)
     wire: Hint | None = None            # None: the DMA must carry no hint
-    extra_steps: tuple[str, ...] = field(default=())
 
     def tphctl_steps(self, exporter: str) -> list[str]:
         steps = ["open", exporter]
