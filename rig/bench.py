@@ -14,7 +14,6 @@ from rig import guestcli, runner, scenarios
 from rig.paths import repo_root
 from rig.progress import Progress
 from rig.topology import Topology
-from rig.vm import VM
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = build_components(args, "all", progress)
     arts = guestcli.artifacts(results)
     guestcli.require_device(arts.qemu)
-    accel = guestcli.choose_accel(args.accel, progress)
+    accel = guestcli.choose_accel(args.accel, progress, arts)
     tg = targets(accel)
     figs: list[Figure] = []
 
@@ -69,12 +68,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     boots = []
     for i in range(args.runs):
         progress.note(f"boot {i + 1}/{args.runs}")
-        vm = VM(arts, Topology(), guestcli.run_dir("bench") / f"boot{i}", accel)
-        try:
-            vm.start()
-            boots.append(vm.boot_seconds)
-        finally:
-            vm.stop()
+        vm, accel = runner.start_vm(arts, Topology(), guestcli.run_dir("bench") / f"boot{i}",
+                                    accel)
+        boots.append(vm.boot_seconds)
+        vm.stop()
     figs.append(figure("boot to SSH", boots, tg.get("boot_to_ssh")))
 
     wholes: list[float] = []

@@ -37,10 +37,13 @@ def require_device(qemu: Path) -> None:
                            "apply the series to your tree)")
 
 
-def choose_accel(wanted: str, progress: Progress) -> str:
+def choose_accel(wanted: str, progress: Progress, arts: Artifacts) -> str:
+    """KVM only when a test vCPU runs and the bench's QEMU starts under it."""
     if wanted != "auto":
         return wanted
     st = kvm.detect()
+    if st.usable:
+        st = kvm.qemu_accepts_kvm(arts.qemu, arts.datadir)
     progress.note(f"accelerator: {st.accel} ({st.reason})")
     return st.accel
 
@@ -76,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = build_components(args, "all", progress)
     arts = artifacts(results)
     require_device(arts.qemu)
-    accel = choose_accel(args.accel, progress)
+    accel = choose_accel(args.accel, progress, arts)
     rundir = run_dir("run")
     progress.begin(f"running {len(cases)} scenarios (logs: {rundir})")
 
@@ -112,7 +115,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     results = build_components(args, "all", progress)
     arts = artifacts(results)
     require_device(arts.qemu)
-    accel = choose_accel(args.accel, progress)
+    accel = choose_accel(args.accel, progress, arts)
     vm, accel = runner.start_vm(arts, Topology(), run_dir("boot"), accel,
                                 lambda s, t: progress.note(f"boot: {s} at {t:.2f}s"))
     assert vm.proc is not None
