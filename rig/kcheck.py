@@ -23,6 +23,10 @@ CHECKPATCH_CLEAN = "total: 0 errors, 0 warnings, 0 checks"
 # vfio-pci's dma-buf code would not even be compiled at the earlier commits.
 # DMABUF_HEAPS selects it too, so every commit builds the code it touches.
 CHECK_EXTRA = "CONFIG_DMABUF_HEAPS=y\n"
+# Debian 12's sparse (0.6.4) predates __typeof_unqual__, and Kbuild then
+# turns C=1/C=2 off with only a warning; read it as plain __typeof__.
+SPARSE = "CHECK=sparse -D__typeof_unqual__=__typeof__"
+SPARSE_OFF = "is not available or not up to date"
 _WARN = re.compile(r"^(?P<file>[\w./+-]+\.[ch]):\d+(?::\d+)?: (?P<kind>warning|error): "
                    r"(?P<msg>.*)$")
 
@@ -89,6 +93,19 @@ def kerneldoc_warnings(tree: Path, files: set[str], log: Path) -> set[str]:
     return {_DOC_LINE.sub(r"\g<head> ", ln.strip()) for ln in out.splitlines() if ln.strip()}
 
 
+def checker_warnings(tree: Path, make: list[str], objs: list[str], files: set[str],
+                     log: Path) -> set[tuple[str, str]]:
+    """W=1 and sparse (C=2) findings on files when building objs."""
+    if not objs:
+        return set()
+    out = _run_capture(tree, [*make, "W=1", "C=2", SPARSE, *objs], log)
+    if SPARSE_OFF in out:
+        raise RigError("Kbuild turned sparse off: the installed sparse cannot check this "
+                       "kernel", fix="install a newer sparse (Debian sid has 0.6.5)",
+                       log=str(log))
+    return warnings_for(out, files, tree)
+
+
 def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
     doctor.require(["perl", "gcc", "make", "sparse", "git"], "the kernel series check")
     if src.kind == "tree":
@@ -113,9 +130,7 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
         kernel_build.compile_kernel(ctx, tree, bdir, ["bzImage"], log)
         base_objs = objects(all_touched, tree, bdir)
         base_docs = kerneldoc_warnings(tree, all_touched, log)
-        base_warn = warnings_for(_run_capture(
-            tree, [*make, "W=1", "C=2", *base_objs], log), all_touched, tree) if base_objs \
-            else set()
+        base_warn = checker_warnings(tree, make, base_objs, all_touched, log)
         for patch, commit in zip(patches, commits, strict=True):
             rep = PatchReport(patch.name)
             reports.append(rep)
@@ -135,10 +150,8 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
                 rep.build = exc.message
                 continue
             objs = objects(touched, tree, bdir)
-            if objs:
-                got = warnings_for(_run_capture(tree, [*make, "W=1", "C=2", *objs], log),
-                                   touched, tree)
-                rep.new_warnings = sorted(f"{f}: {m}" for f, m in got - base_warn)
+            got = checker_warnings(tree, make, objs, touched, log)
+            rep.new_warnings = sorted(f"{f}: {m}" for f, m in got - base_warn)
             ctx.progress.note(f"{patch.name}: {'clean' if rep.clean else 'problems'}")
     finally:
         series.git(tree, "checkout", "-q", "--detach", series.SERIES_REF)
