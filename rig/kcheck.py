@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rig import buildstep, doctor, kernel_build, series, sources
+from rig import buildstep, doctor, kernel_build, series, sources, sparse
 from rig.errors import RigError
 from rig.paths import kernel_fragment, kernel_series_dir
 
@@ -23,9 +23,6 @@ CHECKPATCH_CLEAN = "total: 0 errors, 0 warnings, 0 checks"
 # vfio-pci's dma-buf code would not even be compiled at the earlier commits.
 # DMABUF_HEAPS selects it too, so every commit builds the code it touches.
 CHECK_EXTRA = "CONFIG_DMABUF_HEAPS=y\n"
-# Debian 12's sparse (0.6.4) predates __typeof_unqual__, and Kbuild then
-# turns C=1/C=2 off with only a warning; read it as plain __typeof__.
-SPARSE = "CHECK=sparse -D__typeof_unqual__=__typeof__"
 SPARSE_OFF = "is not available or not up to date"
 _WARN = re.compile(r"^(?P<file>[\w./+-]+\.[ch]):\d+(?::\d+)?: (?P<kind>warning|error): "
                    r"(?P<msg>.*)$")
@@ -95,10 +92,10 @@ def kerneldoc_warnings(tree: Path, files: set[str], log: Path) -> set[str]:
 
 def checker_warnings(tree: Path, make: list[str], objs: list[str], files: set[str],
                      log: Path) -> set[tuple[str, str]]:
-    """W=1 and sparse (C=2) findings on files when building objs."""
+    """W=1 and sparse (C=2) findings on files when building objs (make has CHECK=)."""
     if not objs:
         return set()
-    out = _run_capture(tree, [*make, "W=1", "C=2", SPARSE, *objs], log)
+    out = _run_capture(tree, [*make, "W=1", "C=2", *objs], log)
     if SPARSE_OFF in out:
         raise RigError("Kbuild turned sparse off: the installed sparse cannot check this "
                        "kernel", fix="install a newer sparse (Debian sid has 0.6.5)",
@@ -107,7 +104,7 @@ def checker_warnings(tree: Path, make: list[str], objs: list[str], files: set[st
 
 
 def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
-    doctor.require(["perl", "gcc", "make", "sparse", "git"], "the kernel series check")
+    doctor.require(["perl", "gcc", "make", "git"], "the kernel series check")
     if src.kind == "tree":
         raise RigError("rig check kernel-series checks the series in kernel-patches/",
                        fix="drop --kernel-tree")
@@ -122,7 +119,8 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
     try:
         series.git(tree, "checkout", "-q", "--detach", series.BASE_TAG, log=log)
         kernel_build.configure(ctx, tree, bdir, fragment, log, strict=False, force=True)
-        make = kernel_build.make_args(tree, bdir)
+        # Kbuild silently turns C=2 off if the checker is too old for the kernel.
+        make = [*kernel_build.make_args(tree, bdir), f"CHECK={sparse.checker(ctx)}"]
         all_touched: set[str] = set()
         for c in commits:
             all_touched |= set(series.git(tree, "diff", "--name-only", f"{c}~1", c).split())

@@ -20,7 +20,7 @@ from rig import aptsrc, proc
 from rig.errors import SourceError
 from rig.paths import DATA_DIR
 
-Component = Literal["qemu", "kernel"]
+Component = Literal["qemu", "kernel", "sparse"]
 Kind = Literal["tree", "tarball", "debian"]
 
 

@@ -43,3 +43,17 @@ def test_render_marks_each_patch() -> None:
     text = kcheck.render([ok, bad])
     assert "ok   0001-a.patch" in text and "FAIL 0002-b.patch" in text
     assert "checkpatch: WARNING: line too long" in text and "1/2 patches clean" in text
+
+
+def test_a_checker_that_rejects_typeof_unqual_is_not_usable(tmp_path: Path) -> None:
+    from rig import sparse
+
+    old = tmp_path / "old-sparse"
+    old.write_text("#!/bin/sh\necho \"$1:3:9: error: undefined identifier '__typeof_unqual__'\"\n")
+    new = tmp_path / "new-sparse"
+    new.write_text("#!/bin/sh\nexit 0\n")
+    for p in (old, new):
+        p.chmod(0o755)
+    assert not sparse.usable(str(old))
+    assert sparse.usable(str(new))
+    assert not sparse.usable(str(tmp_path / "missing"))
