@@ -26,6 +26,7 @@ RP_NO_COMPLETER = Topology(name="rp-no-completer", root_port_completer="none")
 EXPORTER_NO_COMPLETER = Topology(name="exporter-no-completer",
                                  exporter={"tph-completer": "none"})
 NOTPH = Topology(name="pci-notph", append=("pci=notph",))
+EXPORTER_TPH_ONLY = Topology(name="exporter-tph-completer", exporter={"tph-completer": "tph"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,26 @@ class TphSet:
 
 
 @dataclass(frozen=True)
+class BadSet:
+    """A SET (or GET) userspace gets wrong, and the errno it must get back."""
+
+    label: str
+    errno: int
+    fd: str = "dmabuf"        # tphctl set-raw fd: dmabuf, closed, eventfd or a number
+    flags: int = ST
+    st: int = 0x11
+    st_ext: int = 0x1111
+    ph: int = 0
+    argsz_delta: int = 0
+
+    def steps(self) -> list[str]:
+        if self.fd == "get":
+            return ["tph-get"]
+        return ["set-raw", self.fd, str(self.flags), hex(self.st), hex(self.st_ext),
+                str(self.ph), str(self.argsz_delta)]
+
+
+@dataclass(frozen=True)
 class Hint:
     st: int
     ph: int
@@ -67,6 +88,7 @@ class Case:
     probe_errno: int | None = None      # run PROBE first when not None
     attach_ret: int = 0                 # importer's TPH query result (0 or -errno)
     wire: Hint | None = None            # None: the DMA must carry no hint
+    bad_sets: tuple[BadSet, ...] = ()   # after the sets: each must fail and change nothing
 
     def tphctl_steps(self, exporter: str) -> list[str]:
         steps = ["open", exporter]
@@ -75,6 +97,8 @@ class Case:
         steps.append("get")
         for s in self.sets:
             steps += ["set", str(s.flags), hex(s.st), hex(s.st_ext), str(s.ph)]
+        for b in self.bad_sets:
+            steps += b.steps()
         # pause: the rig reads the exporter's hint log while tphctl still holds
         # the VFIO device (releasing it resets the device, clearing the log).
         steps += ["attach", "dma", "0", str(DMA_LEN), hex(DMA_PATTERN), "status", "pause",
@@ -82,13 +106,24 @@ class Case:
         return steps
 
     def describe_set(self) -> str:
-        if not self.sets:
-            return "nothing set"
-        return "; ".join(s.describe() for s in self.sets)
+        text = "; ".join(s.describe() for s in self.sets) if self.sets else "nothing set"
+        return text + (f" + {len(self.bad_sets)} bad SETs" if self.bad_sets else "")
 
 
 EOPNOTSUPP = errno.EOPNOTSUPP
 EINVAL = errno.EINVAL
+
+
+BAD_SETS = (
+    BadSet("unknown flag bit", EINVAL, flags=ST | 1 << 2),
+    BadSet("ph 4", EINVAL, ph=4),
+    BadSet("ph 255", EINVAL, ph=255),
+    BadSet("fd -1", EINVAL, fd="-1"),
+    BadSet("closed fd", EINVAL, fd="closed"),
+    BadSet("eventfd, not a dma-buf", EINVAL, fd="eventfd"),
+    BadSet("argsz one byte short", EINVAL, argsz_delta=-1),
+    BadSet("GET on the TPH feature", EINVAL, fd="get"),
+)
 
 
 def matrix() -> list[Case]:
@@ -127,6 +162,15 @@ def matrix() -> list[Case]:
              sets=(TphSet(ST, st=0x21, ph=1, errno=EOPNOTSUPP),), attach_ret=-EOPNOTSUPP),
         Case("pci-notph", "pci=notph: the importer cannot enable TPH, no hint", topo=NOTPH,
              sets=(TphSet(ST | ST_EXT, st=0x33, st_ext=0x3333, ph=0),), attach_ret=-EINVAL),
+        Case("bad-input-keeps-state", "each invalid SET fails with its errno and the value "
+             "set before it still reaches the wire",
+             sets=(TphSet(ST | ST_EXT, st=0x77, st_ext=0x7777, ph=2),), bad_sets=BAD_SETS,
+             wire=Hint(0x7777, 2, True)),
+        Case("ext-without-ext-completer", "ST_EXT on an exporter whose completer is 8-bit "
+             "only: EOPNOTSUPP; ST alone is accepted", topo=EXPORTER_TPH_ONLY,
+             sets=(TphSet(ST_EXT, st_ext=0x4444, ph=1, errno=EOPNOTSUPP),
+                   TphSet(ST, st=0x44, ph=1)),
+             attach_ret=-EOPNOTSUPP),
     ]
     return cases
 
@@ -181,6 +225,11 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
         if st is None or st["errno"] != want.errno:
             bad.append(f"SET #{i + 1} ({want.describe()}) gave errno "
                        f"{st['errno'] if st else 'none'}, expected {want.errno}")
+    raw = [s for s in steps if s.get("step") in ("set-raw", "tph-get")]
+    for i, b in enumerate(case.bad_sets):
+        got = raw[i]["errno"] if i < len(raw) else None
+        if got != b.errno:
+            bad.append(f"{b.label}: errno {got}, expected {b.errno}")
     at = _step(steps, "attach")
     if at is None or at["ret"] != 0:
         bad.append(f"ATTACH failed: {at}")

@@ -23,6 +23,7 @@ def good_steps(case: Case) -> list[dict[str, Any]]:
     if case.probe_errno is not None:
         steps.append({"step": "probe", "ret": -case.probe_errno, "errno": case.probe_errno})
     steps += [{"step": "set", "ret": -s.errno, "errno": s.errno} for s in case.sets]
+    steps += [{"step": "set-raw", "ret": -b.errno, "errno": b.errno} for b in case.bad_sets]
     steps.append({"step": "attach", "ret": 0, "errno": 0, "tph_ret": case.attach_ret,
                   "st": w.st if w else 0, "ph": w.ph if w else 0, "ext": int(w.ext) if w else 0})
     steps.append({"step": "dma", "ret": 0, "errno": 0, "th": int(w is not None)})
@@ -78,6 +79,19 @@ def test_no_hint_case_rejects_a_hint() -> None:
     assert scenarios.check(case, good_steps(case), hinted, RID)
 
 
+def test_each_bad_set_must_fail_with_its_errno() -> None:
+    case = next(c for c in scenarios.matrix() if c.name == "bad-input-keeps-state")
+    assert len(case.bad_sets) >= 8
+    steps = good_steps(case)
+    raw = [s for s in steps if s["step"] == "set-raw"]
+    raw[1].update(ret=0, errno=0)           # the kernel accepted ph 4
+    bad = scenarios.check(case, steps, good_records(case), RID)
+    assert bad == ["ph 4: errno 0, expected 22"]
+    cmd = case.tphctl_steps("0000:04:00.0")
+    assert cmd.count("set-raw") == len(case.bad_sets) - 1 and "tph-get" in cmd
+    assert cmd.index("set") < cmd.index("set-raw") < cmd.index("attach")
+
+
 def test_tphctl_steps_encode_the_sets() -> None:
     case = Case("x", "x", sets=(TphSet(ST | ST_EXT, st=0x12, st_ext=0x3456, ph=2),),
                 probe_errno=95)
@@ -91,7 +105,7 @@ def test_cases_are_grouped_by_topology_in_order() -> None:
     gs = runner.groups(scenarios.matrix())
     names = [t.name for t, _ in gs]
     assert names == ["default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
-                     "pci-notph"]
+                     "pci-notph", "exporter-tph-completer"]
     assert sum(len(m) for _, m in gs) == len(scenarios.matrix())
 
 
