@@ -237,9 +237,8 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
         proc.wait()
 
 
-def _connect_qmp(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> Any:
-    """QMP client of a QEMU that already answers qtest; QEMU is killed if it hangs."""
-    qmp = QEMUMonitorProtocol(str(path))
+def _connect_qmp(qmp: Any, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Connect to a QEMU that already answers qtest; QEMU is killed if it hangs."""
     qmp.settimeout(timeout)
     # The library's connect() has no timeout of its own: a watchdog bounds it.
     watchdog = threading.Timer(timeout, proc.kill)
@@ -248,7 +247,6 @@ def _connect_qmp(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> A
         qmp.connect()
     finally:
         watchdog.cancel()
-    return qmp
 
 
 @contextlib.contextmanager
@@ -273,7 +271,8 @@ def qtest_qemu(qemu: Path, datadir: Path, devices: Sequence[str], *, machine: st
                 qtest = QtestClient.connect(qtest_sock, timeout, lambda: proc.poll() is None)
                 # Answered once the main loop runs, i.e. after every device realized
                 qtest.command("endianness")
-                qmp = _connect_qmp(qmp_sock, proc, timeout)
+                qmp = QEMUMonitorProtocol(str(qmp_sock))
+                _connect_qmp(qmp, proc, timeout)
             except Exception as exc:
                 try:
                     rc = proc.wait(timeout=timeout)

@@ -138,7 +138,7 @@ def run_case(vm: VM, case: scenarios.Case, exporter: str, importer: str) -> Outc
     def read_hints() -> None:
         records.extend(vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)["records"])
 
-    res = vm.shell.run_with_pause(cmd, read_hints, timeout=30)
+    res = vm.shell.run(cmd, timeout=30, on_pause=read_hints)
     steps = parse_steps(res.stdout)
     dmesg = scenarios.dmesg_splats(vm.shell.run("dmesg -c", timeout=10).stdout)
     failures = scenarios.check(case, steps, records, scenarios.requester_id(importer))

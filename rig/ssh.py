@@ -56,23 +56,10 @@ class GuestShell:
                          fix="see the console log; is dropbear in the image and the "
                              "network up?")
 
-    def run(self, command: str, timeout: float = 60.0) -> CmdResult:
-        if self.client is None:
-            raise GuestError("SSH is not connected")
-        try:
-            _, out, err = self.client.exec_command(command, timeout=timeout)
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
-            rc = out.channel.recv_exit_status()
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise GuestError(f"guest command {command!r} failed over SSH: {exc or 'timeout'}",
-                             fix="the guest may have hung or panicked: see the console log"
-                             ) from exc
-        return CmdResult(rc, stdout, stderr)
-
-    def run_with_pause(self, command: str, on_pause: Callable[[], None],
-                       marker: str = '"step": "pause"', timeout: float = 60.0) -> CmdResult:
-        """Run a command that stops at a marker line until it gets a line on stdin.
+    def run(self, command: str, timeout: float = 60.0,
+            on_pause: Callable[[], None] | None = None,
+            marker: str = '"step": "pause"') -> CmdResult:
+        """Run a command; with on_pause, answer each marker line on stdin after calling it.
 
         on_pause runs while the guest side waits (e.g. to read QEMU's view
         of the devices before the command releases them).
@@ -84,7 +71,7 @@ class GuestShell:
             stdin, out, err = self.client.exec_command(command, timeout=timeout)
             for line in out:
                 out_lines.append(line if line.endswith("\n") else line + "\n")
-                if marker in line:
+                if on_pause is not None and marker in line:
                     on_pause()
                     stdin.write("\n")
                     stdin.flush()
