@@ -88,7 +88,7 @@ def test_dma_hint(hint_rig: tuple[Config, SwitchRig], mode: Mode, ph: int,
     r.imp.assert_log([])
     assert r.imp.last_hint() == hint.last_hint_reg
     data = [r.vm.qtest.readb(r.exp.bar2 + offset + i) for i in range(4)]
-    assert data == [(pattern >> (8 * ((i) % 4))) & 0xFF for i in range(4)]
+    assert data == [(pattern >> 8 * i) & 0xFF for i in range(4)]
 
 
 @pytest.mark.parametrize("mode", [Mode.IV, Mode.DS], ids=lambda m: m.name)
@@ -131,7 +131,10 @@ def test_hint_follows_st_table_update(hint_rig: tuple[Config, SwitchRig]) -> Non
 
 
 def test_extended_request_needs_ext_tph(hint_rig: tuple[Config, SwitchRig]) -> None:
-    """Requester Enable 11b is taken only with ext-tph=on; refused, 01b stays and hints stay 8-bit."""
+    """Requester Enable 11b is taken only with ext-tph=on.
+
+    Without it the write is refused: 01b stays and hints stay 8-bit.
+    """
     cfg, r = hint_rig
     index = 9
     r.imp.set_ctrl(Mode.DS, Req.TPH)
