@@ -18,6 +18,7 @@ from rig import (
     image_build,
     kcheck,
     kernel_build,
+    qcheck,
     qemu_build,
     sources,
     srctree,
@@ -102,9 +103,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     ctx = buildstep.BuildContext(Progress())
     with ctx.cache.locked():
-        reports = kcheck.run(ctx, _source(args, "kernel"))
-    print(kcheck.render(reports))
-    return 0 if reports and all(r.clean for r in reports) else 1
+        if args.what == "kernel-series":
+            kreports = kcheck.run(ctx, _source(args, "kernel"))
+            print(kcheck.render(kreports))
+            return 0 if kreports and all(r.clean for r in kreports) else 1
+        qreports = qcheck.run(ctx, _source(args, "qemu"))
+        print(qcheck.render(qreports))
+        return 0 if qreports and all(r.clean for r in qreports) else 1
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -130,8 +135,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("component", choices=("qemu", "kernel"))
     e.add_argument("dir")
     e.set_defaults(func=cmd_export)
-    c = sub.add_parser("check", help="check the kernel series as maintainers would")
-    c.add_argument("what", choices=("kernel-series",))
+    c = sub.add_parser("check", help="check a series as its maintainers would")
+    c.add_argument("what", choices=("kernel-series", "qemu-series"))
     _source_args(c)
     c.set_defaults(func=cmd_check)
     d = sub.add_parser("doctor", help="check host prerequisites and print the fixes")

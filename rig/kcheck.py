@@ -42,14 +42,14 @@ class PatchReport:
 
 
 def checkpatch(tree: Path, patch: Path, log: Path) -> list[str]:
-    out = _run_capture(tree, ["perl", "scripts/checkpatch.pl", "--strict", str(patch)], log)
+    out = run_checker(tree, ["perl", "scripts/checkpatch.pl", "--strict", str(patch)], log)
     if CHECKPATCH_CLEAN in out:
         return []
     return [ln for ln in out.splitlines()
             if ln.startswith(("ERROR:", "WARNING:", "CHECK:", "total:"))] or [out[-400:]]
 
 
-def _run_capture(tree: Path, argv: list[str], log: Path) -> str:
+def run_checker(tree: Path, argv: list[str], log: Path) -> str:
     """Run a checker whose findings are its output (its exit status is not the verdict)."""
     res = subprocess.run(argv, cwd=tree, capture_output=True, text=True, timeout=1800,
                          check=False)
@@ -86,7 +86,7 @@ def kerneldoc_warnings(tree: Path, files: set[str], log: Path) -> set[str]:
     docs = sorted(f for f in files if f.endswith((".c", ".h")) and (tree / f).exists())
     if not docs:
         return set()
-    out = _run_capture(tree, ["perl", "scripts/kernel-doc", "-none", "-Wall", *docs], log)
+    out = run_checker(tree, ["perl", "scripts/kernel-doc", "-none", "-Wall", *docs], log)
     return {_DOC_LINE.sub(r"\g<head> ", ln.strip()) for ln in out.splitlines() if ln.strip()}
 
 
@@ -95,7 +95,7 @@ def checker_warnings(tree: Path, make: list[str], objs: list[str], files: set[st
     """W=1 and sparse (C=2) findings on files when building objs (make has CHECK=)."""
     if not objs:
         return set()
-    out = _run_capture(tree, [*make, "W=1", "C=2", *objs], log)
+    out = run_checker(tree, [*make, "W=1", "C=2", *objs], log)
     if SPARSE_OFF in out:
         raise RigError("Kbuild turned sparse off: the installed sparse cannot check this "
                        "kernel", fix="install a newer sparse (Debian sid has 0.6.5)",
