@@ -18,6 +18,9 @@ from rig import buildstep, doctor, kernel_build, series, sources, sparse
 from rig.errors import RigError
 from rig.paths import kernel_fragment, kernel_series_dir
 
+# bzImage for what is built in, modules for the test importer (a module)
+TARGETS = ["bzImage", "modules"]
+
 CHECKPATCH_CLEAN = "total: 0 errors, 0 warnings, 0 checks"
 # The importer (last patch) is what selects DMA_SHARED_BUFFER; without it
 # vfio-pci's dma-buf code would not even be compiled at the earlier commits.
@@ -125,7 +128,7 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
         for c in commits:
             all_touched |= set(series.git(tree, "diff", "--name-only", f"{c}~1", c).split())
         ctx.progress.begin("kernel-check: base build and warnings")
-        kernel_build.compile_kernel(ctx, tree, bdir, ["bzImage"], log)
+        kernel_build.compile_kernel(ctx, tree, bdir, TARGETS, log)
         base_objs = objects(all_touched, tree, bdir)
         base_docs = kerneldoc_warnings(tree, all_touched, log)
         base_warn = checker_warnings(tree, make, base_objs, all_touched, log)
@@ -143,7 +146,7 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
                 # and require the whole fragment at the end of the series.
                 kernel_build.configure(ctx, tree, bdir, fragment, log, strict=last,
                                        force=True)
-                kernel_build.compile_kernel(ctx, tree, bdir, ["bzImage"], log)
+                kernel_build.compile_kernel(ctx, tree, bdir, TARGETS, log)
             except RigError as exc:
                 rep.build = exc.message
                 continue

@@ -10,7 +10,7 @@ from rig import buildstep, doctor, kconfig, proc, series, sources
 from rig.cache import file_digest, files_inputs, input_key, tree_digest
 from rig.errors import ConfigError
 from rig.host import ccache, compiler_version, jobs
-from rig.paths import kernel_fragment, kernel_series_dir, repo_root
+from rig.paths import kernel_series_dir, repo_root
 from rig.progress import kbuild_step
 
 # Bump when the artifacts change in a way the inputs do not show.
@@ -18,17 +18,54 @@ RECIPE = "2"
 BASE_CONFIG = "tinyconfig"
 IMAGE = "arch/x86/boot/bzImage"
 
+# Kernel configurations as data: the fragments merged, in order, onto
+# tinyconfig. Each is cached apart and has a build directory of its own, so
+# switching between them rebuilds nothing.
+CONFIGS: dict[str, tuple[str, ...]] = {
+    "default": ("tphlab.config",),
+    "debug": ("tphlab.config", "debug.config"),
+}
 
-def key_inputs(src: sources.Source, fragment: Path) -> dict[str, Any]:
+
+def fragments(config: str) -> list[Path]:
+    if config not in CONFIGS:
+        raise ConfigError(f"no kernel configuration {config!r}",
+                          fix=f"pick one of: {', '.join(CONFIGS)}")
+    paths = [kernel_series_dir() / name for name in CONFIGS[config]]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"kernel config fragment {path} is missing",
+                              fix=f"restore kernel-patches/{path.name} from git")
+    return paths
+
+
+def merged_fragment(config: str, work: Path) -> Path:
+    """One fragment file holding the configuration's fragments in order."""
+    parts = fragments(config)
+    if len(parts) == 1:
+        return parts[0]
+    out = work / f"{config}.config"
+    text = "".join(f"# --- {p.name}\n{p.read_text()}" for p in parts)
+    if not out.is_file() or out.read_text() != text:
+        out.write_text(text)
+    return out
+
+
+def key_inputs(src: sources.Source, config: str) -> dict[str, Any]:
     patches = buildstep.series_for(src, kernel_series_dir())
-    return {
+    inputs: dict[str, Any] = {
         "recipe": RECIPE,
         "source": src.identity(),
         "series": files_inputs(patches, repo_root()),
         "base_config": BASE_CONFIG,
-        "fragment": file_digest(fragment),
         "compiler": compiler_version(),
     }
+    if config == "default":
+        inputs["fragment"] = file_digest(fragments(config)[0])
+    else:
+        inputs["config"] = config
+        inputs["fragments"] = [file_digest(p) for p in fragments(config)]
+    return inputs
 
 
 def make_args(tree: Path, bdir: Path) -> list[str]:
@@ -40,22 +77,21 @@ def make_args(tree: Path, bdir: Path) -> list[str]:
 
 
 def build(ctx: buildstep.BuildContext, src: sources.Source,
-          fragment: Path | None = None) -> buildstep.Result:
-    fragment = fragment or kernel_fragment()
-    if not fragment.is_file():
-        raise ConfigError(f"kernel config fragment {fragment} is missing",
-                          fix="restore kernel-patches/tphlab.config from git")
+          config: str = "default") -> buildstep.Result:
+    """The kernel of one configuration of CONFIGS, from the cache or built."""
     doctor.require(["gcc", "make", "flex", "bison", "bc", "perl", "rsync", "git", "tar"],
                    "the kernel build")
-    inputs = key_inputs(src, fragment)
+    inputs = key_inputs(src, config)
     key = input_key(inputs)
+    suffix = "" if config == "default" else f"-{config}"
 
     def produce(out: Path) -> dict[str, Any]:
-        work, log, tree = buildstep.source_tree(ctx, src, kernel_series_dir(), "kernel-build")
-        bdir = work / "build"
-        configure(ctx, tree, bdir, fragment, log)
-        config = kconfig.parse((bdir / ".config").read_text())
-        targets = ["bzImage"] + (["modules"] if config.get("CONFIG_MODULES") == "y" else [])
+        work, log, tree = buildstep.source_tree(ctx, src, kernel_series_dir(),
+                                                f"kernel-build{suffix}")
+        bdir = work / f"build{suffix}"
+        configure(ctx, tree, bdir, merged_fragment(config, work), log)
+        dotconfig = kconfig.parse((bdir / ".config").read_text())
+        targets = ["bzImage"] + (["modules"] if dotconfig.get("CONFIG_MODULES") == "y" else [])
         steps = compile_kernel(ctx, tree, bdir, targets, log)
         shutil.copy2(bdir / IMAGE, out / "bzImage")
         shutil.copy2(bdir / ".config", out / "config")
@@ -71,10 +107,11 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
         guest_inputs = {name: tree_digest(out / arts[name])
                         for name in ("headers", "modules") if name in arts}
         return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
+                "config": config,
                 "guest_inputs": guest_inputs,
                 "tree": str(tree), "build_dir": str(bdir), "steps": steps}
 
-    return buildstep.finish(ctx, "kernel", key, produce)
+    return buildstep.finish(ctx, f"kernel{suffix}", key, produce)
 
 
 

@@ -26,6 +26,9 @@ CONFIGURE_FLAGS = [
     "--disable-install-blobs",
     "--disable-werror",
 ]
+# `rig build qemu --sanitize`: AddressSanitizer and UBSan, for fuzzing the
+# device (cached apart, in a build directory of its own).
+SANITIZE_FLAGS = ["--enable-asan", "--enable-ubsan"]
 # Bump when the artifacts change in a way the inputs do not show.
 RECIPE = "4"
 BINARY = "qemu-system-x86_64"
@@ -71,28 +74,35 @@ def collect_firmware(tree: Path, dest: Path) -> None:
                             f"{system_dir}", fix=f"apt-get install -y {package}")
 
 
-def key_inputs(src: sources.Source) -> dict[str, Any]:
+def configure_flags(sanitize: bool) -> list[str]:
+    return CONFIGURE_FLAGS + (SANITIZE_FLAGS if sanitize else [])
+
+
+def key_inputs(src: sources.Source, sanitize: bool = False) -> dict[str, Any]:
     patches = buildstep.series_for(src, qemu_series_dir())
     return {
         "recipe": RECIPE,
         "source": src.identity(),
         "series": files_inputs(patches, repo_root()),
-        "configure": CONFIGURE_FLAGS,
+        "configure": configure_flags(sanitize),
         "compiler": compiler_version(),
         "python": sys.version.split()[0],
     }
 
 
-def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
+def build(ctx: buildstep.BuildContext, src: sources.Source,
+          sanitize: bool = False) -> buildstep.Result:
+    """QEMU with the series, from the cache or built; sanitize: with ASan and UBSan."""
     doctor.require(["gcc", "ninja", "pkg-config", "git", "tar"], "the QEMU build")
-    inputs = key_inputs(src)
+    inputs = key_inputs(src, sanitize)
     key = input_key(inputs)
+    suffix = "-sanitize" if sanitize else ""
 
     def produce(out: Path) -> dict[str, Any]:
-        work, log, tree = buildstep.source_tree(ctx, src, qemu_series_dir(), "qemu-build",
-                                                prepare_source)
-        bdir = work / "build"
-        configure(ctx, tree, bdir, log)
+        work, log, tree = buildstep.source_tree(ctx, src, qemu_series_dir(),
+                                                f"qemu-build{suffix}", prepare_source)
+        bdir = work / f"build{suffix}"
+        configure(ctx, tree, bdir, log, configure_flags(sanitize))
         targets = [BINARY]
         if (tree / (QTEST + ".c")).is_file():
             targets.append(QTEST)
@@ -104,20 +114,23 @@ def build(ctx: buildstep.BuildContext, src: sources.Source) -> buildstep.Result:
             shutil.copy2(bdir / QTEST, out / "tph-testdev-test")
             arts["qtest"] = "tph-testdev-test"
         return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
-                "tree": str(tree), "build_dir": str(bdir), "steps": steps}
+                "sanitize": sanitize, "tree": str(tree), "build_dir": str(bdir),
+                "steps": steps}
 
-    return buildstep.finish(ctx, "qemu", key, produce)
+    return buildstep.finish(ctx, f"qemu{suffix}", key, produce)
 
 
-def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, log: Path) -> None:
+def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, log: Path,
+              flags: list[str] | None = None) -> None:
+    flags = CONFIGURE_FLAGS if flags is None else flags
     state_path = bdir / "tphlab-configure.json"
-    wanted = {"flags": CONFIGURE_FLAGS, "tree": str(tree), "python": sys.executable}
+    wanted = {"flags": flags, "tree": str(tree), "python": sys.executable}
     if (bdir / "build.ninja").is_file() and series.read_state(state_path) == wanted:
         return
     shutil.rmtree(bdir, ignore_errors=True)
     bdir.mkdir(parents=True)
     ctx.progress.begin("qemu: configure")
-    proc.run([tree / "configure", f"--python={sys.executable}", *CONFIGURE_FLAGS],
+    proc.run([tree / "configure", f"--python={sys.executable}", *flags],
              cwd=bdir, log=log, timeout=600, what="QEMU configure",
              fix="run `rig doctor` for missing build dependencies")
     series.write_state(state_path, wanted)

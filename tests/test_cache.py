@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rig import cache, kernel_build, qemu_build, sources
-from rig.errors import BuildError
+from rig.errors import BuildError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,9 +35,9 @@ def _qemu_key() -> str:
     return cache.input_key(qemu_build.key_inputs(src))
 
 
-def _kernel_key(root: Path) -> str:
+def _kernel_key(config: str = "default") -> str:
     src = sources.resolve("kernel")
-    return cache.input_key(kernel_build.key_inputs(src, root / "kernel-patches/tphlab.config"))
+    return cache.input_key(kernel_build.key_inputs(src, config))
 
 
 def test_a_changed_patch_byte_changes_the_key(repo_copy: Path) -> None:
@@ -60,10 +60,33 @@ def test_fragment_change_changes_only_the_kernel_key(repo_copy: Path) -> None:
     frag = repo_copy / "kernel-patches/tphlab.config"
     if not frag.exists():
         frag.write_text("CONFIG_PCI=y\n")
-    q, k = _qemu_key(), _kernel_key(repo_copy)
+    q, k, d = _qemu_key(), _kernel_key(), _kernel_key("debug")
     frag.write_text(frag.read_text() + "CONFIG_FOO=y\n")
     assert _qemu_key() == q
-    assert _kernel_key(repo_copy) != k
+    assert _kernel_key() != k
+    assert _kernel_key("debug") != d
+
+
+def test_debug_fragment_changes_only_the_debug_kernel_key(repo_copy: Path) -> None:
+    k, d = _kernel_key(), _kernel_key("debug")
+    assert k != d
+    debug = repo_copy / "kernel-patches/debug.config"
+    debug.write_text(debug.read_text() + "CONFIG_FOO=y\n")
+    assert _kernel_key() == k
+    assert _kernel_key("debug") != d
+
+
+def test_sanitized_qemu_is_cached_apart() -> None:
+    src = sources.resolve("qemu")
+    assert (cache.input_key(qemu_build.key_inputs(src, sanitize=True))
+            != cache.input_key(qemu_build.key_inputs(src)))
+
+
+def test_unknown_kernel_config_names_the_choices() -> None:
+    with pytest.raises(ConfigError) as exc:
+        kernel_build.fragments("fast")
+    fix = exc.value.fix or ""
+    assert "default" in fix and "debug" in fix
 
 
 def test_interrupted_build_leaves_no_entry(tmp_path: Path) -> None:
