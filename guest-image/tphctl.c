@@ -12,15 +12,18 @@
  * Steps:
  *   open BDF                     VFIO device of the exporter (no-IOMMU group)
  *   get [REGION]                 VFIO_DEVICE_FEATURE_DMA_BUF of a whole BAR (2)
+ *   other BDF                    open another vfio-pci device and get a dma-buf
+ *                                of its BAR2 (fd "other" for set-raw)
  *   probe                        DMA_BUF_TPH PROBE
  *   set FLAGS ST ST_EXT PH       DMA_BUF_TPH SET on the current dma-buf
  *   set-raw FD FLAGS ST ST_EXT PH ARGSZ_DELTA
- *                                SET with any fd ("dmabuf", "closed",
- *                                "eventfd" or a number) and argsz changed
- *                                by ARGSZ_DELTA bytes
+ *                                SET with any fd ("dmabuf", "other",
+ *                                "closed", "eventfd" or a number) and argsz
+ *                                changed by ARGSZ_DELTA bytes
  *   tph-get                      GET on the TPH feature (not supported)
  *   attach [FD]                  importer ATTACH (FD as for set-raw)
- *   dma OFFSET LEN PATTERN       importer DMA
+ *   dma OFFSET LEN PATTERN       importer DMA; OFFSET "end" or "end-N" counts
+ *                                from the end of the attached dma-buf
  *   detach                       importer DETACH
  *   status                       importer STATUS
  *   decode on|off                exporter memory decode (PCI command bit 1)
@@ -29,6 +32,10 @@
  *                                BAR2 through VFIO (a write with no hint)
  *   close-device                 close the exporter's VFIO device fd
  *   close-dmabuf                 close the dma-buf fd
+ *   race THREADS QUERIES         THREADS threads SET values in a loop while the
+ *                                importer attaches, reads its TPH query result
+ *                                and detaches QUERIES times; prints every result
+ *                                (see race_value() for what thread t writes)
  *   sleep MS
  *   pause                        print the step, then wait for a line on stdin
  *                                (the host inspects the devices meanwhile: the
@@ -38,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,8 +62,13 @@
 
 #define IMPORTER_DEV "/dev/tph-importer"
 
-static int container_fd = -1, group_fd = -1, device_fd = -1;
-static int dmabuf_fd = -1, importer_fd = -1;
+struct vdev {
+	int container, group, device, dmabuf;
+};
+
+static struct vdev xp = { -1, -1, -1, -1 }, other = { -1, -1, -1, -1 };
+static int importer_fd = -1;
+static unsigned long long attached_size;
 
 static void emit(const char *step, int ret, int err, const char *fmt, ...)
 {
@@ -93,7 +106,9 @@ static int pick_fd(const char *s)
 	int fd;
 
 	if (!strcmp(s, "dmabuf"))
-		return dmabuf_fd;
+		return xp.dmabuf;
+	if (!strcmp(s, "other"))
+		return other.dmabuf;
 	if (!strcmp(s, "eventfd"))
 		return eventfd(0, EFD_CLOEXEC);
 	if (!strcmp(s, "closed")) {
@@ -104,7 +119,7 @@ static int pick_fd(const char *s)
 	return (int)num(s);
 }
 
-static int step_open(const char *bdf)
+static int step_open(struct vdev *v, const char *bdf)
 {
 	char path[PATH_MAX], link[PATH_MAX];
 	const char *group;
@@ -116,22 +131,22 @@ static int step_open(const char *bdf)
 		return -errno;
 	link[n] = 0;
 	group = strrchr(link, '/') + 1;
-	container_fd = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-	if (container_fd < 0)
+	v->container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+	if (v->container < 0)
 		return -errno;
 	snprintf(path, sizeof(path), "/dev/vfio/noiommu-%s", group);
-	group_fd = open(path, O_RDWR | O_CLOEXEC);
-	if (group_fd < 0)
+	v->group = open(path, O_RDWR | O_CLOEXEC);
+	if (v->group < 0)
 		return -errno;
-	if (ioctl(group_fd, VFIO_GROUP_SET_CONTAINER, &container_fd))
+	if (ioctl(v->group, VFIO_GROUP_SET_CONTAINER, &v->container))
 		return -errno;
-	if (ioctl(container_fd, VFIO_SET_IOMMU, VFIO_NOIOMMU_IOMMU))
+	if (ioctl(v->container, VFIO_SET_IOMMU, VFIO_NOIOMMU_IOMMU))
 		return -errno;
-	device_fd = ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, bdf);
-	return device_fd < 0 ? -errno : 0;
+	v->device = ioctl(v->group, VFIO_GROUP_GET_DEVICE_FD, bdf);
+	return v->device < 0 ? -errno : 0;
 }
 
-static int step_get(unsigned int region, unsigned long long *size)
+static int step_get(struct vdev *v, unsigned int region, unsigned long long *size)
 {
 	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = region };
 	struct {
@@ -141,7 +156,7 @@ static int step_get(unsigned int region, unsigned long long *size)
 	} req;
 	int fd;
 
-	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri))
+	if (ioctl(v->device, VFIO_DEVICE_GET_REGION_INFO, &ri))
 		return -errno;
 	memset(&req, 0, sizeof(req));
 	req.f.argsz = sizeof(req);
@@ -151,10 +166,10 @@ static int step_get(unsigned int region, unsigned long long *size)
 	req.d.nr_ranges = 1;
 	req.r.offset = 0;
 	req.r.length = ri.size;
-	fd = ioctl(device_fd, VFIO_DEVICE_FEATURE, &req);
+	fd = ioctl(v->device, VFIO_DEVICE_FEATURE, &req);
 	if (fd < 0)
 		return -errno;
-	dmabuf_fd = fd;
+	v->dmabuf = fd;
 	*size = ri.size;
 	return 0;
 }
@@ -177,7 +192,7 @@ static int tph_feature(unsigned int op, int fd, unsigned int flags, unsigned int
 	req.t.ph = (__u8)ph;
 	if (op == VFIO_DEVICE_FEATURE_PROBE)
 		req.f.flags |= VFIO_DEVICE_FEATURE_SET;
-	return ioctl(device_fd, VFIO_DEVICE_FEATURE, &req) ? -errno : 0;
+	return ioctl(xp.device, VFIO_DEVICE_FEATURE, &req) ? -errno : 0;
 }
 
 static int importer(void)
@@ -193,12 +208,12 @@ static int config_command(int on)
 		.argsz = sizeof(ri), .index = VFIO_PCI_CONFIG_REGION_INDEX };
 	uint16_t cmd;
 
-	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri))
+	if (ioctl(xp.device, VFIO_DEVICE_GET_REGION_INFO, &ri))
 		return -errno;
-	if (pread(device_fd, &cmd, 2, ri.offset + PCI_COMMAND) != 2)
+	if (pread(xp.device, &cmd, 2, ri.offset + PCI_COMMAND) != 2)
 		return -errno;
 	cmd = on ? cmd | PCI_COMMAND_MEMORY : cmd & ~PCI_COMMAND_MEMORY;
-	if (pwrite(device_fd, &cmd, 2, ri.offset + PCI_COMMAND) != 2)
+	if (pwrite(xp.device, &cmd, 2, ri.offset + PCI_COMMAND) != 2)
 		return -errno;
 	return 0;
 }
@@ -207,11 +222,107 @@ static int bar2_poke(unsigned long long off, uint32_t val)
 {
 	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = VFIO_PCI_BAR2_REGION_INDEX };
 
-	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri))
+	if (ioctl(xp.device, VFIO_DEVICE_GET_REGION_INFO, &ri))
 		return -errno;
-	if (pwrite(device_fd, &val, 4, ri.offset + off) != 4)
+	if (pwrite(xp.device, &val, 4, ri.offset + off) != 4)
 		return -errno;
 	return 0;
+}
+
+/*
+ * What race thread t writes at its k-th SET: every field derives from (t, k),
+ * so a query result that mixes two SETs matches no (t, k). Every 8th SET
+ * leaves out the extended tag (k % 8 == 7) or the 8-bit one (k % 8 == 3).
+ */
+static void race_value(unsigned int t, unsigned int k, unsigned int *flags,
+		       unsigned int *st, unsigned int *st_ext, unsigned int *ph)
+{
+	*flags = VFIO_DMA_BUF_TPH_ST | VFIO_DMA_BUF_TPH_ST_EXT;
+	if (k % 8 == 7)
+		*flags = VFIO_DMA_BUF_TPH_ST;
+	if (k % 8 == 3)
+		*flags = VFIO_DMA_BUF_TPH_ST_EXT;
+	*st = (t << 6 | (k & 0x3f)) & 0xff;
+	*st_ext = t << 12 | (k & 0xfff);
+	*ph = (t + k) & 3;
+}
+
+struct race_writer {
+	pthread_t thread;
+	unsigned int t, sets;
+	int err;
+};
+
+static volatile int race_stop;
+
+static void *race_write(void *arg)
+{
+	struct race_writer *w = arg;
+	unsigned int k, flags, st, st_ext, ph;
+	int r;
+
+	for (k = 0; !race_stop; k++) {
+		race_value(w->t, k, &flags, &st, &st_ext, &ph);
+		r = tph_feature(VFIO_DEVICE_FEATURE_SET, xp.dmabuf, flags, st, st_ext, ph, 0);
+		if (r && !w->err)
+			w->err = -r;
+		w->sets++;
+	}
+	return NULL;
+}
+
+static int step_race(unsigned int threads, unsigned int queries)
+{
+	struct race_writer w[8];
+	struct tph_importer_attach a;
+	unsigned int i, n = 0, sets = 0;
+	int r = 0, set_err = 0;
+
+	if (!threads || threads > 8 || !queries) {
+		fprintf(stderr, "tphctl: race takes 1..8 threads and at least one query\n");
+		exit(EINVAL);
+	}
+	r = importer();
+	if (r)
+		return r;
+	race_stop = 0;
+	for (i = 0; i < threads; i++) {
+		w[i] = (struct race_writer){ .t = i };
+		if (pthread_create(&w[i].thread, NULL, race_write, &w[i]))
+			return -EAGAIN;
+	}
+	printf("{\"step\": \"race-queries\", \"observed\": [");
+	for (n = 0; n < queries; n++) {
+		a = (struct tph_importer_attach){ .dmabuf_fd = xp.dmabuf };
+		if (ioctl(importer_fd, TPH_IMPORTER_ATTACH, &a)) {
+			r = -errno;
+			break;
+		}
+		printf("%s[%d, %u, %u]", n ? ", " : "", a.ret, a.st, a.ph);
+		if (ioctl(importer_fd, TPH_IMPORTER_DETACH)) {
+			r = -errno;
+			n++;
+			break;
+		}
+	}
+	printf("]}\n");
+	race_stop = 1;
+	for (i = 0; i < threads; i++) {
+		pthread_join(w[i].thread, NULL);
+		sets += w[i].sets;
+		if (w[i].err && !set_err)
+			set_err = w[i].err;
+	}
+	emit("race", r, -r, "\"threads\": %u, \"queries\": %u, \"sets\": %u, "
+	     "\"set_errno\": %d", threads, n, sets, set_err);
+	return r;
+}
+
+static unsigned long long dma_offset(const char *s)
+{
+	if (!strncmp(s, "end", 3))
+		return attached_size + (s[3] ? num(s + 3) : 0);
+	return (unsigned long long)num(s);
 }
 
 static void need(int argc, int i, int n, const char *step)
@@ -240,23 +351,31 @@ int main(int argc, char **argv)
 
 		if (!strcmp(s, "open")) {
 			need(argc, i, 1, s);
-			r = step_open(argv[++i]);
-			emit(s, r, -r, "\"bdf\": \"%s\", \"device_fd\": %d", argv[i], device_fd);
+			r = step_open(&xp, argv[++i]);
+			emit(s, r, -r, "\"bdf\": \"%s\", \"device_fd\": %d", argv[i], xp.device);
+		} else if (!strcmp(s, "other")) {
+			unsigned long long size = 0;
+
+			need(argc, i, 1, s);
+			r = step_open(&other, argv[++i]);
+			if (!r)
+				r = step_get(&other, 2, &size);
+			emit(s, r, -r, "\"bdf\": \"%s\", \"fd\": %d", argv[i], other.dmabuf);
 		} else if (!strcmp(s, "get")) {
 			unsigned long long size = 0;
 			unsigned int region = 2;
 
 			if (i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9')
 				region = (unsigned int)num(argv[++i]);
-			r = step_get(region, &size);
+			r = step_get(&xp, region, &size);
 			emit(s, r, -r, "\"region\": %u, \"fd\": %d, \"size\": %llu", region,
-			     dmabuf_fd, size);
+			     xp.dmabuf, size);
 		} else if (!strcmp(s, "probe")) {
 			r = tph_feature(VFIO_DEVICE_FEATURE_PROBE, -1, 0, 0, 0, 0, 0);
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "set")) {
 			need(argc, i, 4, s);
-			r = tph_feature(VFIO_DEVICE_FEATURE_SET, dmabuf_fd, num(argv[i + 1]),
+			r = tph_feature(VFIO_DEVICE_FEATURE_SET, xp.dmabuf, num(argv[i + 1]),
 					num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]), 0);
 			emit(s, r, -r, "\"flags\": %ld, \"st\": %ld, \"st_ext\": %ld, \"ph\": %ld",
 			     num(argv[i + 1]), num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]));
@@ -269,19 +388,22 @@ int main(int argc, char **argv)
 			emit(s, r, -r, "\"fd\": \"%s\"", argv[i + 1]);
 			i += 6;
 		} else if (!strcmp(s, "tph-get")) {
-			r = tph_feature(VFIO_DEVICE_FEATURE_GET, dmabuf_fd, 0, 0, 0, 0, 0);
+			r = tph_feature(VFIO_DEVICE_FEATURE_GET, xp.dmabuf, 0, 0, 0, 0, 0);
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "attach")) {
-			struct tph_importer_attach a = { .dmabuf_fd = dmabuf_fd };
+			struct tph_importer_attach a = { .dmabuf_fd = xp.dmabuf };
 
+			/* Open the importer first: a "closed" fd must stay closed */
+			r = importer();
 			if (i + 1 < argc && (!strcmp(argv[i + 1], "closed") ||
 					     !strcmp(argv[i + 1], "eventfd") ||
 					     (argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') ||
 					     argv[i + 1][0] == '-'))
 				a.dmabuf_fd = pick_fd(argv[++i]);
-			r = importer();
 			if (!r && ioctl(importer_fd, TPH_IMPORTER_ATTACH, &a))
 				r = -errno;
+			if (!r)
+				attached_size = a.size;
 			emit(s, r, -r, "\"tph_ret\": %d, \"st\": %u, \"ph\": %u, \"ext\": %u, "
 			     "\"req_type\": %u, \"size\": %llu", a.ret, a.st, a.ph, a.ext,
 			     a.req_type, (unsigned long long)a.size);
@@ -289,7 +411,7 @@ int main(int argc, char **argv)
 			struct tph_importer_dma d = { 0 };
 
 			need(argc, i, 3, s);
-			d.offset = (__u64)num(argv[i + 1]);
+			d.offset = dma_offset(argv[i + 1]);
 			d.len = (__u32)num(argv[i + 2]);
 			d.pattern = (__u32)strtoul(argv[i + 3], NULL, 0);
 			i += 3;
@@ -327,15 +449,15 @@ int main(int argc, char **argv)
 			emit(s, r, -r, "\"offset\": \"%s\"", argv[i + 1]);
 			i += 2;
 		} else if (!strcmp(s, "reset")) {
-			r = ioctl(device_fd, VFIO_DEVICE_RESET) ? -errno : 0;
+			r = ioctl(xp.device, VFIO_DEVICE_RESET) ? -errno : 0;
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "close-device")) {
-			r = close(device_fd) ? -errno : 0;
-			device_fd = -1;
+			r = close(xp.device) ? -errno : 0;
+			xp.device = -1;
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "close-dmabuf")) {
-			r = close(dmabuf_fd) ? -errno : 0;
-			dmabuf_fd = -1;
+			r = close(xp.dmabuf) ? -errno : 0;
+			xp.dmabuf = -1;
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "pause")) {
 			char line[16];
@@ -343,6 +465,10 @@ int main(int argc, char **argv)
 			emit(s, 0, 0, NULL);
 			if (!fgets(line, sizeof(line), stdin) && ferror(stdin))
 				r = -EIO;
+		} else if (!strcmp(s, "race")) {
+			need(argc, i, 2, s);
+			r = step_race((unsigned int)num(argv[i + 1]), (unsigned int)num(argv[i + 2]));
+			i += 2;
 		} else if (!strcmp(s, "sleep")) {
 			need(argc, i, 1, s);
 			struct timespec ts = { 0, 0 };

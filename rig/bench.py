@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rig import guestcli, runner, scenarios
+from rig import guestcli, matrix, runner
 from rig.paths import repo_root
 from rig.progress import Progress
 from rig.topology import Topology
@@ -83,7 +83,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for i in range(args.runs):
         progress.note(f"warm matrix {i + 1}/{args.runs}")
         t = time.monotonic()
-        run = runner.run_matrix(scenarios.matrix(), arts, accel, guestcli.run_dir("bench"))
+        run = runner.run_matrix(matrix.full(), arts, accel, guestcli.run_dir("bench"))
         wholes.append(time.monotonic() - t)
         for o in run.outcomes:
             per_case.setdefault(o.case.name, []).append(o.seconds)

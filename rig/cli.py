@@ -20,9 +20,11 @@ from rig import (
     kernel_build,
     qcheck,
     qemu_build,
+    report,
     sources,
     srctree,
 )
+from rig.cache import input_key
 from rig.errors import RigError
 from rig.progress import Progress
 
@@ -39,6 +41,20 @@ def _source_args(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{comp}-sha256", metavar="HEX", help="sha256 of the tarball")
 
 
+def _variant_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("build variants (each cached apart)")
+    g.add_argument("--kernel-config", choices=tuple(kernel_build.CONFIGS), default="default",
+                   help="guest kernel configuration: default, or debug (lockdep, KASAN, "
+                        "DEBUG_LIST, DEBUG_ATOMIC_SLEEP)")
+    g.add_argument("--sanitize", action="store_true",
+                   help="QEMU built with AddressSanitizer and UBSan")
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    _source_args(p)
+    _variant_args(p)
+
+
 def _source(args: argparse.Namespace, comp: sources.Component) -> sources.Source:
     return sources.resolve(comp, getattr(args, f"{comp}_tree", None),
                            getattr(args, f"{comp}_tarball", None),
@@ -53,9 +69,11 @@ def build_components(args: argparse.Namespace, what: str,
     with ctx.cache.locked():
         ctx.cache.purge_partials()
         if what in ("qemu", "all"):
-            results["qemu"] = qemu_build.build(ctx, _source(args, "qemu"))
+            results["qemu"] = qemu_build.build(ctx, _source(args, "qemu"),
+                                               getattr(args, "sanitize", False))
         if what in ("kernel", "image", "all"):
-            results["kernel"] = kernel_build.build(ctx, _source(args, "kernel"))
+            results["kernel"] = kernel_build.build(ctx, _source(args, "kernel"),
+                                                   getattr(args, "kernel_config", "default"))
         if what in ("image", "all"):
             results["image"] = image_build.build(ctx, results["kernel"])
     return results
@@ -112,6 +130,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0 if qreports and all(r.clean for r in qreports) else 1
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """The build input keys, as NAME=KEY lines (for a CI cache key, $GITHUB_OUTPUT)."""
+    keys = {
+        "qemu": input_key(qemu_build.key_inputs(_source(args, "qemu"), args.sanitize)),
+        "kernel": input_key(kernel_build.key_inputs(_source(args, "kernel"),
+                                                   args.kernel_config)),
+    }
+    keys["all"] = input_key(keys)
+    for name, key in keys.items():
+        print(f"{name}={key}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    path = Path(args.report)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RigError(f"cannot read the run report {path}: {exc}",
+                       fix="pass the file `rig run --json FILE` wrote") from exc
+    print(report.markdown(doc))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.run()
 
@@ -125,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print artifact paths and input hashes")
     b.add_argument("--force", action="store_true", help="rebuild even on a cache hit")
     _source_args(b)
+    _variant_args(b)
     b.set_defaults(func=cmd_build)
     s = sub.add_parser("src", help="a git tree at the pinned base with the series applied")
     s.add_argument("component", choices=("qemu", "kernel"))
@@ -141,7 +184,13 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     d = sub.add_parser("doctor", help="check host prerequisites and print the fixes")
     d.set_defaults(func=cmd_doctor)
-    guestcli.add_parsers(sub, _source_args)
+    k = sub.add_parser("keys", help="print the build input keys (NAME=KEY), building nothing")
+    _build_args(k)
+    k.set_defaults(func=cmd_keys)
+    m = sub.add_parser("summary", help="a `rig run --json` report as a Markdown summary")
+    m.add_argument("report", metavar="RUN_JSON")
+    m.set_defaults(func=cmd_summary)
+    guestcli.add_parsers(sub, _build_args)
     bench.add_parser(sub)
     return p
 

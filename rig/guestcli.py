@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from rig import buildstep, kvm, report, runner, scenarios, session
+from rig import buildstep, faults, kvm, matrix, report, runner, scenarios, session
+from rig.casekit import Scenario
 from rig.errors import RigError
 from rig.paths import cache_root
 from rig.progress import Progress
-from rig.topology import EXPORTER_ID, Topology
+from rig.topology import EXPORTER_ID
 from rig.vm import Artifacts
 
 
@@ -54,7 +55,7 @@ def run_dir(kind: str) -> Path:
     return d
 
 
-def select(cases: list[scenarios.Case], patterns: list[str] | None) -> list[scenarios.Case]:
+def select(cases: list[Scenario], patterns: list[str] | None) -> list[Scenario]:
     if not patterns:
         return cases
     chosen = [c for c in cases
@@ -69,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.cli import build_components
 
     progress = Progress()
-    cases = select(scenarios.matrix(), args.k)
+    cases = select(matrix.full(), args.k)
     if args.st is not None or args.ph is not None:
         st, ph = args.st if args.st is not None else 0, args.ph if args.ph is not None else 0
         if not 0 <= st <= 0xFFFF or not 0 <= ph <= 3:
@@ -89,7 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_stage(topo: str, stage: str, secs: float) -> None:
         progress.note(f"boot {topo}: {stage} at {secs:.2f}s")
 
-    run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage)
+    opts = runner.Options(boot_timeout=args.boot_timeout, case_timeout=args.timeout,
+                          fault=args.inject)
+    run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
     print(report.to_ktap(run) if args.ktap else report.table(run))
     if args.json:
         Path(args.json).write_text(report.to_json(run))
@@ -116,7 +119,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     arts = artifacts(results)
     require_device(arts.qemu)
     accel = choose_accel(args.accel, progress, arts)
-    vm, accel = runner.start_vm(arts, Topology(), run_dir("boot"), accel,
+    vm, accel = runner.start_vm(arts, scenarios.DEFAULT, run_dir("boot"), accel,
                                 lambda s, t: progress.note(f"boot: {s} at {t:.2f}s"))
     assert vm.proc is not None
     runner.bind_devices(vm)
@@ -204,6 +207,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     r.add_argument("--st", type=lambda s: int(s, 0), help="add a scenario with this ST")
     r.add_argument("--ph", type=int, help="add a scenario with this PH")
     r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    r.add_argument("--boot-timeout", type=float, default=120.0, metavar="S",
+                   help="seconds a guest may take to answer over SSH (default 120)")
+    r.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds one scenario may take in the guest (default 60)")
+    r.add_argument("--inject", choices=tuple(faults.FAULTS), metavar="FAULT",
+                   help="inject a fault to check how the rig fails: " + "; ".join(
+                       f"{k}: {v}" for k, v in faults.FAULTS.items()))
     r.set_defaults(func=cmd_run)
     b = sub.add_parser("boot", help="boot the bench guest and leave it running")
     b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")

@@ -140,9 +140,9 @@ def stage_root(root: Path, kernel: buildstep.Result, log: Path) -> None:
     tool = src / "tphctl.c"
     if tool.is_file():
         headers = kernel.artifacts["headers"] / "include"
-        proc.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{headers}",
-                  "-o", root / "usr/bin/tphctl", tool], log=log, what="compiling tphctl",
-                 fix=f"fix {tool}")
+        proc.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
+                  f"-I{headers}", "-o", root / "usr/bin/tphctl", tool], log=log,
+                 what="compiling tphctl", fix=f"fix {tool}")
     mods = kernel.artifacts.get("modules")
     if mods is not None and (mods / "lib/modules").is_dir():
         shutil.copytree(mods / "lib/modules", root / "lib/modules", symlinks=True)

@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 import json
-import shlex
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig import host, scenarios, topology
+from rig import faults, host, scenarios, topology
+from rig.casekit import Bench, Scenario, Seen
 from rig.errors import GuestError, RigError
 from rig.vm import VM, Artifacts
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
+# After each scenario: its dmesg, and how many dma-bufs are still alive
+# (every one the scenario made dies with its process; one left is a leak).
+AFTER = ("dmesg -c; echo \"tphlab-dmabufs: $(sed -n 's/^Total \\([0-9]*\\) objects.*/\\1/p' "
+         "/sys/kernel/debug/dma_buf/bufinfo)\"")
+_DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
 
 
 @dataclass
 class Outcome:
-    case: scenarios.Case
+    case: Scenario
     passed: bool
     seconds: float
     failures: list[str] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    seen: Seen = field(default_factory=lambda: Seen([]))
     dmesg: list[str] = field(default_factory=list)
 
     @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.seen.steps
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.seen.records
+
+    @property
     def received(self) -> str:
-        return scenarios.received_summary(self.records)
+        return self.case.received(self.seen)
 
 
 @dataclass
@@ -45,9 +58,9 @@ class Run:
         return bool(self.outcomes) and all(o.passed for o in self.outcomes)
 
 
-def groups(cases: list[scenarios.Case]) -> list[tuple[topology.Topology, list[scenarios.Case]]]:
+def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scenario]]]:
     """Cases by topology, in the order topologies first appear."""
-    out: list[tuple[topology.Topology, list[scenarios.Case]]] = []
+    out: list[tuple[topology.Topology, list[Scenario]]] = []
     for c in cases:
         for topo, members in out:
             if topo == c.topo:
@@ -65,21 +78,26 @@ def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str,
 
     A KVM that creates VMs and runs a few instructions can still hang a real
     guest (nested virtualization); the fallback is reported, never silent.
+    A boot that fails leaves no QEMU behind.
     """
     vm = VM(arts, topo, rundir, accel)
     try:
         vm.start(timeout=timeout if accel == "tcg" else min(timeout, 30.0), on_stage=on_stage)
         return vm, accel
     except RigError as exc:
+        vm.stop()
         if accel != "kvm" or vm.stage not in ("qemu", "kernel"):
             raise
-        vm.stop()
         note = rundir / "kvm-fallback.txt"
         note.write_text(f"KVM boot failed at stage {vm.stage}; using TCG.\n{exc.message}\n")
         if on_stage:
             on_stage("kvm failed, falling back to tcg", 0.0)
     vm = VM(arts, topo, rundir / "tcg", "tcg")
-    vm.start(timeout=timeout, on_stage=on_stage)
+    try:
+        vm.start(timeout=timeout, on_stage=on_stage)
+    except RigError:
+        vm.stop()
+        raise
     return vm, "tcg"
 
 
@@ -114,80 +132,106 @@ def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
                      fix="check the topology's -device lines in the run's cmdline file")
 
 
-def bind_devices(vm: VM) -> tuple[str, str]:
-    """Give the exporter to vfio-pci and the importer to tph_importer."""
+def bind_devices(vm: VM) -> Bench:
+    """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer."""
     assert vm.shell is not None
     pci = vm.qmp_cmd("query-pci")
-    exporter = find_bdf(pci, topology.EXPORTER_ID)
-    importer = find_bdf(pci, topology.IMPORTER_ID)
-    res = vm.shell.run(f"tphlab-bind {exporter} {importer}", timeout=30)
+    bench = Bench(find_bdf(pci, topology.EXPORTER_ID), find_bdf(pci, topology.IMPORTER_ID),
+                  find_bdf(pci, topology.SPARE_ID) if vm.topo.spare else None)
+    res = vm.shell.run(f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''}",
+                       timeout=30)
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer")
-    return exporter, importer
+    return bench
 
 
-def run_case(vm: VM, case: scenarios.Case, exporter: str, importer: str) -> Outcome:
+def after_checks(output: str) -> tuple[list[str], list[str]]:
+    """(dmesg splats, failures) from the AFTER command's output."""
+    splats = scenarios.dmesg_splats(output)
+    failures = [f"dmesg: {ln}" for ln in splats]
+    m = _DMABUFS.search(output)
+    if m is None or not m.group(1):
+        failures.append("could not count live dma-bufs (is debugfs mounted in the guest?)")
+    elif int(m.group(1)):
+        failures.append(f"{m.group(1)} dma-buf(s) still alive after the scenario: a leak")
+    return splats, failures
+
+
+def run_case(vm: VM, case: Scenario, bench: Bench, timeout: float = 60.0) -> Outcome:
     assert vm.shell is not None
     started = time.monotonic()
     vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
     vm.shell.run("dmesg -c > /dev/null", timeout=10)
-    cmd = "tphctl -k " + shlex.join(case.tphctl_steps(exporter))
-    records: list[dict[str, Any]] = []
+    snapshots: list[list[dict[str, Any]]] = []
 
     def read_hints() -> None:
-        records.extend(vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)["records"])
+        snapshots.append(vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)["records"])
 
-    res = vm.shell.run(cmd, timeout=30, on_pause=read_hints)
-    steps = parse_steps(res.stdout)
-    dmesg = scenarios.dmesg_splats(vm.shell.run("dmesg -c", timeout=10).stdout)
-    failures = scenarios.check(case, steps, records, scenarios.requester_id(importer))
+    res = vm.shell.run(case.command(bench), timeout=timeout, on_pause=read_hints)
+    seen = Seen(parse_steps(res.stdout), snapshots, scenarios.requester_id(bench.importer))
+    splats, after = after_checks(vm.shell.run(AFTER, timeout=10).stdout)
+    failures = case.check(seen)
     if res.stderr.strip():
-        failures.append(f"tphctl: {res.stderr.strip()}")
-    failures += [f"dmesg: {ln}" for ln in dmesg]
-    return Outcome(case, not failures, time.monotonic() - started, failures, steps, records,
-                   dmesg)
+        failures.append(f"stderr: {res.stderr.strip()}")
+    failures += after
+    return Outcome(case, not failures, time.monotonic() - started, failures, seen, splats)
 
 
-def run_group(topo: topology.Topology, members: list[scenarios.Case], arts: Artifacts,
+@dataclass(frozen=True)
+class Options:
+    boot_timeout: float = 120.0        # seconds from QEMU's start to SSH
+    case_timeout: float = 60.0         # seconds for one scenario's guest command
+    fault: str | None = None           # see faults.FAULTS
+    jobs: int | None = None            # guests booted side by side
+
+
+def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
               accel: str, rundir: Path, report: Callable[[Outcome], None] | None = None,
-              on_stage: Callable[[str, str, float], None] | None = None
-              ) -> tuple[str, float, list[Outcome]]:
+              on_stage: Callable[[str, str, float], None] | None = None,
+              opts: Options = Options()) -> tuple[str, float, list[Outcome]]:
     """Boot one topology, run its cases; return the accelerator used, boot time, outcomes."""
 
     def stage(name: str, secs: float) -> None:
         if on_stage:
             on_stage(topo.name, name, secs)
 
-    vm, used = start_vm(arts, topo, rundir / topo.name, accel, stage)
+    vm, used = start_vm(arts, faults.boot_topology(topo, opts.fault), rundir / topo.name,
+                        accel, stage, opts.boot_timeout)
     outcomes: list[Outcome] = []
     try:
-        exporter, importer = bind_devices(vm)
+        bench = bind_devices(vm)
+        faults.inject(vm, opts.fault)
         for case in members:
-            outcome = run_case(vm, case, exporter, importer)
+            where = f"guest {topo.name}, scenario {case.name}"
+            try:
+                outcome = run_case(vm, case, bench, opts.case_timeout)
+            except RigError as exc:
+                raise faults.explain(vm, where, exc) from exc
             outcomes.append(outcome)
             if report:
                 report(outcome)
             if not vm.alive():
-                raise GuestError(f"QEMU died during scenario {case.name}", log=str(vm.console))
+                raise faults.explain(vm, where, RigError("QEMU is gone"))
     finally:
         vm.stop()
     return used, vm.boot_seconds, outcomes
 
 
-def run_matrix(cases: list[scenarios.Case], arts: Artifacts, accel: str, rundir: Path,
+def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: str, rundir: Path,
                report: Callable[[Outcome], None] | None = None,
                on_stage: Callable[[str, str, float], None] | None = None,
-               jobs: int | None = None) -> Run:
+               opts: Options = Options()) -> Run:
     """Boot once per topology and run its cases; the run directory keeps every log.
 
     Topologies run side by side, one guest per core (a TCG guest keeps one
     core busy); the outcomes keep the order of `cases`.
     """
     gs = groups(cases)
-    workers = max(1, min(jobs or host.jobs(), len(gs)))
+    workers = max(1, min(opts.jobs or host.jobs(), len(gs)))
     with ThreadPoolExecutor(workers, thread_name_prefix="guest") as pool:
-        futures = [pool.submit(run_group, topo, members, arts, accel, rundir, report, on_stage)
+        futures = [pool.submit(run_group, topo, members, arts, accel, rundir, report, on_stage,
+                               opts)
                    for topo, members in gs]
         results = [f.result() for f in futures]
     run = Run(accel, logs=rundir)

@@ -13,15 +13,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rig.casekit import DMA_LEN, DMA_PATTERN, ST, ST_EXT, Bench, Seen, hints_summary, tphctl
 from rig.topology import Topology
 
-ST = 1 << 0        # VFIO_DMA_BUF_TPH_ST
-ST_EXT = 1 << 1    # VFIO_DMA_BUF_TPH_ST_EXT
-DMA_LEN = 64
-DMA_PATTERN = 0xA5A5A5A5
+__all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT", "Bench", "Seen"]
 
-DEFAULT = Topology()
-IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"})
+# The default topology has a second vfio-pci device (a dma-buf of another
+# device is hostile input) and two vCPUs (the concurrency scenario).
+DEFAULT = Topology(spare=True, cpus=2)
+IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"}, cpus=2)
 RP_NO_COMPLETER = Topology(name="rp-no-completer", root_port_completer="none")
 EXPORTER_NO_COMPLETER = Topology(name="exporter-no-completer",
                                  exporter={"tph-completer": "none"})
@@ -55,7 +55,7 @@ class BadSet:
 
     label: str
     errno: int
-    fd: str = "dmabuf"        # tphctl set-raw fd: dmabuf, closed, eventfd or a number
+    fd: str = "dmabuf"        # tphctl set-raw fd: dmabuf, other, closed, eventfd, a number
     flags: int = ST
     st: int = 0x11
     st_ext: int = 0x1111
@@ -90,11 +90,15 @@ class Case:
     wire: Hint | None = None            # None: the DMA must carry no hint
     bad_sets: tuple[BadSet, ...] = ()   # after the sets: each must fail and change nothing
 
-    def tphctl_steps(self, exporter: str) -> list[str]:
-        steps = ["open", exporter]
+    def tphctl_steps(self, bench: Bench) -> list[str]:
+        steps = ["open", bench.exporter]
         if self.probe_errno is not None:
             steps.append("probe")
         steps.append("get")
+        if any(b.fd == "other" for b in self.bad_sets):
+            if bench.spare is None:
+                raise ValueError(f"{self.name}: topology {self.topo.name} has no spare device")
+            steps += ["other", bench.spare]
         for s in self.sets:
             steps += ["set", str(s.flags), hex(s.st), hex(s.st_ext), str(s.ph)]
         for b in self.bad_sets:
@@ -105,9 +109,18 @@ class Case:
                   "detach"]
         return steps
 
+    def command(self, bench: Bench) -> str:
+        return tphctl(self.tphctl_steps(bench))
+
+    def check(self, seen: Seen) -> list[str]:
+        return check(self, seen.steps, seen.records, seen.rid)
+
     def describe_set(self) -> str:
         text = "; ".join(s.describe() for s in self.sets) if self.sets else "nothing set"
         return text + (f" + {len(self.bad_sets)} bad SETs" if self.bad_sets else "")
+
+    def received(self, seen: Seen) -> str:
+        return received_summary(seen.records)
 
 
 EOPNOTSUPP = errno.EOPNOTSUPP
@@ -121,6 +134,7 @@ BAD_SETS = (
     BadSet("fd -1", EINVAL, fd="-1"),
     BadSet("closed fd", EINVAL, fd="closed"),
     BadSet("eventfd, not a dma-buf", EINVAL, fd="eventfd"),
+    BadSet("dma-buf of the other device", EINVAL, fd="other"),
     BadSet("argsz one byte short", EINVAL, argsz_delta=-1),
     BadSet("GET on the TPH feature", EINVAL, fd="get"),
 )
@@ -254,17 +268,7 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
     return bad
 
 
-def received_summary(records: list[dict[str, Any]]) -> str:
-    if not records:
-        return "nothing"
-    parts = []
-    for r in records:
-        if r["th"]:
-            parts.append(f"TH=1 PH={r['ph']} ST={r['st']:#x} {'ext' if r['ext'] else '8-bit'}")
-        else:
-            parts.append("no hint")
-        parts[-1] += f" x{r['length']}B"
-    return "; ".join(parts)
+received_summary = hints_summary
 
 
 SPLAT = re.compile(r"(WARNING:|BUG:|BUG |kernel BUG|Oops|general protection|"

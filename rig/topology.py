@@ -12,6 +12,7 @@ from pathlib import Path
 
 EXPORTER_ID = "tphexp"
 IMPORTER_ID = "tphimp"
+SPARE_ID = "tphspare"
 BASE_APPEND = ["console=ttyS0", "quiet", "panic=-1", "vfio.enable_unsafe_noiommu_mode=1"]
 
 
@@ -23,6 +24,8 @@ class Topology:
     importer: dict[str, str] = field(default_factory=lambda: {"ext-tph": "on"})
     append: tuple[str, ...] = ()               # extra kernel command line words
     memory_mb: int = 512
+    spare: bool = False                        # a third tph-testdev, for vfio-pci
+    cpus: int = 1
 
     def with_(self, **changes: object) -> Topology:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -54,9 +57,13 @@ def device_args(topo: Topology, tph_devices: bool) -> list[str]:
             "-device", "x3130-upstream,id=up0,bus=rp0",
             "-device", "xio3130-downstream,id=dn0,bus=up0,addr=0x0,chassis=2,slot=0",
             "-device", "xio3130-downstream,id=dn1,bus=up0,addr=0x1,chassis=3,slot=0"]
+    if topo.spare:
+        args += ["-device", "xio3130-downstream,id=dn2,bus=up0,addr=0x2,chassis=4,slot=0"]
     if tph_devices:
         args += ["-device", f"tph-testdev,id={EXPORTER_ID},bus=dn0{_props(topo.exporter)}",
                  "-device", f"tph-testdev,id={IMPORTER_ID},bus=dn1{_props(topo.importer)}"]
+        if topo.spare:
+            args += ["-device", f"tph-testdev,id={SPARE_ID},bus=dn2"]
     return args
 
 
@@ -68,7 +75,7 @@ def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]
         str(boot.qemu), "-machine", "q35", *accel, "-L", str(boot.datadir),
         "-bios", str(boot.bios),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-smp", "1", "-m", str(topo.memory_mb),
+        "-smp", str(topo.cpus), "-m", str(topo.memory_mb),
         "-kernel", str(boot.kernel), "-initrd", str(boot.initrd), "-append", append,
         "-serial", f"file:{boot.console_log}",
         "-qmp", f"unix:{boot.qmp_socket},server=on,wait=off",

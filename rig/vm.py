@@ -129,7 +129,13 @@ class VM:
                                  f"{console_tail(self.console)}")
             time.sleep(0.02)
         self.shell = GuestShell(self.ssh_port, self.arts.client_key, self.arts.host_key)
-        self.shell.connect(max(5.0, deadline - time.monotonic()))
+        try:
+            self.shell.connect(max(5.0, deadline - time.monotonic()))
+        except GuestError as exc:
+            self.stop()
+            raise GuestError(f"{exc.message}; console {self.console}:\n"
+                             f"{console_tail(self.console)}", fix=exc.fix,
+                             log=str(self.rundir)) from exc
         self.boot_seconds = time.monotonic() - started
         self.stage = "ssh"
         if on_stage:

@@ -9,9 +9,11 @@ import pytest
 import xmlschema
 
 from rig import report, runner, scenarios
+from rig.casekit import Bench, Seen
 from rig.scenarios import ST, ST_EXT, Case, Hint, TphSet
 
 RID = 0x0400
+BENCH = Bench("0000:04:00.0", "0000:05:00.0", "0000:06:00.0")
 CASE = Case("st8", "8-bit", topo=scenarios.IMPORTER_8BIT, sets=(TphSet(ST, st=0x42, ph=2),),
             wire=Hint(0x42, 2, False))
 
@@ -87,15 +89,18 @@ def test_each_bad_set_must_fail_with_its_errno() -> None:
     raw[1].update(ret=0, errno=0)           # the kernel accepted ph 4
     bad = scenarios.check(case, steps, good_records(case), RID)
     assert bad == ["ph 4: errno 0, expected 22"]
-    cmd = case.tphctl_steps("0000:04:00.0")
+    cmd = case.tphctl_steps(BENCH)
     assert cmd.count("set-raw") == len(case.bad_sets) - 1 and "tph-get" in cmd
     assert cmd.index("set") < cmd.index("set-raw") < cmd.index("attach")
+    assert cmd[cmd.index("other") + 1] == BENCH.spare
+    with pytest.raises(ValueError, match="no spare device"):
+        case.tphctl_steps(Bench("0000:04:00.0", "0000:05:00.0"))
 
 
 def test_tphctl_steps_encode_the_sets() -> None:
     case = Case("x", "x", sets=(TphSet(ST | ST_EXT, st=0x12, st_ext=0x3456, ph=2),),
                 probe_errno=95)
-    steps = case.tphctl_steps("0000:03:00.0")
+    steps = case.tphctl_steps(Bench("0000:03:00.0", "0000:04:00.0"))
     assert steps[:4] == ["open", "0000:03:00.0", "probe", "get"]
     assert steps[4:9] == ["set", "3", "0x12", "0x3456", "2"]
     assert "attach" in steps and "dma" in steps
@@ -116,7 +121,7 @@ def test_dmesg_splats_are_found() -> None:
 
 
 def _run() -> runner.Run:
-    ok = runner.Outcome(CASE, True, 0.5, records=good_records(CASE))
+    ok = runner.Outcome(CASE, True, 0.5, seen=Seen([], [good_records(CASE)], RID))
     bad = runner.Outcome(scenarios.matrix()[0], False, 0.25, ["exporter received [] ..."])
     return runner.Run("tcg", [ok, bad], {"default": 1.5})
 
