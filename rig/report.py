@@ -70,3 +70,22 @@ def to_ktap(run: Run) -> str:
             lines.append(f"# {o.case.name}: {f}")
         lines.append(f"{'ok' if o.passed else 'not ok'} {i} {o.case.name}")
     return "\n".join(lines) + "\n"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """A `to_json` report as Markdown (a CI job summary)."""
+    rows = doc.get("scenarios", [])
+    npass = sum(bool(r["passed"]) for r in rows)
+    out = [f"### tphlab: {npass}/{len(rows)} scenarios passed (accel {doc.get('accel')})", "",
+           "| scenario | set | received | verdict |", "| --- | --- | --- | --- |"]
+
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    for r in rows:
+        out.append(f"| {cell(r['name'])} | {cell(r['set'])} | {cell(r['received'])} | "
+                   f"{'PASS' if r['passed'] else '**FAIL**'} |")
+    for r in rows:
+        for f in r.get("failures", []):
+            out.append(f"- `{r['name']}`: {cell(f)}")
+    return "\n".join(out)

@@ -8,6 +8,7 @@ metadata and its identity feeds the cache key.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tomllib
 import urllib.error
@@ -22,6 +23,21 @@ from rig.paths import DATA_DIR
 
 Component = Literal["qemu", "kernel", "sparse"]
 Kind = Literal["tree", "tarball", "debian"]
+
+# Which pin a component's source comes from when no option names one:
+# "debian" (the default: Debian's packages, through the mirror this machine
+# already uses) or "upstream" (the release tarballs of [*.upstream], for
+# machines without Debian's archive, such as GitHub's Ubuntu runners).
+SOURCES_ENV = "TPHLAB_SOURCES"
+ORIGINS = ("debian", "upstream")
+
+
+def origin() -> str:
+    value = os.environ.get(SOURCES_ENV, "debian")
+    if value not in ORIGINS:
+        raise SourceError(f"{SOURCES_ENV}={value!r} is not a source origin",
+                          fix=f"set {SOURCES_ENV} to one of: {', '.join(ORIGINS)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,13 @@ def resolve(component: Component, tree: str | None = None, tarball: str | None =
             raise SourceError(f"--{component}-sha256 {digest!r} is not a sha256 hex digest",
                               fix="give the 64 hex digits sha256sum prints")
         return Source(component, "tarball", location, pin.get("version", "unknown"), digest)
+    if origin() == "upstream":
+        up = pin.get("upstream")
+        if not up:
+            raise SourceError(f"{SOURCES_ENV}=upstream but {component} has no [{component}."
+                              "upstream] pin", fix="add its url, version and sha256 to "
+                              "rig/data/sources.toml, or unset " + SOURCES_ENV)
+        return Source(component, "tarball", up["url"], up["version"], up["sha256"].lower())
     deb = pin.get("debian")
     if not deb:
         raise SourceError(f"no source for {component}: no tree, tarball or Debian pin",
