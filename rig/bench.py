@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rig import guestcli, matrix, runner
-from rig.paths import repo_root
+from rig import devbench, guestcli, matrix, runner
+from rig.errors import RigError
+from rig.paths import cache_root, repo_root
 from rig.progress import Progress
 from rig.topology import Topology
 
@@ -25,7 +28,8 @@ class Figure:
     low: float
     high: float
     runs: int
-    target: float | None
+    target: float | None       # the median must stay below it
+    unit: str = "s"
 
     @property
     def met(self) -> bool | None:
@@ -33,14 +37,39 @@ class Figure:
 
     def line(self) -> str:
         mark = "" if self.met is None else ("met" if self.met else "NOT MET")
-        tgt = f"< {self.target:g}s" if self.target is not None else ""
-        return (f"{self.name:28} {self.median:8.2f}s  (min {self.low:.2f}, max {self.high:.2f}, "
-                f"n={self.runs})  {tgt:9} {mark}")
+        tgt = f"< {self.target:g}{self.unit}" if self.target is not None else ""
+        return (f"{self.name:28} {self.median:9.3f}{self.unit:5} (min {self.low:.3f}, max "
+                f"{self.high:.3f}, n={self.runs})  {tgt:10} {mark}")
 
 
-def figure(name: str, samples: list[float], target: float | None) -> Figure:
+def figure(name: str, samples: list[float], target: float | None, unit: str = "s") -> Figure:
     return Figure(name, statistics.median(samples), min(samples), max(samples), len(samples),
-                  target)
+                  target, unit)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def cold_builds(progress: Progress) -> list[Figure]:
+    """Each component built from nothing in a scratch cache (downloads reused)."""
+    with tempfile.TemporaryDirectory(prefix="tphlab-cold-") as tmp:
+        root = Path(tmp) / "tphlab"
+        root.mkdir()
+        (root / "downloads").symlink_to(cache_root() / "downloads")
+        progress.note(f"cold build in {root} (about 15 minutes on 2 cores)")
+        out = subprocess.run([sys.executable, "-m", "rig", "build", "all", "--json"],
+                             capture_output=True, text=True, check=False, timeout=7200,
+                             env=dict(os.environ, XDG_CACHE_HOME=tmp))
+        if out.returncode != 0:
+            raise RigError(f"the cold build failed: {out.stderr[-2000:]}")
+        comps = json.loads(out.stdout)["components"]
+    return [figure(f"cold build: {name}", [float(c["seconds"])], None)
+            for name, c in comps.items()]
 
 
 def targets(accel: str) -> dict[str, float]:
@@ -68,15 +97,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        check=True, timeout=600)
         noop.append(time.monotonic() - t)
     figs.append(figure("no-op build", noop, tg.get("noop_build")))
+    if args.cold:
+        figs += cold_builds(progress)
 
-    boots = []
+    boots, rss = [], []
     for i in range(args.runs):
         progress.note(f"boot {i + 1}/{args.runs}")
         vm, accel = runner.start_vm(arts, Topology(), guestcli.run_dir("bench") / f"boot{i}",
                                     accel)
         boots.append(vm.boot_seconds)
-        vm.stop()
+        try:
+            assert vm.proc is not None
+            runner.bind_devices(vm)
+            rss.append(peak_rss_mib(vm.proc.pid))
+        finally:
+            vm.stop()
     figs.append(figure("boot to SSH", boots, tg.get("boot_to_ssh")))
+    figs.append(figure("QEMU peak RSS", rss, tg.get("qemu_rss_mib"), "MiB"))
+
+    progress.note("device: DMA into the recording BAR and into RAM")
+    rates = [devbench.dma_rates(arts.qemu, arts.datadir) for _ in range(args.runs)]
+    figs.append(figure("DMA into recording BAR", [r.bar_mb_s for r in rates], None, "MB/s"))
+    figs.append(figure("DMA into RAM", [r.ram_mb_s for r in rates], None, "MB/s"))
+    figs.append(figure("recording overhead", [r.ratio for r in rates],
+                       tg.get("recording_overhead"), "x"))
+    progress.note(f"device: x-query-tph-hints of {devbench.QUERY_RECORDS} records")
+    figs.append(figure(f"query {devbench.QUERY_RECORDS} records",
+                       devbench.query_latency(arts.qemu, arts.datadir, max(args.runs, 5)),
+                       tg.get("query_4096")))
 
     wholes: list[float] = []
     per_case: dict[str, list[float]] = {}
@@ -105,5 +153,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b = sub.add_parser("bench", help="time builds, boot and the matrix against the targets")
     b.add_argument("--runs", type=int, default=3, help="runs per figure (median, min, max)")
     b.add_argument("--json", metavar="FILE")
+    b.add_argument("--cold", action="store_true",
+                   help="also time a cold build of each component (scratch cache)")
     b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     b.set_defaults(func=cmd_bench)

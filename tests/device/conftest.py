@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .rigs import QemuBin
+from rig.qdev.switch import QemuBin
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ Prefix; 11b -> the 16-bit ST with the prefix.
 
 from __future__ import annotations
 
-from .tphdev import NO_HINT, Hint, Mode, Req, TphDev
+from rig.qdev.tphdev import NO_HINT, Hint, Mode, Req, TphDev
 
 # Every entry differs from every other in both bytes, and no byte is 0:
 # a wrong entry, a lost upper byte or a 16-bit ST in an 8-bit request shows.

@@ -6,11 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rig.qtest import QemuExited, qtest_qemu
-
-from .hints import ST_TABLE, expected_hint, program_st_table
-from .rigs import MEM, PREF, MiB, QemuBin, SwitchRig, switch_rig
-from .tphdev import (
+from rig.qdev.switch import MEM, PREF, MiB, QemuBin, SwitchRig, switch_rig
+from rig.qdev.tphdev import (
     NO_HINT,
     ST_DONE,
     ST_ERR_ARG,
@@ -21,6 +18,9 @@ from .tphdev import (
     Req,
     record,
 )
+from rig.qtest import QemuExited, qtest_qemu
+
+from .hints import ST_TABLE, expected_hint, program_st_table
 
 pytestmark = pytest.mark.integration
 

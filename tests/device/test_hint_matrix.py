@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from rig.qdev.switch import RP0, QemuBin, SwitchRig, switch_rig
+from rig.qdev.tphdev import ST_DONE, TPH_CTRL, Mode, Req, record
+
 from .hints import MSI_BASE, MSI_DATA, ST_TABLE, expected_hint, program_st_table
-from .rigs import RP0, QemuBin, SwitchRig, switch_rig
-from .tphdev import ST_DONE, TPH_CTRL, Mode, Req, record
 
 pytestmark = pytest.mark.integration
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from rig.qdev.switch import QemuBin, SwitchRig, switch_rig
+from rig.qdev.tphdev import ST_DONE, Mode, Req, record
+
 from .hints import ST_TABLE, expected_hint, program_st_table
-from .rigs import QemuBin, SwitchRig, switch_rig
-from .tphdev import ST_DONE, Mode, Req, record
 
 pytestmark = pytest.mark.integration
 

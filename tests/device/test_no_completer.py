@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from rig.qdev.switch import DN0, DN1, RP0, UP0, QemuBin, SwitchRig, switch_rig
+from rig.qdev.tphdev import ST_DONE, Mode, Req, record
+
 from .hints import ST_TABLE, expected_hint, program_st_table
-from .rigs import DN0, DN1, RP0, UP0, QemuBin, SwitchRig, switch_rig
-from .tphdev import ST_DONE, Mode, Req, record
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .rigs import QemuBin, SwitchRig, switch_rig
-from .tphdev import NO_HINT, ST_DONE, TPH_CTRL, Hint, Mode, Req, ctrl_value, record
+from rig.qdev.switch import QemuBin, SwitchRig, switch_rig
+from rig.qdev.tphdev import NO_HINT, ST_DONE, TPH_CTRL, Hint, Mode, Req, ctrl_value, record
 
 pytestmark = pytest.mark.integration
 

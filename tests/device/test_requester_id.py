@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from rig.qdev.pci import Bdf
+from rig.qdev.switch import DN1, EXP_ID, IMP, IMP_ID, RC_ID, QemuBin, SwitchRig, switch_rig
+from rig.qdev.tphdev import NO_HINT, ST_DONE, Mode, Req, TphDev, record
+
 from .hints import ST_TABLE, expected_hint, program_st_table
-from .pci import Bdf
-from .rigs import DN1, EXP_ID, IMP, IMP_ID, RC_ID, QemuBin, SwitchRig, switch_rig
-from .tphdev import NO_HINT, ST_DONE, Mode, Req, TphDev, record
 
 pytestmark = pytest.mark.integration
 

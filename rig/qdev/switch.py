@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig import topology
+from rig.qdev.pci import Bdf, Ecam, Window
+from rig.qdev.tphdev import ID_VALUE, REG_ID, TphDev
 from rig.qtest import QtestQemu, qtest_qemu
-
-from .pci import Bdf, Ecam, Window
-from .tphdev import ID_VALUE, REG_ID, TphDev
 
 RP0 = Bdf(0x00, 4)
 UP0 = Bdf(0x10, 0)

@@ -9,9 +9,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from rig.qdev.pci import Bdf, Ecam
 from rig.qtest import QtestQemu
-
-from .pci import Bdf, Ecam
 
 # Config space
 MSIX_CAP = 0x60

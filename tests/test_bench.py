@@ -1,0 +1,51 @@
+"""rig bench prints every figure and marks each against its target; it asserts no timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rig import bench
+
+REPO = Path(__file__).resolve().parent.parent
+
+FIGURES = ("no-op build", "boot to SSH", "QEMU peak RSS", "DMA into recording BAR",
+           "DMA into RAM", "recording overhead", "query 4096 records", "warm matrix")
+
+
+def test_a_figure_is_met_only_below_its_target() -> None:
+    f = bench.figure("x", [3.0, 1.0, 2.0], 2.5)
+    assert (f.median, f.low, f.high, f.runs, f.met) == (2.0, 1.0, 3.0, 3, True)
+    assert bench.figure("x", [3.0], 2.5).met is False
+    assert bench.figure("x", [3.0], None).met is None
+    assert "NOT MET" in bench.figure("x", [3.0], 2.5).line()
+    assert bench.figure("x", [3.0], 2.5, "x").line().split()[1] == "3.000x"
+
+
+def test_every_target_names_a_figure_the_bench_prints() -> None:
+    for accel in ("tcg", "kvm"):
+        assert set(bench.targets(accel)) == {"noop_build", "boot_to_ssh", "warm_matrix",
+                                             "recording_overhead", "query_4096"}
+
+
+@pytest.mark.integration
+def test_bench_prints_every_figure_with_its_verdict(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "rig", "bench", "--runs", "1", "--json",
+                          str(out)], cwd=REPO, capture_output=True, text=True, timeout=1800,
+                         check=False, env=dict(os.environ))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    names = [f["name"] for f in doc["figures"]]
+    for name in FIGURES:
+        assert name in names, names
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith(name))
+        fig = next(f for f in doc["figures"] if f["name"] == name)
+        if fig["target"] is not None:
+            assert line.rstrip().endswith(("met", "NOT MET")), line
+        assert fig["median"] > 0
