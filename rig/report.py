@@ -32,7 +32,7 @@ def _outcome_doc(o: Outcome) -> dict[str, Any]:
     return {"name": o.case.name, "summary": o.case.summary, "topology": o.case.topo.name,
             "set": o.case.describe_set(), "received": o.received, "passed": o.passed,
             "seconds": round(o.seconds, 3), "failures": o.failures, "steps": o.steps,
-            "records": o.records, "dmesg": o.dmesg}
+            "records": o.records, "snapshots": o.seen.snapshots, "dmesg": o.dmesg}
 
 
 def to_json(run: Run) -> str:

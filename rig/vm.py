@@ -154,6 +154,9 @@ class VM:
             return self.qmp().cmd(name, **args)
         except ExecuteError as exc:
             raise RigError(f"QMP {name} failed: {exc}") from exc
+        except Exception as exc:  # the monitor is gone: QEMU died or hangs up
+            raise GuestError(f"QMP {name}: no answer from QEMU ({type(exc).__name__}: "
+                             f"{exc})", log=str(self.qemu_log)) from exc
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

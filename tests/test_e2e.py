@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -15,8 +16,17 @@ import pytest
 
 from rig import hostile, matrix, scenarios
 
+from .test_workflow import step_command
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
+
+
+def _check_doc(doc: dict[str, Any]) -> None:
+    assert [s["name"] for s in doc["scenarios"]] == [c.name for c in matrix.full()]
+    assert doc["accel"] in ("kvm", "tcg")
+    for s in doc["scenarios"]:
+        assert s["passed"], s
 
 
 def _run(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str],
@@ -28,15 +38,38 @@ def _run(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str],
     print(res.stdout)
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-6000:]
     doc: dict[str, Any] = json.loads(js.read_text())
-    assert [s["name"] for s in doc["scenarios"]] == [c.name for c in matrix.full()]
-    assert doc["accel"] in ("kvm", "tcg")
-    for s in doc["scenarios"]:
-        assert s["passed"], s
+    _check_doc(doc)
     return res, doc, junit
 
 
-def test_rig_run_passes_every_scenario(tmp_path: Path) -> None:
-    res, doc, junit = _run(tmp_path)
+def _workflow_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any],
+                                           Path]:
+    """The workflow's "Run the bench" and "Job summary" steps, exactly as CI runs them."""
+    cmd = step_command("Run the bench", accel="tcg")
+    res = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True,
+                         timeout=5400, check=False, env=dict(os.environ))
+    print(res.stdout)
+    js, junit = tmp_path / "results.json", tmp_path / "results.xml"
+    for name, dest in (("results.json", js), ("results.xml", junit)):
+        if (REPO / name).exists():
+            shutil.move(REPO / name, dest)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-6000:]
+    summary = tmp_path / "summary.md"
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    sm = subprocess.run(["bash", "-c", step_command("Job summary")], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=120, check=False,
+                        env=dict(os.environ, GITHUB_STEP_SUMMARY=str(summary)))
+    assert sm.returncode == 0, sm.stderr
+    doc: dict[str, Any] = json.loads(js.read_text())
+    _check_doc(doc)
+    text = summary.read_text()
+    assert f"{len(doc['scenarios'])}/{len(doc['scenarios'])} scenarios passed" in text
+    assert all(f"| {s['name']} |" in text for s in doc["scenarios"])
+    return res, doc, junit
+
+
+def test_workflow_run_step_passes_every_scenario(tmp_path: Path) -> None:
+    res, doc, junit = _workflow_run(tmp_path)
     hint_cases = {c.name for c in scenarios.matrix()}
     by_name = {s["name"]: s for s in doc["scenarios"]}
     for name in hint_cases:

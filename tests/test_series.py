@@ -4,10 +4,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import git
 
 from rig import series
 from rig.errors import SeriesError
+
+from .conftest import git
 
 
 def make_base(tmp_path: Path) -> Path:

@@ -3,10 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import git
 
 from rig import series, srctree
 from rig.errors import SeriesError
+
+from .conftest import git
 
 COVER = """\
 From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001

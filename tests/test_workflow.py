@@ -29,7 +29,7 @@ RUN_BY = {
     ".ci/kvm-udev": "test_workflow.py::test_kvm_udev_writes_the_rule",
     "./tphlab setup": "test_workflow.py::test_tphlab_setup_is_ready_and_idempotent",
     '.venv/bin/rig keys >> "$GITHUB_OUTPUT"': "test_workflow.py::test_rig_keys_for_the_cache_key",
-    ".venv/bin/rig build all": "test_build_integration.py (rig build all)",
+    ".venv/bin/rig build all": "test_workflow.py::test_build_step_builds_everything",
     ".venv/bin/rig run --accel \"${{ matrix.accel }}\" --keep --junit results.xml --json "
     "results.json": "test_e2e.py::test_workflow_run_step_passes_every_scenario",
     'if [ -f results.json ]; then .venv/bin/rig summary results.json >> "$GITHUB_STEP_SUMMARY"; '
@@ -144,3 +144,12 @@ def test_each_source_origin_has_its_pins(origin: str) -> None:
     res = subprocess.run([sys.executable, "-m", "rig", "keys"], cwd=REPO, capture_output=True,
                          text=True, timeout=120, check=False, env=env)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.integration
+def test_build_step_builds_everything() -> None:
+    res = subprocess.run(["bash", "-c", step_command("Build QEMU, the kernel and the guest image")],
+                         cwd=REPO, capture_output=True, text=True, timeout=5400, check=False)
+    assert res.returncode == 0, res.stderr[-4000:]
+    for comp in ("qemu", "kernel", "image"):
+        assert any(line.startswith(comp) for line in res.stdout.splitlines()), res.stdout
