@@ -143,6 +143,11 @@ def bind_devices(vm: VM) -> Bench:
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer")
+    # From here each scenario's AFTER empties dmesg: what it holds is the next one's.
+    splats = scenarios.dmesg_splats(vm.shell.run("dmesg -c", timeout=10).stdout)
+    if splats:
+        raise GuestError("the guest's kernel reported problems while booting and binding:\n"
+                         + "\n".join(f"    {ln}" for ln in splats), log=str(vm.console))
     return bench
 
 
@@ -162,7 +167,6 @@ def run_case(vm: VM, case: Scenario, bench: Bench, timeout: float = 60.0) -> Out
     assert vm.shell is not None
     started = time.monotonic()
     vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
-    vm.shell.run("dmesg -c > /dev/null", timeout=10)
     snapshots: list[list[dict[str, Any]]] = []
 
     def read_hints() -> None:

@@ -271,9 +271,13 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
 received_summary = hints_summary
 
 
+# Reports of the kernel's checkers. Informational lines that merely name a
+# checker ("RCU lockdep checking is enabled.") are not reports.
 SPLAT = re.compile(r"(WARNING:|BUG:|BUG |kernel BUG|Oops|general protection|"
-                   r"possible circular locking|possible recursive locking|lockdep|"
-                   r"KASAN|UBSAN|list_add corruption|list_del corruption|"
+                   r"possible circular locking|possible recursive locking|"
+                   r"inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN_ON|"
+                   r"trying to register non-static key|KASAN:|UBSAN:|"
+                   r"list_add corruption|list_del corruption|"
                    r"sleeping function called from invalid context|Call Trace:)")
 
 

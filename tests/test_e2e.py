@@ -98,3 +98,16 @@ def test_debug_kernel_passes_every_scenario_without_a_report(tmp_path: Path) -> 
     _, doc, _ = _run(tmp_path, "--kernel-config", "debug", "--boot-timeout", "300",
                      "--timeout", "180")
     assert all(s["dmesg"] == [] for s in doc["scenarios"])
+    # ... and the checkers were really on, and had not turned themselves off.
+    rig = [sys.executable, "-m", "rig"]
+    boot = subprocess.run([*rig, "boot", "--kernel-config", "debug"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert boot.returncode == 0, boot.stderr[-3000:]
+    try:
+        probe = subprocess.run(
+            [*rig, "ssh", "dmesg | grep -cE 'KernelAddressSanitizer initialized|Lock "
+             "dependency validator'; grep debug_locks /proc/lockdep_stats"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    finally:
+        subprocess.run([*rig, "stop"], cwd=REPO, capture_output=True, timeout=120, check=False)
+    assert probe[:3] == ["2", "debug_locks:", "1"], probe

@@ -118,6 +118,11 @@ def test_dmesg_splats_are_found() -> None:
     text = "ok line\nWARNING: CPU: 0 PID: 1 at drivers/x.c:1\nfine\nBUG: KASAN: use-after-free\n"
     assert len(scenarios.dmesg_splats(text)) == 2
     assert scenarios.dmesg_splats("tph_importer: attached\n") == []
+    boot = ("rcu: \tRCU lockdep checking is enabled.\nKernelAddressSanitizer initialized "
+            "(generic)\nLock dependency validator: Copyright (c) 2006 Red Hat, Inc.\n")
+    assert scenarios.dmesg_splats(boot) == []
+    assert len(scenarios.dmesg_splats("WARNING: possible circular locking dependency "
+                                      "detected\n[ INFO: inconsistent lock state ]\n")) == 2
 
 
 def _run() -> runner.Run:
