@@ -19,9 +19,9 @@ from rig.topology import Topology
 __all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT", "Bench", "Seen"]
 
 # The default topology has a second vfio-pci device (a dma-buf of another
-# device is hostile input) and two vCPUs (the concurrency scenario).
-DEFAULT = Topology(spare=True, cpus=2)
-IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"}, cpus=2)
+# device is hostile input).
+DEFAULT = Topology(spare=True)
+IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"})
 RP_NO_COMPLETER = Topology(name="rp-no-completer", root_port_completer="none")
 EXPORTER_NO_COMPLETER = Topology(name="exporter-no-completer",
                                  exporter={"tph-completer": "none"})
