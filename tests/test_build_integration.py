@@ -96,8 +96,14 @@ def test_touching_one_kernel_patch_rebuilds_only_the_kernel_incrementally(
         shutil.copytree(REPO / d, repo / d)
     kernel = first_build["components"]["kernel"]
     work_tree = Path(json.loads((Path(kernel["entry"]) / "meta.json").read_text())["tree"])
-    _touch_patch(repo, work_tree)
     env = {"TPHLAB_REPO": str(repo)}
+    # The build directory holds whatever was built there last, which on a
+    # shared cache may be another commit's configuration: the first touched
+    # build brings it to this series, the second one is the one measured.
+    _touch_patch(repo, work_tree)
+    primed = build_json(env=env)["components"]["kernel"]
+    shutil.rmtree(primed["entry"])
+    _touch_patch(repo, work_tree)
     changed = build_json(env=env)["components"]
     assert changed["qemu"]["cached"], "a kernel patch must not rebuild QEMU"
     assert not changed["kernel"]["cached"]
