@@ -19,9 +19,10 @@ from rig.topology import Topology
 __all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT", "Bench", "Seen"]
 
 # The default topology has a second vfio-pci device (a dma-buf of another
-# device is hostile input).
+# device is hostile input). The importer-8bit guest has two vCPUs for the
+# 8-bit concurrency scenario (see rig.race).
 DEFAULT = Topology(spare=True)
-IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"})
+IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"}, cpus=2)
 RP_NO_COMPLETER = Topology(name="rp-no-completer", root_port_completer="none")
 EXPORTER_NO_COMPLETER = Topology(name="exporter-no-completer",
                                  exporter={"tph-completer": "none"})
