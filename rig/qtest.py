@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
 from rig.errors import RigError
+from rig.monitor import Monitor
 
 _WIDTH_BITS = {"b": 8, "w": 16, "l": 32, "q": 64}
 
@@ -194,7 +193,7 @@ class QtestQemu:
 
     proc: subprocess.Popen[bytes]
     qtest: QtestClient
-    qmp: Any            # qemu.qmp.legacy.QEMUMonitorProtocol (untyped library)
+    qmp: Any            # rig.monitor.Monitor (qemu.qmp is untyped)
     argv: list[str]
     log: Path
 
@@ -271,7 +270,7 @@ def qtest_qemu(qemu: Path, datadir: Path, devices: Sequence[str], *, machine: st
                 qtest = QtestClient.connect(qtest_sock, timeout, lambda: proc.poll() is None)
                 # Answered once the main loop runs, i.e. after every device realized
                 qtest.command("endianness")
-                qmp = QEMUMonitorProtocol(str(qmp_sock))
+                qmp = Monitor(str(qmp_sock))
                 _connect_qmp(qmp, proc, timeout)
             except Exception as exc:
                 try:

@@ -10,9 +10,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
 from rig.errors import RigError
+from rig.monitor import Monitor
 from rig.paths import cache_root
 from rig.ssh import GuestShell
 
@@ -48,8 +47,8 @@ class Session:
         sh.connect(timeout)
         return sh
 
-    def qmp(self) -> QEMUMonitorProtocol:
-        q = QEMUMonitorProtocol(self.qmp_socket)
+    def qmp(self) -> Monitor:
+        q = Monitor(self.qmp_socket)
         q.settimeout(30.0)
         q.connect()
         return q

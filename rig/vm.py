@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from qemu.qmp import ExecuteError
-from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from rig import topology
 from rig.errors import GuestError, RigError
+from rig.monitor import Monitor
 from rig.ssh import GuestShell
 
 STAGES = [
@@ -76,7 +76,7 @@ class VM:
         self.ssh_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.shell: GuestShell | None = None
-        self._qmp: QEMUMonitorProtocol | None = None
+        self._qmp: Monitor | None = None
         self.stage = "qemu"
         self.boot_seconds = 0.0
 
@@ -141,9 +141,9 @@ class VM:
         if on_stage:
             on_stage("ssh", self.boot_seconds)
 
-    def qmp(self) -> QEMUMonitorProtocol:
+    def qmp(self) -> Monitor:
         if self._qmp is None:
-            q = QEMUMonitorProtocol(str(self.qmp_path))
+            q = Monitor(str(self.qmp_path))
             q.settimeout(30.0)
             q.connect()
             self._qmp = q

@@ -1,0 +1,35 @@
+"""rig.monitor: QMP messages are formatted for the debug log only when it is on."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from rig import monitor
+
+
+class _Counted:
+    def __init__(self) -> None:
+        self.formatted = 0
+
+    def __str__(self) -> str:
+        self.formatted += 1
+        return "{...}"
+
+
+def test_messages_are_not_formatted_while_the_debug_log_is_off(
+        caplog: pytest.LogCaptureFixture) -> None:
+    mon = monitor.Monitor("/nonexistent/qmp.sock")
+    client = mon._qmp
+    assert isinstance(client, monitor._Client)
+    msg = _Counted()
+    with caplog.at_level(logging.INFO, logger=client.logger.name):
+        assert client._cb_inbound(msg) is msg
+        assert client._cb_outbound(msg) is msg
+    assert msg.formatted == 0
+    with caplog.at_level(logging.DEBUG, logger=client.logger.name):
+        client._cb_inbound(msg)
+        client._cb_outbound(msg)
+    assert msg.formatted == 2
+    assert [r.getMessage() for r in caplog.records] == ["<-- {...}", "--> {...}"]
