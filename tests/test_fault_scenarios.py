@@ -169,3 +169,19 @@ def test_after_checks_find_leaks_and_splats() -> None:
     splats, bad = runner.after_checks("BUG: KASAN: slab-use-after-free in x\n"
                                       "tphlab-dmabufs: 0\n")
     assert splats and bad == [f"dmesg: {splats[0]}"]
+
+
+def test_a_scenario_output_splits_from_its_after_checks() -> None:
+    step = '{"step": "get", "ret": 0, "errno": 0}'
+    # A JSON-looking kernel line after the mark is not a step of the scenario.
+    own, after = runner.split_after(f"{step}\n{runner.AFTER_MARK}\n{{x}}\ntphlab-dmabufs: 0\n")
+    assert runner.parse_steps(own) == [json.loads(step)]
+    assert runner.after_checks(after) == ([], [])
+    own, after = runner.split_after(f"{runner.AFTER_MARK}\ntphlab-dmabufs: 1\n")
+    assert own == "" and runner.after_checks(after)[1] == [
+        "1 dma-buf(s) still alive after the scenario: a leak"]
+    # A command that died before the mark: its leak check cannot have run.
+    own, after = runner.split_after(f"{step}\n")
+    assert runner.parse_steps(own) and after == ""
+    assert runner.after_checks(after)[1] == [
+        "could not count live dma-bufs (is debugfs mounted in the guest?)"]
