@@ -134,8 +134,13 @@ def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
                      fix="check the topology's -device lines in the run's cmdline file")
 
 
-def bind_devices(vm: VM) -> Bench:
-    """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer."""
+def bind_devices(vm: VM, clear_log: bool = False) -> Bench:
+    """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer.
+
+    A report in dmesg from booting or binding is an error. clear_log: empty
+    dmesg after reading it (a scenario run, whose checks read what each
+    scenario added); a guest left to the user keeps its boot log.
+    """
     assert vm.shell is not None
     pci = vm.qmp_cmd("query-pci")
     bench = Bench(find_bdf(pci, topology.EXPORTER_ID), find_bdf(pci, topology.IMPORTER_ID),
@@ -145,8 +150,8 @@ def bind_devices(vm: VM) -> Bench:
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer")
-    # From here each scenario's AFTER empties dmesg: what it holds is the next one's.
-    splats = scenarios.dmesg_splats(vm.shell.run("dmesg -c", timeout=10).stdout)
+    dmesg = "dmesg -c" if clear_log else "dmesg"
+    splats = scenarios.dmesg_splats(vm.shell.run(dmesg, timeout=10).stdout)
     if splats:
         raise GuestError("the guest's kernel reported problems while booting and binding:\n"
                          + "\n".join(f"    {ln}" for ln in splats), log=str(vm.console))
@@ -215,7 +220,7 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
                         accel, stage, opts.boot_timeout)
     outcomes: list[Outcome] = []
     try:
-        bench = bind_devices(vm)
+        bench = bind_devices(vm, clear_log=True)
         faults.inject(vm, opts.fault)
         for case in members:
             where = f"guest {topo.name}, scenario {case.name}"
