@@ -35,11 +35,13 @@ class Figure:
     def met(self) -> bool | None:
         return None if self.target is None else self.median < self.target
 
-    def line(self) -> str:
+    def line(self, width: int = 28) -> str:
+        """One row of the table; width: of the name column."""
         mark = "" if self.met is None else ("met" if self.met else "NOT MET")
         tgt = f"< {self.target:g}{self.unit}" if self.target is not None else ""
-        return (f"{self.name:28} {self.median:9.3f}{self.unit:5} (min {self.low:.3f}, max "
-                f"{self.high:.3f}, n={self.runs})  {tgt:10} {mark}")
+        spread = f"(min {self.low:.3f}, max {self.high:.3f}, n={self.runs})"
+        return (f"{self.name:{width}} {self.median:9.3f}{self.unit:5} {spread:36}  {tgt:10} "
+                f"{mark}").rstrip()
 
 
 def figure(name: str, samples: list[float], target: float | None, unit: str = "s") -> Figure:
@@ -141,8 +143,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
 
     print(f"rig bench ({accel}, {args.runs} runs each)")
+    width = max(len(f.name) for f in figs)
     for f in figs:
-        print(f.line())
+        print(f.line(width))
     if args.json:
         Path(args.json).write_text(json.dumps({"accel": accel, "figures": [
             {**asdict(f), "met": f.met} for f in figs]}, indent=2))

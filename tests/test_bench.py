@@ -25,6 +25,11 @@ def test_a_figure_is_met_only_below_its_target() -> None:
     assert bench.figure("x", [3.0], None).met is None
     assert "NOT MET" in bench.figure("x", [3.0], 2.5).line()
     assert bench.figure("x", [3.0], 2.5, "x").line().split()[1] == "3.000x"
+    # Columns line up whatever the names' lengths.
+    rows = [bench.figure(n, [v], t).line(34) for n, v, t in
+            (("boot to SSH", 2.5, 2.5), ("  hostile-set-ext-8bit-completer", 0.138, None))]
+    assert rows[0].index("2.500") == rows[1].index("0.138")
+    assert rows[0].index("(min") == rows[1].index("(min")
 
 
 def test_every_target_names_a_figure_the_bench_prints() -> None:
