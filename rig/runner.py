@@ -19,9 +19,11 @@ from rig.vm import VM, Artifacts
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
 # After each scenario, in the same SSH command (an exec costs ~60 ms under
 # TCG): its dmesg, and how many dma-bufs are still alive (every one the
-# scenario made dies with its process; one left is a leak).
+# scenario made dies with its process; one left is a leak). A kernel
+# message that comes after this is charged to the next scenario.
 AFTER_MARK = "tphlab-after-scenario"
-AFTER = ("dmesg -c; echo \"tphlab-dmabufs: $(sed -n 's/^Total \\([0-9]*\\) objects.*/\\1/p' "
+AFTER = (f"printf '\\n%s\\n' {AFTER_MARK}; "
+         "dmesg -c; echo \"tphlab-dmabufs: $(sed -n 's/^Total \\([0-9]*\\) objects.*/\\1/p' "
          "/sys/kernel/debug/dma_buf/bufinfo)\"")
 _DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
 
@@ -103,13 +105,18 @@ def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str,
     return vm, "tcg"
 
 
-def parse_steps(stdout: str) -> list[dict[str, Any]]:
-    steps = []
+def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """tphctl's JSON step lines, and the lines that began as one but do not
+    parse (a process killed mid-line)."""
+    steps, garbled = [], []
     for line in stdout.splitlines():
         line = line.strip()
         if line.startswith("{"):
-            steps.append(json.loads(line))
-    return steps
+            try:
+                steps.append(json.loads(line))
+            except json.JSONDecodeError:
+                garbled.append(line)
+    return steps, garbled
 
 
 def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
@@ -159,10 +166,14 @@ def bind_devices(vm: VM, clear_log: bool = False) -> Bench:
 
 
 def split_after(stdout: str) -> tuple[str, str]:
-    """A scenario command's output: (the scenario's own, AFTER's); AFTER's is
-    empty when the command never reached it."""
-    own, _, after = ("\n" + stdout).partition(f"\n{AFTER_MARK}\n")
-    return own[1:], after
+    """A scenario command's output: (the scenario's own, AFTER's).
+
+    AFTER's mark starts on a line of its own even when the scenario's last
+    line was cut short. The last mark counts: a scenario may print anything.
+    No mark (the guest shell died first): all is the scenario's.
+    """
+    own, mark, after = stdout.rpartition(f"\n{AFTER_MARK}\n")
+    return (own, after) if mark else (stdout, "")
 
 
 def after_checks(output: str) -> tuple[list[str], list[str]]:
@@ -186,12 +197,14 @@ def run_case(vm: VM, case: Scenario, bench: Bench, timeout: float = 60.0) -> Out
     def read_hints() -> None:
         snapshots.append(vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)["records"])
 
-    res = vm.shell.run(f"{case.command(bench)}; echo {AFTER_MARK}; {AFTER}", timeout=timeout,
-                       on_pause=read_hints)
+    # `;` binds loosest: AFTER runs whatever the scenario's command list did.
+    res = vm.shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout, on_pause=read_hints)
     out, after_out = split_after(res.stdout)
-    seen = Seen(parse_steps(out), snapshots, scenarios.requester_id(bench.importer))
+    steps, garbled = parse_steps(out)
+    seen = Seen(steps, snapshots, scenarios.requester_id(bench.importer))
     splats, after = after_checks(after_out)
-    failures = case.check(seen)
+    failures = [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
+    failures += case.check(seen)
     if res.stderr.strip():
         failures.append(f"stderr: {res.stderr.strip()}")
     failures += after

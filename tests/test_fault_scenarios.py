@@ -173,15 +173,34 @@ def test_after_checks_find_leaks_and_splats() -> None:
 
 def test_a_scenario_output_splits_from_its_after_checks() -> None:
     step = '{"step": "get", "ret": 0, "errno": 0}'
+    mark = f"\n{runner.AFTER_MARK}\n"
     # A JSON-looking kernel line after the mark is not a step of the scenario.
-    own, after = runner.split_after(f"{step}\n{runner.AFTER_MARK}\n{{x}}\ntphlab-dmabufs: 0\n")
-    assert runner.parse_steps(own) == [json.loads(step)]
+    own, after = runner.split_after(f"{step}\n{mark}{{x}}\ntphlab-dmabufs: 0\n")
+    assert runner.parse_steps(own) == ([json.loads(step)], [])
     assert runner.after_checks(after) == ([], [])
-    own, after = runner.split_after(f"{runner.AFTER_MARK}\ntphlab-dmabufs: 1\n")
+    # A scenario that printed nothing.
+    own, after = runner.split_after(f"{mark}tphlab-dmabufs: 1\n")
     assert own == "" and runner.after_checks(after)[1] == [
         "1 dma-buf(s) still alive after the scenario: a leak"]
-    # A command that died before the mark: its leak check cannot have run.
-    own, after = runner.split_after(f"{step}\n")
-    assert runner.parse_steps(own) and after == ""
+
+
+def test_a_step_cut_short_is_a_failure_and_the_kernel_report_still_found() -> None:
+    # tphctl killed mid-line (say, by an oops in its ioctl): its last line has
+    # no newline, AFTER's mark must still start a line of its own.
+    step = '{"step": "get", "ret": 0, "errno": 0}'
+    out = (f"{step}\n{{\"step\": \"race-queries\", \"seen\": [0"
+           f"\n{runner.AFTER_MARK}\nBUG: kernel NULL pointer dereference\n"
+           "tphlab-dmabufs: 0\n")
+    own, after = runner.split_after(out)
+    steps, garbled = runner.parse_steps(own)
+    assert steps == [json.loads(step)]
+    assert garbled == ['{"step": "race-queries", "seen": [0']
+    splats, _ = runner.after_checks(after)
+    assert splats == ["BUG: kernel NULL pointer dereference"]
+
+
+def test_without_the_mark_the_leak_check_did_not_run() -> None:
+    own, after = runner.split_after('{"step": "get", "ret": 0, "errno": 0}\n')
+    assert runner.parse_steps(own)[0] and after == ""
     assert runner.after_checks(after)[1] == [
         "could not count live dma-bufs (is debugfs mounted in the guest?)"]
