@@ -122,7 +122,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
     vm, accel = runner.start_vm(arts, scenarios.DEFAULT, run_dir("boot"), accel,
                                 lambda s, t: progress.note(f"boot: {s} at {t:.2f}s"))
     assert vm.proc is not None
-    runner.bind_devices(vm)
+    try:
+        runner.bind_devices(vm)
+    except BaseException:
+        vm.stop()
+        raise
     sess = session.Session(vm.proc.pid, vm.ssh_port, str(vm.qmp_path), str(vm.console),
                            str(arts.client_key), str(arts.host_key), accel)
     sess.save()
