@@ -35,7 +35,8 @@ class _Client(QMPClient):
 
 
 class Monitor(QEMUMonitorProtocol):
-    """qemu.qmp.legacy.QEMUMonitorProtocol with the client above."""
+    """qemu.qmp.legacy.QEMUMonitorProtocol with the client above (client side
+    only: the library's server mode would start on the replaced client)."""
 
     def __init__(self, address: str | socket.socket, nickname: str | None = None) -> None:
         super().__init__(address, nickname=nickname)
