@@ -121,7 +121,7 @@ class Case:
         return text + (f" + {len(self.bad_sets)} bad SETs" if self.bad_sets else "")
 
     def received(self, seen: Seen) -> str:
-        return received_summary(seen.records)
+        return hints_summary(seen.records)
 
 
 EOPNOTSUPP = errno.EOPNOTSUPP
@@ -267,9 +267,6 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
     if got_recs != want_recs:
         bad.append(f"exporter received {got_recs}, expected {want_recs}")
     return bad
-
-
-received_summary = hints_summary
 
 
 # Reports of the kernel's checkers. Informational lines that merely name a
