@@ -47,14 +47,17 @@ class Result:
 
 
 def finish(ctx: BuildContext, component: str, key: str,
-           produce: Callable[[Path], dict[str, Any]]) -> Result:
+           produce: Callable[[Path], dict[str, Any]], cacheable: bool = True) -> Result:
     """Return the cache entry for key, building it with `produce` on a miss.
+
+    cacheable False (a tree with no content identity): always `produce`,
+    which make or ninja keep incremental.
 
     `produce(tmpdir)` puts the artifacts into tmpdir and returns the meta,
     whose "artifacts" maps names to file names inside the entry.
     """
     started = time.monotonic()
-    hit = None if ctx.force else ctx.cache.lookup(component, key)
+    hit = None if ctx.force or not cacheable else ctx.cache.lookup(component, key)
     if hit is not None:
         arts = {k: hit.path / v for k, v in hit.meta["artifacts"].items()}
         ctx.progress.note(f"{component}: cached ({key}), no work done")
@@ -96,8 +99,18 @@ def prepare_tree(ctx: BuildContext, src: sources.Source, work: Path, log: Path,
 
 
 def series_for(src: sources.Source, series_dir: Path) -> list[Path]:
-    """The patches to apply: none for a user's tree, which is built as is."""
-    return [] if src.kind == "tree" else series.series_files(series_dir)
+    """The patches to apply: none for a user's tree, which is built as is; a
+    series from mails instead of the repository's own."""
+    if src.kind == "tree":
+        return []
+    if src.mails is not None:
+        return list(src.mails.patches)
+    return series.series_files(series_dir)
+
+
+def series_key(patches: list[Path]) -> list[tuple[str, str]]:
+    """The series as the cache key sees it: each patch's position, name and content."""
+    return [(p.name, cachemod.file_digest(p)) for p in patches]
 
 
 def source_tree(ctx: BuildContext, src: sources.Source, series_dir: Path, stage: str,
@@ -105,6 +118,8 @@ def source_tree(ctx: BuildContext, src: sources.Source, series_dir: Path, stage:
                 work_name: str | None = None) -> tuple[Path, Path, Path]:
     """Work area, fresh log and ready source tree of one build stage."""
     if work_name is None:
+        # A user tree's build directory is kept per path (make and ninja are
+        # incremental there); what is cached is keyed by its content.
         work_name = src.component if src.kind != "tree" else \
             f"{src.component}-tree-{cachemod.input_key({'t': src.location})}"
     work = ctx.work(work_name)

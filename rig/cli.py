@@ -39,6 +39,10 @@ def _source_args(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{comp}-tarball", metavar="PATH_OR_URL",
                        help=f"{comp} release tarball (needs --{comp}-sha256)")
         g.add_argument(f"--{comp}-sha256", metavar="HEX", help="sha256 of the tarball")
+        g.add_argument(f"--{comp}-series", metavar="DIR_OR_MBOX",
+                       help=f"apply this {comp} series (patch files or an mbox, as b4 am or "
+                            "a list archive gives it; the cover letter is skipped) on the "
+                            "pinned base instead of the repository's")
 
 
 def _variant_args(p: argparse.ArgumentParser) -> None:
@@ -58,7 +62,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 def _source(args: argparse.Namespace, comp: sources.Component) -> sources.Source:
     return sources.resolve(comp, getattr(args, f"{comp}_tree", None),
                            getattr(args, f"{comp}_tarball", None),
-                           getattr(args, f"{comp}_sha256", None))
+                           getattr(args, f"{comp}_sha256", None),
+                           series=getattr(args, f"{comp}_series", None))
 
 
 def build_components(args: argparse.Namespace, what: str,
@@ -66,13 +71,20 @@ def build_components(args: argparse.Namespace, what: str,
     """Build (or take from the cache) what `what` needs, in dependency order."""
     ctx = buildstep.BuildContext(progress, force=getattr(args, "force", False))
     results: dict[str, buildstep.Result] = {}
+    wants_qemu, wants_kernel = what in ("qemu", "all"), what in ("kernel", "image", "all")
+    # Sources first, and what a user's tree lacks, before anything is built.
+    qsrc = _source(args, "qemu") if wants_qemu else None
+    ksrc = _source(args, "kernel") if wants_kernel else None
+    if qsrc is not None:
+        qemu_build.preflight(qsrc)
+    if ksrc is not None:
+        kernel_build.preflight(ksrc)
     with ctx.cache.locked():
         ctx.cache.purge_partials()
-        if what in ("qemu", "all"):
-            results["qemu"] = qemu_build.build(ctx, _source(args, "qemu"),
-                                               getattr(args, "sanitize", False))
-        if what in ("kernel", "image", "all"):
-            results["kernel"] = kernel_build.build(ctx, _source(args, "kernel"),
+        if qsrc is not None:
+            results["qemu"] = qemu_build.build(ctx, qsrc, getattr(args, "sanitize", False))
+        if ksrc is not None:
+            results["kernel"] = kernel_build.build(ctx, ksrc,
                                                    getattr(args, "kernel_config", "default"))
         if what in ("image", "all"):
             results["image"] = image_build.build(ctx, results["kernel"])

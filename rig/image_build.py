@@ -16,7 +16,7 @@ from rig import buildstep, doctor, proc
 from rig.cache import file_digest, files_inputs, input_key
 from rig.errors import BuildError, ToolError
 from rig.host import compiler_version
-from rig.paths import guest_image_dir, repo_root
+from rig.paths import guest_image_dir, importer_dir, repo_root
 
 BUSYBOX = Path("/bin/busybox")
 DROPBEAR = Path("/usr/sbin/dropbear")
@@ -42,6 +42,7 @@ def _static_busybox() -> Path:
 def key_inputs(kernel: dict[str, Any]) -> dict[str, Any]:
     """`kernel`: what the image takes from the kernel build (headers, modules digests)."""
     files = sorted(p for p in guest_image_dir().rglob("*") if p.is_file())
+    files += sorted(p for p in importer_uapi().rglob("*.h"))
     return {
         "files": files_inputs(files, repo_root()),
         "busybox": file_digest(_static_busybox()),
@@ -49,6 +50,11 @@ def key_inputs(kernel: dict[str, Any]) -> dict[str, Any]:
         "kernel": kernel,
         "compiler": compiler_version(),
     }
+
+
+def importer_uapi() -> Path:
+    """The test importer's uAPI headers (misc/tph_importer.h), which tphctl uses."""
+    return importer_dir() / "include/uapi"
 
 
 def shared_libs(binary: Path) -> list[Path]:
@@ -139,9 +145,11 @@ def stage_root(root: Path, kernel: buildstep.Result, log: Path) -> None:
     (root / "root").chmod(0o700)
     tool = src / "tphctl.c"
     if tool.is_file():
+        # The uAPI of the kernel under test, plus the importer's own header.
         headers = kernel.artifacts["headers"] / "include"
         proc.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
-                  f"-I{headers}", "-o", root / "usr/bin/tphctl", tool], log=log,
+                  f"-I{headers}", f"-I{importer_uapi()}", "-o", root / "usr/bin/tphctl",
+                  tool], log=log,
                  what="compiling tphctl", fix=f"fix {tool}")
     mods = kernel.artifacts.get("modules")
     if mods is not None and (mods / "lib/modules").is_dir():

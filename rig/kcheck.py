@@ -18,14 +18,10 @@ from rig import buildstep, doctor, kernel_build, series, sources, sparse
 from rig.errors import RigError
 from rig.paths import kernel_fragment, kernel_series_dir
 
-# bzImage for what is built in, modules for the test importer (a module)
+# bzImage for what is built in, modules for anything a patch makes modular
 TARGETS = ["bzImage", "modules"]
 
 CHECKPATCH_CLEAN = "total: 0 errors, 0 warnings, 0 checks"
-# The importer (last patch) is what selects DMA_SHARED_BUFFER; without it
-# vfio-pci's dma-buf code would not even be compiled at the earlier commits.
-# DMABUF_HEAPS selects it too, so every commit builds the code it touches.
-CHECK_EXTRA = "CONFIG_DMABUF_HEAPS=y\n"
 SPARSE_OFF = "is not available or not up to date"
 _WARN = re.compile(r"^(?P<file>[\w./+-]+\.[ch]):\d+(?::\d+)?: (?P<kind>warning|error): "
                    r"(?P<msg>.*)$")
@@ -109,15 +105,16 @@ def checker_warnings(tree: Path, make: list[str], objs: list[str], files: set[st
 def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[PatchReport]:
     doctor.require(["perl", "gcc", "make", "git"], "the kernel series check")
     if src.kind == "tree":
-        raise RigError("rig check kernel-series checks the series in kernel-patches/",
-                       fix="drop --kernel-tree")
-    patches = series.series_files(kernel_series_dir())
+        raise RigError("rig check kernel-series checks a series (kernel-patches/ or "
+                       "--kernel-series), not a tree", fix="drop --kernel-tree")
+    patches = buildstep.series_for(src, kernel_series_dir())
     work, log, tree = buildstep.source_tree(ctx, src, kernel_series_dir(), "kernel-check",
                                             work_name="kernel-check")
     commits = series.git(tree, "rev-list", "--reverse", f"{series.BASE_TAG}..HEAD").split()
     bdir = work / "build"
-    fragment = work / "check.config"
-    fragment.write_text(kernel_fragment().read_text() + CHECK_EXTRA)
+    # The fragment selects DMA_SHARED_BUFFER (through DMABUF_HEAPS), so every
+    # commit compiles vfio-pci's dma-buf code that the series touches.
+    fragment = kernel_fragment()
     reports: list[PatchReport] = []
     try:
         series.git(tree, "checkout", "-q", "--detach", series.BASE_TAG, log=log)

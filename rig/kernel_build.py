@@ -6,15 +6,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rig import buildstep, doctor, kconfig, proc, series, sources
+from rig import buildstep, doctor, kconfig, proc, series, seriesapi, sources
 from rig.cache import file_digest, files_inputs, input_key, tree_digest
-from rig.errors import ConfigError
+from rig.errors import ConfigError, SourceError
 from rig.host import ccache, compiler_version, jobs
-from rig.paths import kernel_series_dir, repo_root
+from rig.paths import importer_dir, kernel_series_dir
 from rig.progress import kbuild_step
 
 # Bump when the artifacts change in a way the inputs do not show.
-RECIPE = "2"
+RECIPE = "3"
 BASE_CONFIG = "tinyconfig"
 IMAGE = "arch/x86/boot/bzImage"
 
@@ -51,12 +51,23 @@ def merged_fragment(config: str, work: Path) -> Path:
     return out
 
 
+def importer_files() -> list[Path]:
+    """The test importer's sources (an out-of-tree module, built with M=)."""
+    root = importer_dir()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not any(p.name == "Kbuild" for p in files):
+        raise SourceError(f"the test importer's sources are missing from {root}",
+                          fix="restore importer/ from git (or set TPHLAB_REPO to a checkout)")
+    return files
+
+
 def key_inputs(src: sources.Source, config: str) -> dict[str, Any]:
     patches = buildstep.series_for(src, kernel_series_dir())
     inputs: dict[str, Any] = {
         "recipe": RECIPE,
         "source": src.identity(),
-        "series": files_inputs(patches, repo_root()),
+        "series": buildstep.series_key(patches),
+        "importer": files_inputs(importer_files(), importer_dir()),
         "base_config": BASE_CONFIG,
         "compiler": compiler_version(),
     }
@@ -76,11 +87,19 @@ def make_args(tree: Path, bdir: Path) -> list[str]:
     return args
 
 
+def preflight(src: sources.Source) -> None:
+    """Before anything is built: a user's tree must carry the series' API."""
+    if src.kind == "tree":
+        seriesapi.check(Path(src.location), f"--kernel-tree {src.location}")
+
+
 def build(ctx: buildstep.BuildContext, src: sources.Source,
           config: str = "default") -> buildstep.Result:
-    """The kernel of one configuration of CONFIGS, from the cache or built."""
+    """The kernel of one configuration of CONFIGS, with the test importer built
+    against it, from the cache or built."""
     doctor.require(["gcc", "make", "flex", "bison", "bc", "perl", "rsync", "git", "tar"],
                    "the kernel build")
+    preflight(src)
     inputs = key_inputs(src, config)
     key = input_key(inputs)
     suffix = "" if config == "default" else f"-{config}"
@@ -88,30 +107,62 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
     def produce(out: Path) -> dict[str, Any]:
         work, log, tree = buildstep.source_tree(ctx, src, kernel_series_dir(),
                                                 f"kernel-build{suffix}")
+        what = (f"--kernel-tree {tree}" if src.kind == "tree" else
+                src.mails.describe() if src.mails is not None else "the kernel-patches/ series")
+        seriesapi.check(tree, what)
         bdir = work / f"build{suffix}"
         configure(ctx, tree, bdir, merged_fragment(config, work), log)
         dotconfig = kconfig.parse((bdir / ".config").read_text())
-        targets = ["bzImage"] + (["modules"] if dotconfig.get("CONFIG_MODULES") == "y" else [])
-        steps = compile_kernel(ctx, tree, bdir, targets, log)
+        if dotconfig.get("CONFIG_MODULES") != "y":
+            raise ConfigError("the kernel has CONFIG_MODULES off: the test importer is a "
+                              "module", fix="set CONFIG_MODULES=y in the config fragment")
+        steps = compile_kernel(ctx, tree, bdir, ["bzImage", "modules"], log)
         shutil.copy2(bdir / IMAGE, out / "bzImage")
         shutil.copy2(bdir / ".config", out / "config")
-        arts = {"kernel": "bzImage", "config": "config", "headers": "headers"}
+        arts = {"kernel": "bzImage", "config": "config", "headers": "headers",
+                "modules": "modules"}
         proc.run([*make_args(tree, bdir), f"INSTALL_HDR_PATH={out / 'headers'}",
                   "headers_install"], log=log, what="kernel headers_install")
-        if "modules" in targets:
-            proc.run([*make_args(tree, bdir), f"INSTALL_MOD_PATH={out / 'modules'}",
-                      "modules_install"], log=log, what="kernel modules_install")
-            arts["modules"] = "modules"
+        proc.run([*make_args(tree, bdir), f"INSTALL_MOD_PATH={out / 'modules'}",
+                  "modules_install"], log=log, what="kernel modules_install")
+        build_importer(ctx, tree, bdir, work / f"importer{suffix}", out / "modules", log)
         # What the guest image takes from the kernel: a change that leaves the
         # uAPI headers and modules alone does not rebuild the image.
-        guest_inputs = {name: tree_digest(out / arts[name])
-                        for name in ("headers", "modules") if name in arts}
+        guest_inputs = {name: tree_digest(out / arts[name]) for name in ("headers", "modules")}
         return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
+                "source_detail": src.detail(len(buildstep.series_for(src,
+                                                                      kernel_series_dir()))),
                 "config": config,
                 "guest_inputs": guest_inputs,
                 "tree": str(tree), "build_dir": str(bdir), "steps": steps}
 
-    return buildstep.finish(ctx, f"kernel{suffix}", key, produce)
+    return buildstep.finish(ctx, f"kernel{suffix}", key, produce, src.cacheable)
+
+
+def build_importer(ctx: buildstep.BuildContext, tree: Path, bdir: Path, work: Path,
+                   mod_path: Path, log: Path) -> None:
+    """make M= the test importer against the kernel just built; install it with
+    the kernel's own modules (lib/modules/VERSION/updates)."""
+    ctx.progress.begin("kernel: test importer (make M=)")
+    work.mkdir(parents=True, exist_ok=True)
+    # A copy keeps objects out of the repository; copy2 keeps the sources'
+    # times, so make rebuilds it only when a source changed.
+    wanted = {p.relative_to(importer_dir()) for p in importer_files()}
+    for rel in wanted:
+        dest = work / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.is_file() or file_digest(dest) != file_digest(importer_dir() / rel):
+            shutil.copy2(importer_dir() / rel, dest)
+    make = [*make_args(tree, bdir), f"M={work}"]
+    proc.run([*make, "modules"], log=log, what="building the test importer",
+             fix="see the log: importer/ must build against the kernel under test "
+                 "(it needs dma_buf_get_pci_tph and pcie_tph_enabled_req_type)")
+    proc.run([*make, f"INSTALL_MOD_PATH={mod_path}", "modules_install"], log=log,
+             what="installing the test importer")
+    if not any(mod_path.rglob("tph_importer.ko")):
+        raise ConfigError("make M= built no tph_importer.ko", log=str(log),
+                          fix="check importer/Kbuild")
+    ctx.progress.done("tph_importer.ko")
 
 
 

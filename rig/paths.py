@@ -40,3 +40,8 @@ def guest_image_dir() -> Path:
 
 def kernel_fragment() -> Path:
     return kernel_series_dir() / "tphlab.config"
+
+
+def importer_dir() -> Path:
+    """The test importer: an out-of-tree module built against the kernel under test."""
+    return repo_root() / "importer"

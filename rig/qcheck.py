@@ -28,7 +28,7 @@ def run(ctx: buildstep.BuildContext, src: sources.Source) -> list[QemuPatchRepor
     if src.kind == "tree":
         raise RigError("rig check qemu-series checks the series in qemu-device/",
                        fix="drop --qemu-tree")
-    patches = series.series_files(qemu_series_dir())
+    patches = buildstep.series_for(src, qemu_series_dir())
     work, log, tree = buildstep.source_tree(ctx, src, qemu_series_dir(), "qemu-check",
                                             qemu_build.prepare_source, work_name="qemu-check")
     commits = series.git(tree, "rev-list", "--reverse", f"{series.BASE_TAG}..HEAD").split()

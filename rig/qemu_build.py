@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rig import buildstep, doctor, proc, series, sources
-from rig.cache import files_inputs, input_key
+from rig import buildstep, doctor, proc, series, seriesapi, sources
+from rig.cache import input_key
 from rig.errors import ToolError
 from rig.host import compiler_version
-from rig.paths import qemu_series_dir, repo_root
+from rig.paths import qemu_series_dir
 from rig.progress import ninja_step
 
 # The smallest configuration that builds with Debian's +ds tarball (no
@@ -83,7 +83,7 @@ def key_inputs(src: sources.Source, sanitize: bool = False) -> dict[str, Any]:
     return {
         "recipe": RECIPE,
         "source": src.identity(),
-        "series": files_inputs(patches, repo_root()),
+        "series": buildstep.series_key(patches),
         "configure": configure_flags(sanitize),
         "compiler": compiler_version(),
         "python": sys.version.split()[0],
@@ -94,6 +94,7 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
           sanitize: bool = False) -> buildstep.Result:
     """QEMU with the series, from the cache or built; sanitize: with ASan and UBSan."""
     doctor.require(["gcc", "ninja", "pkg-config", "git", "tar"], "the QEMU build")
+    preflight(src)
     inputs = key_inputs(src, sanitize)
     key = input_key(inputs)
     suffix = "-sanitize" if sanitize else ""
@@ -101,6 +102,8 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
     def produce(out: Path) -> dict[str, Any]:
         work, log, tree = buildstep.source_tree(ctx, src, qemu_series_dir(),
                                                 f"qemu-build{suffix}", prepare_source)
+        seriesapi.check_qemu(tree, src.mails.describe() if src.mails is not None else
+                             f"QEMU {src.describe()}")
         bdir = work / f"build{suffix}"
         configure(ctx, tree, bdir, log, configure_flags(sanitize))
         targets = [BINARY]
@@ -114,10 +117,18 @@ def build(ctx: buildstep.BuildContext, src: sources.Source,
             shutil.copy2(bdir / QTEST, out / "tph-testdev-test")
             arts["qtest"] = "tph-testdev-test"
         return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
+                "source_detail": src.detail(len(buildstep.series_for(src,
+                                                                      qemu_series_dir()))),
                 "sanitize": sanitize, "tree": str(tree), "build_dir": str(bdir),
                 "steps": steps}
 
-    return buildstep.finish(ctx, f"qemu{suffix}", key, produce)
+    return buildstep.finish(ctx, f"qemu{suffix}", key, produce, src.cacheable)
+
+
+def preflight(src: sources.Source) -> None:
+    """Before anything is built: a user's tree must have the bench's device."""
+    if src.kind == "tree":
+        seriesapi.check_qemu(Path(src.location), f"--qemu-tree {src.location}")
 
 
 def configure(ctx: buildstep.BuildContext, tree: Path, bdir: Path, log: Path,

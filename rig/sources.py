@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rig import aptsrc, proc
+from rig import aptsrc, mailseries, proc, treestate
 from rig.errors import SourceError
-from rig.paths import DATA_DIR
+from rig.paths import DATA_DIR, cache_root
 
 Component = Literal["qemu", "kernel", "sparse"]
 Kind = Literal["tree", "tarball", "debian"]
@@ -42,26 +42,53 @@ def origin() -> str:
 
 @dataclass(frozen=True)
 class Source:
+    """A component's source: where its base comes from and which patches go on it.
+
+    `tree` is set for a user's tree (built as is, keyed by its content);
+    `mails` for a series from its mails, applied on the pinned base
+    instead of the repository's own series.
+    """
+
     component: Component
     kind: Kind
     location: str            # tree path, tarball path/URL, or "package=version"
     version: str              # upstream version, or "tree" for user trees
     sha256: str = ""
     debian: dict[str, str] = field(default_factory=dict)
+    tree: treestate.TreeState | None = None
+    mails: mailseries.MailSeries | None = None
 
     def identity(self) -> dict[str, str]:
-        """What the cache key hashes: enough to tell two sources apart."""
-        ident = {"kind": self.kind, "version": self.version}
-        if self.kind == "tree":
-            ident["location"] = self.location
-        else:
-            ident["sha256"] = self.sha256
-        return ident
+        """What the cache key hashes of the base: a tree's content, a tarball's digest."""
+        if self.tree is not None:
+            return self.tree.identity()
+        return {"kind": self.kind, "version": self.version, "sha256": self.sha256}
+
+    @property
+    def cacheable(self) -> bool:
+        """False for a tree whose content has no cheap identity (not a git work tree)."""
+        return self.tree is None or self.tree.cacheable
 
     def describe(self) -> str:
+        if self.tree is not None:
+            return self.tree.describe()
         if self.kind == "debian":
             return f"Debian {self.location} ({self.debian.get('suite')})"
         return f"{self.kind} {self.location}"
+
+    def detail(self, ours: int = 0) -> dict[str, object]:
+        """What was tested, for reports: `ours` is the length of the repository's series."""
+        if self.tree is not None:
+            return {**self.tree.detail(), "describe": self.describe()}
+        doc: dict[str, object] = {"kind": self.kind, "base": self.describe()}
+        if self.mails is not None:
+            doc.update(series="mails", series_location=self.mails.location,
+                       subjects=list(self.mails.subjects))
+            doc["describe"] = f"{self.describe()} + {self.mails.describe()}"
+        else:
+            doc.update(series="ours", patches=ours)
+            doc["describe"] = f"{self.describe()} + our series ({ours} patches)"
+        return doc
 
 
 def load_pins(path: Path | None = None) -> dict[str, Any]:
@@ -70,18 +97,38 @@ def load_pins(path: Path | None = None) -> dict[str, Any]:
 
 
 def resolve(component: Component, tree: str | None = None, tarball: str | None = None,
-            sha256: str | None = None, pins: dict[str, Any] | None = None) -> Source:
-    """Pick the source for `component` from the options and the pins."""
+            sha256: str | None = None, pins: dict[str, Any] | None = None,
+            series: str | None = None) -> Source:
+    """Pick the source for `component` from the options and the pins.
+
+    series: a directory of patch files or an mbox, applied on the pinned
+    base instead of the repository's series.
+    """
     pins = pins if pins is not None else load_pins()
     pin = pins.get(component, {})
     if tree:
+        if series:
+            raise SourceError(f"--{component}-tree and --{component}-series both given",
+                              fix=f"a tree is built as is; apply the series there, or drop "
+                                  f"--{component}-tree to apply it on the pinned base")
         path = Path(tree).expanduser().resolve()
         marker = "Makefile" if component == "kernel" else "configure"
         if not (path / marker).is_file():
             raise SourceError(f"--{component}-tree {tree}: no {marker} there, not a "
                               f"{component} source tree",
                               fix=f"point --{component}-tree at the top of a {component} tree")
-        return Source(component, "tree", str(path), "tree")
+        state = treestate.read(path, exclude=[cache_root()])
+        return Source(component, "tree", str(path), "tree", tree=state)
+    base = _resolve_base(component, pin, tarball, sha256)
+    if series:
+        mails = mailseries.load(Path(series), cache_root() / "work" / f"{component}-mails")
+        return Source(base.component, base.kind, base.location, base.version, base.sha256,
+                      base.debian, mails=mails)
+    return base
+
+
+def _resolve_base(component: Component, pin: dict[str, Any], tarball: str | None,
+                  sha256: str | None) -> Source:
     tb = pin.get("tarball", {})
     location = tarball or tb.get("url", "")
     if location:

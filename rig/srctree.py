@@ -37,7 +37,7 @@ def make_src(ctx: buildstep.BuildContext, src: sources.Source, dest: Path) -> Pa
     if dest.exists() and any(dest.iterdir()):
         raise RigError(f"{dest} exists and is not empty", fix="name a new directory")
     comp = src.component
-    patches = series.series_files(series_dir(comp))
+    patches = buildstep.series_for(src, series_dir(comp))
     prep = qemu_build.prepare_source if comp == "qemu" else None
     _, log, tree = buildstep.source_tree(ctx, src, series_dir(comp), f"{comp}-src", prep)
     ctx.progress.begin(f"{comp}: cloning into {dest}")

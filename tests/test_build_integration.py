@@ -92,7 +92,7 @@ def _touch_patch(repo: Path, work_tree: Path) -> Path:
 def test_touching_one_kernel_patch_rebuilds_only_the_kernel_incrementally(
         first_build: dict[str, Any], tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    for d in ("qemu-device", "kernel-patches", "guest-image"):
+    for d in ("qemu-device", "kernel-patches", "guest-image", "importer"):
         shutil.copytree(REPO / d, repo / d)
     kernel = first_build["components"]["kernel"]
     work_tree = Path(json.loads((Path(kernel["entry"]) / "meta.json").read_text())["tree"])

@@ -21,7 +21,7 @@ def test_key_is_stable_and_order_free() -> None:
 def repo_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the repository's inputs the test may change."""
     root = tmp_path / "repo"
-    for d in ("qemu-device", "kernel-patches", "guest-image"):
+    for d in ("qemu-device", "kernel-patches", "guest-image", "importer"):
         shutil.copytree(REPO / d, root / d)
     qd = root / "qemu-device"
     if not list(qd.glob("*.patch")):

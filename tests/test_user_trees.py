@@ -1,0 +1,166 @@
+"""Your tree, as you have it: a user's kernel and QEMU tree, and a series from its mails.
+
+Each test runs the rig as a user would, on trees made with `rig src`: the
+verdict must be about exactly the code on disk, edits included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rig import matrix
+
+from .conftest import git
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+VFIO_FILE = "drivers/vfio/pci/vfio_pci_dmabuf.c"
+VFIO_PH = "priv->ph = tph.flags ? tph.ph : 0;"
+QEMU_FILE = "hw/misc/tph-testdev.c"
+QEMU_PH = "r->ph = attrs.tph_ph;"
+PH_CASES = [f"st8-ph{p}" for p in range(4)]
+
+
+def rig(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "rig", *args], cwd=REPO, capture_output=True,
+                         text=True, timeout=timeout, check=False, env=dict(os.environ))
+    print(res.stdout[-4000:], res.stderr[-4000:])
+    return res
+
+
+def run_json(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / f"run-{time.monotonic_ns()}.json"
+    res = rig("run", "--json", str(out), *args)
+    assert out.is_file(), res.stderr[-4000:]
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return res.returncode, doc
+
+
+def verdicts(doc: dict[str, Any]) -> dict[str, bool]:
+    return {s["name"]: s["passed"] for s in doc["scenarios"]}
+
+
+def kernel_steps(tree: Path) -> int:
+    """Steps of the last kernel build of `tree` (from its cache entry's meta.json)."""
+    res = rig("build", "kernel", "--json", "--kernel-tree", str(tree))
+    assert res.returncode == 0, res.stderr
+    entry = Path(json.loads(res.stdout)["components"]["kernel"]["entry"])
+    steps: int = json.loads((entry / "meta.json").read_text())["steps"]
+    return steps
+
+
+@pytest.fixture(scope="module")
+def ktree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tree the series' author has: our three patches on the base, no importer."""
+    tree = tmp_path_factory.mktemp("user") / "linux"
+    res = rig("src", "kernel", str(tree))
+    assert res.returncode == 0, res.stderr
+    assert int(git(tree, "rev-list", "--count", "tphlab-base..HEAD")) == 3
+    yield tree
+
+
+@pytest.fixture(scope="module")
+def qtree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tree = tmp_path_factory.mktemp("user") / "qemu"
+    res = rig("src", "qemu", str(tree))
+    assert res.returncode == 0, res.stderr
+    yield tree
+
+
+def edit(tree: Path, rel: str, old: str, new: str) -> None:
+    path = tree / rel
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} not once in {rel}"
+    path.write_text(text.replace(old, new))
+
+
+def test_a_user_kernel_tree_runs_the_whole_matrix(ktree: Path, tmp_path: Path) -> None:
+    rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree))
+    assert rc == 0
+    assert list(verdicts(doc)) == [c.name for c in matrix.full()]
+    assert all(verdicts(doc).values())
+    src = doc["sources"]["kernel"]
+    assert src["kind"] == "tree" and src["path"] == str(ktree)
+    assert src["head"] == git(ktree, "rev-parse", "HEAD").strip() and src["dirty"] is False
+    assert doc["sources"]["qemu"]["series"] == "ours"
+
+
+def test_an_uncommitted_edit_is_built_and_fails_the_ph_scenarios(ktree: Path,
+                                                                 tmp_path: Path) -> None:
+    edit(ktree, VFIO_FILE, VFIO_PH, "priv->ph = tph.flags ? tph.ph ^ 1 : 0;")
+    try:
+        rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), "-k", "st8-ph")
+        assert rc == 1
+        assert verdicts(doc) == dict.fromkeys(PH_CASES, False)
+        assert doc["sources"]["kernel"]["dirty"] is True
+        steps = kernel_steps(ktree)
+        print(f"kernel steps after a one-line edit: {steps}")
+        assert 0 < steps < 100, "one changed file must not rebuild the kernel from scratch"
+    finally:
+        git(ktree, "checkout", "--", VFIO_FILE)
+    rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), "-k", "st8-ph")
+    assert rc == 0 and verdicts(doc) == dict.fromkeys(PH_CASES, True)
+    assert doc["sources"]["kernel"]["dirty"] is False
+
+
+def test_an_unchanged_user_tree_is_a_fast_cache_hit(ktree: Path) -> None:
+    assert rig("build", "all", "--kernel-tree", str(ktree)).returncode == 0
+    started = time.monotonic()
+    res = rig("build", "all", "--json", "--kernel-tree", str(ktree))
+    elapsed = time.monotonic() - started
+    assert res.returncode == 0
+    assert all(c["cached"] for c in json.loads(res.stdout)["components"].values())
+    print(f"no-op `rig build all --kernel-tree`: {elapsed:.2f} s")
+
+
+def test_a_tree_without_the_vfio_patch_fails_in_seconds(ktree: Path) -> None:
+    head = git(ktree, "rev-parse", "HEAD").strip()
+    git(ktree, "checkout", "-q", "HEAD~1")
+    try:
+        started = time.monotonic()
+        res = rig("run", "--kernel-tree", str(ktree), "-k", "no-tph", timeout=300)
+        elapsed = time.monotonic() - started
+    finally:
+        git(ktree, "checkout", "-q", head)
+    assert res.returncode == 2
+    assert ("VFIO_DEVICE_FEATURE_DMA_BUF_TPH: not in include/uapi/linux/vfio.h (added by "
+            "3/3 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\")") in res.stderr
+    assert "dma_buf_get_pci_tph" not in res.stderr
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+
+
+def test_a_series_from_its_mails_runs_the_whole_matrix(ktree: Path, tmp_path: Path) -> None:
+    mails = tmp_path / "mails"
+    git(ktree, "format-patch", "-q", "--cover-letter", "-o", str(mails), "tphlab-base..HEAD")
+    assert (mails / "0000-cover-letter.patch").is_file()
+    rc, doc = run_json(tmp_path, "--kernel-series", str(mails))
+    assert rc == 0 and all(verdicts(doc).values())
+    assert list(verdicts(doc)) == [c.name for c in matrix.full()]
+    src = doc["sources"]["kernel"]
+    assert src["series"] == "mails" and len(src["subjects"]) == 3
+    assert src["subjects"][2].endswith("vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH")
+
+
+def test_an_edit_in_a_user_qemu_tree_is_built_and_tested(qtree: Path, tmp_path: Path) -> None:
+    rc, doc = run_json(tmp_path, "--qemu-tree", str(qtree), "-k", "st8-ph")
+    assert rc == 0 and verdicts(doc) == dict.fromkeys(PH_CASES, True)
+    assert doc["sources"]["qemu"]["kind"] == "tree"
+    edit(qtree, QEMU_FILE, QEMU_PH, "r->ph = attrs.tph_ph ^ 1;")
+    try:
+        rc, doc = run_json(tmp_path, "--qemu-tree", str(qtree), "-k", "st8-ph")
+        assert rc == 1 and verdicts(doc) == dict.fromkeys(PH_CASES, False)
+        assert doc["sources"]["qemu"]["dirty"] is True
+    finally:
+        git(qtree, "checkout", "--", QEMU_FILE)
+    rc, doc = run_json(tmp_path, "--qemu-tree", str(qtree), "-k", "st8-ph")
+    assert rc == 0 and verdicts(doc) == dict.fromkeys(PH_CASES, True)
