@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rig import devbench, guestcli, matrix, runner
+from rig import devbench, guestcli, kvm, matrix, runner
 from rig.errors import RigError
 from rig.paths import cache_root, repo_root
 from rig.progress import Progress
@@ -74,6 +74,56 @@ def cold_builds(progress: Progress) -> list[Figure]:
             for name, c in comps.items()]
 
 
+# Edit to verdict: the loop of a kernel developer with their own tree.
+EDIT_FILE = "drivers/vfio/pci/vfio_pci_dmabuf.c"
+EDIT_CASE = "no-tph"
+
+
+def _rig(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rig", *args], capture_output=True, text=True,
+                          check=False, timeout=timeout)
+
+
+def edit_to_verdict(progress: Progress, runs: int, target: float | None) -> list[Figure]:
+    """One uncommitted one-line change in a user kernel tree's vfio-pci file, then
+    `rig run -k` of one scenario, as the whole command a user runs.
+
+    The tree (a `rig src kernel` tree) is kept in the cache; the run that
+    first builds it is the cold figure.
+    """
+    tree = cache_root() / "bench" / "linux"
+    if not (tree / ".git").is_dir():
+        progress.note(f"edit to verdict: making a user kernel tree in {tree}")
+        made = _rig("src", "kernel", str(tree))
+        if made.returncode != 0:
+            raise RigError(f"rig src kernel {tree} failed: {made.stderr[-2000:]}")
+    cold = not any((cache_root() / "work").glob("kernel-tree-*/build"))
+    path = tree / EDIT_FILE
+    original = path.read_text()
+    samples: list[float] = []
+    first: float | None = None
+    try:
+        for i in range(runs + (1 if cold else 0)):
+            path.write_text(original + f"/* tphlab bench: edit {time.time_ns()} */\n")
+            progress.note(f"edit to verdict {i + 1}: rig run -k {EDIT_CASE} --kernel-tree")
+            t = time.monotonic()
+            res = _rig("run", "-k", EDIT_CASE, "--kernel-tree", str(tree))
+            secs = time.monotonic() - t
+            if res.returncode != 0:
+                raise RigError(f"edit to verdict: rig run failed ({res.returncode}): "
+                               f"{res.stderr[-2000:]}")
+            if cold and first is None:
+                first = secs
+            else:
+                samples.append(secs)
+    finally:
+        path.write_text(original)
+    figs = [figure("edit to verdict", samples, target)]
+    if first is not None:
+        figs.append(figure("edit to verdict, cold tree", [first], None))
+    return figs
+
+
 def targets(accel: str) -> dict[str, float]:
     with (repo_root() / "bench" / "targets.toml").open("rb") as f:
         data = tomllib.load(f)
@@ -88,7 +138,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     arts = guestcli.artifacts(results)
     guestcli.require_device(arts.qemu)
     accel = guestcli.choose_accel(args.accel, progress, arts)
-    tg = targets(accel)
+    tg = targets(accel.name)
     figs: list[Figure] = []
 
     noop = []
@@ -105,8 +155,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     boots, rss = [], []
     for i in range(args.runs):
         progress.note(f"boot {i + 1}/{args.runs}")
-        vm, accel = runner.start_vm(arts, Topology(), guestcli.run_dir("bench") / f"boot{i}",
-                                    accel)
+        vm, used = runner.start_vm(arts, Topology(), guestcli.run_dir("bench") / f"boot{i}",
+                                   accel)
+        if used != accel:
+            progress.note(f"accelerator: {used.name} ({used.reason})")
+            accel = used
         boots.append(vm.boot_seconds)
         try:
             assert vm.proc is not None
@@ -135,20 +188,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         t = time.monotonic()
         run = runner.run_matrix(matrix.full(), arts, accel, guestcli.run_dir("bench"))
         wholes.append(time.monotonic() - t)
+        if run.accel != accel.name:
+            progress.note(f"accelerator: {run.accel} ({run.accel_reason})")
+            accel = kvm.Accel(run.accel, run.accel_reason, auto=True)
         for o in run.outcomes:
             per_case.setdefault(o.case.name, []).append(o.seconds)
         if not run.passed:
             progress.note("warning: a scenario failed during the bench")
     figs.append(figure("warm matrix", wholes, tg.get("warm_matrix")))
     figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
+    figs += edit_to_verdict(progress, args.runs, tg.get("edit_to_verdict"))
 
-    print(f"rig bench ({accel}, {args.runs} runs each)")
+    print(f"rig bench ({accel.name}: {accel.reason}; {args.runs} runs each)")
     width = max(len(f.name) for f in figs)
     for f in figs:
         print(f.line(width))
     if args.json:
-        Path(args.json).write_text(json.dumps({"accel": accel, "figures": [
-            {**asdict(f), "met": f.met} for f in figs]}, indent=2))
+        Path(args.json).write_text(json.dumps(
+            {"accel": accel.name, "accel_reason": accel.reason,
+             "figures": [{**asdict(f), "met": f.met} for f in figs]}, indent=2))
     return 0
 
 
@@ -158,5 +216,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument("--json", metavar="FILE")
     b.add_argument("--cold", action="store_true",
                    help="also time a cold build of each component (scratch cache)")
-    b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help=guestcli.ACCEL_HELP)
     b.set_defaults(func=cmd_bench)

@@ -47,6 +47,10 @@ class CacheError(RigError):
     """The build cache is unusable (locked, unwritable)."""
 
 
+class AccelError(RigError):
+    """The accelerator asked for (`--accel kvm`) cannot run the guests here."""
+
+
 class GuestError(RigError):
     """The guest panicked, hung or became unreachable."""
 

@@ -29,6 +29,15 @@ def artifacts(results: dict[str, buildstep.Result]) -> Artifacts:
                      i["client_key"], i["host_key"])
 
 
+def tested_sources(results: dict[str, buildstep.Result]) -> dict[str, dict[str, Any]]:
+    """What each component was built from, as its build recorded it."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("qemu", "kernel"):
+        meta = results[name].meta
+        out[name] = dict(meta.get("source_detail") or {"describe": meta.get("source")})
+    return out
+
+
 def require_device(qemu: Path) -> None:
     out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True,
                          timeout=60, check=False).stdout
@@ -38,15 +47,19 @@ def require_device(qemu: Path) -> None:
                            "apply the series to your tree)")
 
 
-def choose_accel(wanted: str, progress: Progress, arts: Artifacts) -> str:
-    """KVM only when a test vCPU runs and the bench's QEMU starts under it."""
-    if wanted != "auto":
-        return wanted
-    st = kvm.detect()
-    if st.usable:
-        st = kvm.qemu_accepts_kvm(arts.qemu, arts.datadir)
-    progress.note(f"accelerator: {st.accel} ({st.reason})")
-    return st.accel
+ACCEL_HELP = ("kvm: KVM or exit 2 saying why; auto (default): KVM if a guest runs under it "
+              "here, else TCG, saying why; tcg: TCG")
+
+
+def choose_accel(wanted: str, progress: Progress, arts: Artifacts) -> kvm.Accel:
+    """KVM only when a test vCPU runs and the bench's QEMU starts under it.
+
+    `--accel kvm` without a usable KVM is an AccelError (exit 2) saying why;
+    only `auto` takes TCG instead, and says why.
+    """
+    accel = kvm.choose(wanted, arts.qemu, arts.datadir)
+    progress.note(f"accelerator: {accel.name} ({accel.reason})")
+    return accel
 
 
 def run_dir(kind: str) -> Path:
@@ -93,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = runner.Options(boot_timeout=args.boot_timeout, case_timeout=args.timeout,
                           fault=args.inject)
     run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
+    run.sources = tested_sources(results)
     print(report.to_ktap(run) if args.ktap else report.table(run))
     if args.json:
         Path(args.json).write_text(report.to_json(run))
@@ -128,11 +142,12 @@ def cmd_boot(args: argparse.Namespace) -> int:
         vm.stop()
         raise
     sess = session.Session(vm.proc.pid, vm.ssh_port, str(vm.qmp_path), str(vm.console),
-                           str(arts.client_key), str(arts.host_key), accel)
+                           str(arts.client_key), str(arts.host_key), accel.name)
     sess.save()
     if vm.shell:
         vm.shell.close()
-    print(f"guest up in {vm.boot_seconds:.2f}s ({accel}), pid {sess.pid}\n"
+    print(f"guest up in {vm.boot_seconds:.2f}s ({accel.name}; {accel.reason}), "
+          f"pid {sess.pid}\n"
           f"  ssh:     rig ssh [CMD]   (127.0.0.1:{sess.ssh_port}, key {sess.client_key})\n"
           f"  hints:   rig hints [--follow]\n"
           f"  QMP:     {sess.qmp_socket}\n"
@@ -210,7 +225,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     r.add_argument("--keep", action="store_true", help="keep the run's logs even if all pass")
     r.add_argument("--st", type=lambda s: int(s, 0), help="add a scenario with this ST")
     r.add_argument("--ph", type=int, help="add a scenario with this PH")
-    r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help=ACCEL_HELP)
     r.add_argument("--boot-timeout", type=float, default=120.0, metavar="S",
                    help="seconds a guest may take to answer over SSH (default 120)")
     r.add_argument("--timeout", type=float, default=60.0, metavar="S",
@@ -220,7 +235,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                        f"{k}: {v}" for k, v in faults.FAULTS.items()))
     r.set_defaults(func=cmd_run)
     b = sub.add_parser("boot", help="boot the bench guest and leave it running")
-    b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help=ACCEL_HELP)
     b.set_defaults(func=cmd_boot)
     for p in (r, b):
         source_args(p)

@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rig.errors import AccelError
+
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
 KVM_GET_VCPU_MMAP_SIZE = 0xAE04
@@ -102,6 +104,50 @@ def qemu_accepts_kvm(qemu: Path, datadir: Path, wait: float = 3.0) -> KvmStatus:
         return KvmStatus(True, "a test VM ran a port write and hlt; QEMU starts under KVM")
     last = out.strip().splitlines()[-1] if out.strip() else f"exit {proc.returncode}"
     return KvmStatus(False, f"QEMU quits under KVM: {last}")
+
+
+def verdict(qemu: Path | None, datadir: Path | None = None) -> KvmStatus:
+    """What `--accel auto` decides: KVM only if a test vCPU runs and the bench's QEMU
+    starts under it. qemu None (not built yet): the vCPU probe's finding alone,
+    which does not confirm KVM."""
+    st = detect()
+    if st.usable and qemu is not None:
+        st = qemu_accepts_kvm(qemu, datadir if datadir is not None else qemu.parent)
+    return st
+
+
+# What to do when `--accel kvm` cannot have KVM.
+FIX = ("use --accel tcg, or --accel auto (falls back to TCG and says why); for KVM check "
+       "/dev/kvm's permissions (the kvm group, or .ci/kvm-udev) and that nested "
+       "virtualization is enabled on the host")
+
+
+@dataclass(frozen=True)
+class Accel:
+    """The accelerator guests run under, and why.
+
+    auto: chosen by `--accel auto`, so a KVM guest that does not reach /init
+    may still fall back to TCG; an explicit `--accel kvm` never does.
+    """
+
+    name: str        # "kvm" or "tcg"
+    reason: str      # "asked for with --accel kvm", or "auto: <the finding>"
+    auto: bool = False
+
+    def fallen_back(self, why: str) -> Accel:
+        return Accel("tcg", f"auto: {why}", auto=True)
+
+
+def choose(wanted: str, qemu: Path, datadir: Path) -> Accel:
+    """`--accel auto|kvm|tcg` to the accelerator: kvm is KVM or an AccelError (exit 2)."""
+    if wanted == "tcg":
+        return Accel("tcg", "asked for with --accel tcg")
+    st = verdict(qemu, datadir)
+    if wanted == "kvm":
+        if not st.usable:
+            raise AccelError(f"--accel kvm: KVM is not usable here: {st.reason}", fix=FIX)
+        return Accel("kvm", "asked for with --accel kvm")
+    return Accel(st.accel, f"auto: {st.reason}", auto=True)
 
 
 if __name__ == "__main__":

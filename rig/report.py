@@ -23,9 +23,18 @@ def table(run: Run) -> str:
         for f in o.failures:
             out.append(f"  {o.case.name}: {f}")
     npass = sum(o.passed for o in run.outcomes)
-    out.append(f"{npass}/{len(run.outcomes)} scenarios passed (accel {run.accel}, "
+    accel = f"{run.accel} ({run.accel_reason})" if run.accel_reason else run.accel
+    out.append(f"{npass}/{len(run.outcomes)} scenarios passed (accel {accel}, "
                f"boots: {', '.join(f'{k} {v:.1f}s' for k, v in run.boots.items())})")
+    out += [f"  {name}: {describe_source(doc)}" for name, doc in run.sources.items()]
     return "\n".join(out)
+
+
+def describe_source(doc: dict[str, Any]) -> str:
+    """One line naming what a component's build was made from."""
+    text = str(doc.get("describe") or doc.get("base") or "unknown")
+    subjects = doc.get("subjects") or []
+    return text + "".join(f"\n      {s}" for s in subjects)
 
 
 def _outcome_doc(o: Outcome) -> dict[str, Any]:
@@ -36,8 +45,10 @@ def _outcome_doc(o: Outcome) -> dict[str, Any]:
 
 
 def to_json(run: Run) -> str:
-    doc = {"accel": run.accel, "passed": run.passed, "boots": run.boots,
+    doc = {"accel": run.accel, "accel_reason": run.accel_reason, "passed": run.passed,
+           "boots": run.boots,
            "logs": str(run.logs) if run.logs else None,
+           "sources": run.sources,
            "scenarios": [_outcome_doc(o) for o in run.outcomes]}
     return json.dumps(doc, indent=2)
 
@@ -52,6 +63,9 @@ def to_junit(run: Run) -> str:
                           skipped="0", time=f"{total:.3f}")
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="accel", value=run.accel)
+    for name, doc in run.sources.items():
+        ET.SubElement(props, "property", name=f"source.{name}", value=describe_source(doc))
+    ET.SubElement(props, "property", name="accel_reason", value=run.accel_reason)
     for o in run.outcomes:
         tc = ET.SubElement(suite, "testcase", classname=f"tphlab.{o.case.topo.name}",
                            name=o.case.name, time=f"{o.seconds:.3f}")
@@ -65,6 +79,11 @@ def to_junit(run: Run) -> str:
 
 def to_ktap(run: Run) -> str:
     lines = ["KTAP version 1", f"# tphlab accel={run.accel}", f"1..{len(run.outcomes)}"]
+    if run.accel_reason:
+        lines.insert(2, f"# tphlab accel_reason={run.accel_reason}")
+    for name, doc in run.sources.items():
+        text = describe_source(doc).replace("\n", "\n# ")
+        lines.insert(-1, f"# tphlab source.{name}={text}")
     for i, o in enumerate(run.outcomes, 1):
         for f in o.failures:
             lines.append(f"# {o.case.name}: {f}")
@@ -76,7 +95,9 @@ def markdown(doc: dict[str, Any]) -> str:
     """A `to_json` report as Markdown (a CI job summary)."""
     rows = doc.get("scenarios", [])
     npass = sum(bool(r["passed"]) for r in rows)
-    out = [f"### tphlab: {npass}/{len(rows)} scenarios passed (accel {doc.get('accel')})", "",
+    why = f" ({doc['accel_reason']})" if doc.get("accel_reason") else ""
+    out = [f"### tphlab: {npass}/{len(rows)} scenarios passed (accel {doc.get('accel')}{why})",
+           "",
            "| scenario | set | received | verdict |", "| --- | --- | --- | --- |"]
 
     def cell(text: object) -> str:
@@ -88,4 +109,6 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in rows:
         for f in r.get("failures", []):
             out.append(f"- `{r['name']}`: {cell(f)}")
+    for name, src in (doc.get("sources") or {}).items():
+        out.append(f"- {name}: {cell(describe_source(src))}")
     return "\n".join(out)

@@ -13,7 +13,9 @@ from typing import Any
 
 from rig import faults, host, scenarios, topology
 from rig.casekit import Bench, Scenario, Seen
-from rig.errors import GuestError, RigError
+from rig.errors import AccelError, GuestError, RigError
+from rig.kvm import FIX as KVM_FIX
+from rig.kvm import Accel
 from rig.vm import VM, Artifacts
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
@@ -56,6 +58,9 @@ class Run:
     outcomes: list[Outcome] = field(default_factory=list)
     boots: dict[str, float] = field(default_factory=dict)
     logs: Path | None = None
+    accel_reason: str = ""       # why this accelerator: "auto: <finding>", "asked for ..."
+    # What was tested, per component (qemu, kernel): the Source.detail() of its build
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -75,34 +80,48 @@ def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scen
     return out
 
 
-def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str,
+def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: Accel,
              on_stage: Callable[[str, float], None] | None = None,
-             timeout: float = 120.0) -> tuple[VM, str]:
-    """Boot to SSH; if KVM was chosen but the guest never reaches /init, retry under TCG.
+             timeout: float = 120.0) -> tuple[VM, Accel]:
+    """Boot to SSH under `accel`; return the guest and the accelerator it runs under.
 
     A KVM that creates VMs and runs a few instructions can still hang a real
-    guest (nested virtualization); the fallback is reported, never silent.
-    A boot that fails leaves no QEMU behind.
+    guest (nested virtualization). A guest that does not reach /init under
+    KVM is an AccelError (exit 2) for `--accel kvm`; under `--accel auto` it
+    is retried under TCG, and the returned Accel says why (on_stage is told
+    too, and rundir/kvm-fallback.txt keeps the console). A boot that fails
+    leaves no QEMU behind.
     """
-    vm = VM(arts, topo, rundir, accel)
+    vm = VM(arts, topo, rundir, accel.name)
+    started = time.monotonic()
     try:
-        vm.start(timeout=timeout if accel == "tcg" else min(timeout, 30.0), on_stage=on_stage)
+        vm.start(timeout=timeout if accel.name == "tcg" else min(timeout, 30.0),
+                 on_stage=on_stage)
         return vm, accel
     except RigError as exc:
         vm.stop()
-        if accel != "kvm" or vm.stage not in ("qemu", "kernel"):
+        if accel.name != "kvm" or vm.stage not in ("qemu", "kernel"):
             raise
+        stage = vm.stage
+        if not accel.auto:
+            raise AccelError(f"--accel kvm: the guest ({topo.name}) did not reach /init under "
+                             f"KVM (last boot stage: {stage}): {exc.message}",
+                             log=exc.log or str(vm.console), fix=KVM_FIX) from exc
         note = rundir / "kvm-fallback.txt"
-        note.write_text(f"KVM boot failed at stage {vm.stage}; using TCG.\n{exc.message}\n")
+        note.write_text(f"KVM boot failed at stage {stage}; using TCG.\n{exc.message}\n")
+        accel = accel.fallen_back(f"the guest ({topo.name}) did not reach /init under KVM "
+                                  f"(last boot stage: {stage}; console in {note}); "
+                                  "fell back to TCG")
         if on_stage:
-            on_stage("kvm failed, falling back to tcg", 0.0)
+            on_stage(f"KVM failed, falling back to TCG ({accel.reason})",
+                     time.monotonic() - started)
     vm = VM(arts, topo, rundir / "tcg", "tcg")
     try:
         vm.start(timeout=timeout, on_stage=on_stage)
     except RigError:
         vm.stop()
         raise
-    return vm, "tcg"
+    return vm, accel
 
 
 def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -220,9 +239,9 @@ class Options:
 
 
 def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
-              accel: str, rundir: Path, report: Callable[[Outcome], None] | None = None,
+              accel: Accel, rundir: Path, report: Callable[[Outcome], None] | None = None,
               on_stage: Callable[[str, str, float], None] | None = None,
-              opts: Options = Options()) -> tuple[str, float, list[Outcome]]:
+              opts: Options = Options()) -> tuple[Accel, float, list[Outcome]]:
     """Boot one topology, run its cases; return the accelerator used, boot time, outcomes."""
 
     def stage(name: str, secs: float) -> None:
@@ -251,14 +270,15 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
     return used, vm.boot_seconds, outcomes
 
 
-def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: str, rundir: Path,
+def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir: Path,
                report: Callable[[Outcome], None] | None = None,
                on_stage: Callable[[str, str, float], None] | None = None,
                opts: Options = Options()) -> Run:
     """Boot once per topology and run its cases; the run directory keeps every log.
 
     Topologies run side by side, one guest per core (a TCG guest keeps one
-    core busy); the outcomes keep the order of `cases`.
+    core busy); the outcomes keep the order of `cases`. The Run names the
+    accelerator and why: TCG if any guest fell back to it (`auto`).
     """
     gs = groups(cases)
     workers = max(1, min(opts.jobs or host.jobs(), len(gs)))
@@ -267,12 +287,21 @@ def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: str, rundir: P
                                opts)
                    for topo, members in gs]
         results = [f.result() for f in futures]
-    run = Run(accel, logs=rundir)
+    run = Run(accel.name, logs=rundir, accel_reason=accel.reason)
     by_name: dict[str, Outcome] = {}
+    fell_back: list[str] = []
+    on_kvm: list[str] = []
     for (topo, _), (used, boot, outcomes) in zip(gs, results, strict=True):
         run.boots[topo.name] = boot
-        if used != accel:
-            run.accel = used
+        if used.name != accel.name:
+            fell_back.append(used.reason)
+        elif used.name == "kvm":
+            on_kvm.append(topo.name)
         by_name.update((o.case.name, o) for o in outcomes)
+    if fell_back:
+        why = [r.removeprefix("auto: ") for r in fell_back]
+        if on_kvm:
+            why.append(f"{', '.join(on_kvm)} ran under KVM")
+        run.accel, run.accel_reason = "tcg", "auto: " + "; ".join(why)
     run.outcomes = [by_name[c.name] for c in cases if c.name in by_name]
     return run

@@ -15,7 +15,8 @@ from rig import bench
 REPO = Path(__file__).resolve().parent.parent
 
 FIGURES = ("no-op build", "boot to SSH", "QEMU peak RSS", "DMA into recording BAR",
-           "DMA into RAM", "recording overhead", "query 4096 records", "warm matrix")
+           "DMA into RAM", "recording overhead", "query 4096 records", "warm matrix",
+           "edit to verdict")
 
 
 def test_a_figure_is_met_only_below_its_target() -> None:
@@ -35,7 +36,8 @@ def test_a_figure_is_met_only_below_its_target() -> None:
 def test_every_target_names_a_figure_the_bench_prints() -> None:
     for accel in ("tcg", "kvm"):
         assert set(bench.targets(accel)) == {"noop_build", "boot_to_ssh", "warm_matrix",
-                                             "recording_overhead", "query_4096"}
+                                             "recording_overhead", "query_4096",
+                                             "edit_to_verdict"}
 
 
 @pytest.mark.integration

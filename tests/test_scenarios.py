@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,30 @@ def test_find_bdf_walks_bridges_by_qemu_ids() -> None:
     assert runner.find_bdf(pci, "tphexp") == "0000:04:00.0"
     with pytest.raises(Exception, match="no PCI device 'tphimp'"):
         runner.find_bdf(pci, "tphimp")
+
+
+def test_every_report_says_what_was_tested() -> None:
+    run = _run()
+    run.sources = {
+        "qemu": {"kind": "debian", "series": "ours", "patches": 5,
+                 "describe": "Debian qemu=1:10.0.13 (trixie) + our series (5 patches)"},
+        "kernel": {"kind": "tree", "path": "/src/linux", "head": "ab" * 20, "dirty": True,
+                   "describe": "tree /src/linux at abababababab (dirty, 1 file(s) changed)"},
+    }
+    text = report.table(run)
+    assert "  kernel: tree /src/linux at abababababab (dirty" in text
+    assert "  qemu: Debian qemu=1:10.0.13 (trixie) + our series (5 patches)" in text
+    doc = json.loads(report.to_json(run))
+    assert doc["sources"]["kernel"]["dirty"] is True
+    props = ET.fromstring(report.to_junit(run)).find("testsuite/properties")
+    assert props is not None
+    values = {p.get("name"): p.get("value") for p in props}
+    assert str(values["source.kernel"]).startswith("tree /src/linux at abababababab")
+    xmlschema.XMLSchema(Path(__file__).parent / "data" / "junit.xsd").validate(
+        report.to_junit(run))
+    assert "# tphlab source.kernel=tree /src/linux" in report.to_ktap(run)
+    md = report.markdown(doc)
+    assert "- kernel: tree /src/linux" in md
+    mails = {"kind": "debian", "series": "mails", "describe": "base + series from mails /m",
+             "subjects": ["[PATCH v11 1/3] PCI/TPH: a", "[PATCH v11 2/3] dma-buf: b"]}
+    assert "[PATCH v11 2/3] dma-buf: b" in report.describe_source(mails)
