@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,22 +58,25 @@ def kernel_steps(tree: Path) -> int:
     return steps
 
 
+def src_tree(factory: pytest.TempPathFactory, component: str) -> Path:
+    """A `rig src` tree: the base with our series as commits, as a developer has it."""
+    tree = factory.mktemp("user") / component
+    res = rig("src", component, str(tree))
+    assert res.returncode == 0, res.stderr
+    return tree
+
+
 @pytest.fixture(scope="module")
-def ktree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def ktree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tree the series' author has: our three patches on the base, no importer."""
-    tree = tmp_path_factory.mktemp("user") / "linux"
-    res = rig("src", "kernel", str(tree))
-    assert res.returncode == 0, res.stderr
+    tree = src_tree(tmp_path_factory, "kernel")
     assert int(git(tree, "rev-list", "--count", "tphlab-base..HEAD")) == 3
-    yield tree
+    return tree
 
 
 @pytest.fixture(scope="module")
-def qtree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    tree = tmp_path_factory.mktemp("user") / "qemu"
-    res = rig("src", "qemu", str(tree))
-    assert res.returncode == 0, res.stderr
-    yield tree
+def qtree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return src_tree(tmp_path_factory, "qemu")
 
 
 def edit(tree: Path, rel: str, old: str, new: str) -> None:
