@@ -1,3 +1,3 @@
-from rig.cli import main
+from rig.cli.main import main
 
 raise SystemExit(main())

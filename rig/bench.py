@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -14,11 +13,15 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rig import devbench, guestcli, kvm, matrix, runner
+from rig.build.artifacts import Artifacts
 from rig.errors import RigError
-from rig.paths import cache_root, repo_root
+from rig.guest import kvm
+from rig.guest.topology import Topology
+from rig.paths import cache_root, repo_root, run_dir
 from rig.progress import Progress
-from rig.topology import Topology
+from rig.qdev import device_figures
+from rig.results import runner
+from rig.scenarios import matrix
 
 
 @dataclass(frozen=True)
@@ -130,32 +133,27 @@ def targets(accel: str) -> dict[str, float]:
     return {k: float(v) for k, v in data.get(accel, {}).items()}
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from rig.cli import build_components
-
-    progress = Progress()
-    results = build_components(args, "all", progress)
-    arts = guestcli.artifacts(results)
-    guestcli.require_device(arts.qemu)
-    accel = guestcli.choose_accel(args.accel, progress, arts)
+def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
+            progress: Progress) -> tuple[kvm.Accel, list[Figure]]:
+    """Every figure, `runs` times each; the accelerator they ran under (auto may fall back)."""
     tg = targets(accel.name)
     figs: list[Figure] = []
 
     noop = []
-    for _ in range(args.runs):
+    for _ in range(runs):
         # The whole command, as a user runs it: interpreter start-up included.
         t = time.monotonic()
         subprocess.run([sys.executable, "-m", "rig", "build", "all"], capture_output=True,
                        check=True, timeout=600)
         noop.append(time.monotonic() - t)
     figs.append(figure("no-op build", noop, tg.get("noop_build")))
-    if args.cold:
+    if cold:
         figs += cold_builds(progress)
 
     boots, rss = [], []
-    for i in range(args.runs):
-        progress.note(f"boot {i + 1}/{args.runs}")
-        vm, used = runner.start_vm(arts, Topology(), guestcli.run_dir("bench") / f"boot{i}",
+    for i in range(runs):
+        progress.note(f"boot {i + 1}/{runs}")
+        vm, used = runner.start_vm(arts, Topology(), run_dir("bench") / f"boot{i}",
                                    accel)
         if used != accel:
             progress.note(f"accelerator: {used.name} ({used.reason})")
@@ -171,22 +169,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     figs.append(figure("QEMU peak RSS", rss, tg.get("qemu_rss_mib"), "MiB"))
 
     progress.note("device: DMA into the recording BAR and into RAM")
-    rates = [devbench.dma_rates(arts.qemu, arts.datadir) for _ in range(args.runs)]
+    rates = [device_figures.dma_rates(arts.qemu, arts.datadir) for _ in range(runs)]
     figs.append(figure("DMA into recording BAR", [r.bar_mb_s for r in rates], None, "MB/s"))
     figs.append(figure("DMA into RAM", [r.ram_mb_s for r in rates], None, "MB/s"))
     figs.append(figure("recording overhead", [r.ratio for r in rates],
                        tg.get("recording_overhead"), "x"))
-    progress.note(f"device: x-query-tph-hints of {devbench.QUERY_RECORDS} records")
-    figs.append(figure(f"query {devbench.QUERY_RECORDS} records",
-                       devbench.query_latency(arts.qemu, arts.datadir, max(args.runs, 5)),
+    progress.note(f"device: x-query-tph-hints of {device_figures.QUERY_RECORDS} records")
+    figs.append(figure(f"query {device_figures.QUERY_RECORDS} records",
+                       device_figures.query_latency(arts.qemu, arts.datadir, max(runs, 5)),
                        tg.get("query_4096")))
 
     wholes: list[float] = []
     per_case: dict[str, list[float]] = {}
-    for i in range(args.runs):
-        progress.note(f"warm matrix {i + 1}/{args.runs}")
+    for i in range(runs):
+        progress.note(f"warm matrix {i + 1}/{runs}")
         t = time.monotonic()
-        run = runner.run_matrix(matrix.full(), arts, accel, guestcli.run_dir("bench"))
+        run = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"))
         wholes.append(time.monotonic() - t)
         if run.accel != accel.name:
             progress.note(f"accelerator: {run.accel} ({run.accel_reason})")
@@ -197,25 +195,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress.note("warning: a scenario failed during the bench")
     figs.append(figure("warm matrix", wholes, tg.get("warm_matrix")))
     figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
-    figs += edit_to_verdict(progress, args.runs, tg.get("edit_to_verdict"))
+    figs += edit_to_verdict(progress, runs, tg.get("edit_to_verdict"))
 
-    print(f"rig bench ({accel.name}: {accel.reason}; {args.runs} runs each)")
+    return accel, figs
+
+
+def render(accel: kvm.Accel, runs: int, figs: list[Figure]) -> str:
     width = max(len(f.name) for f in figs)
-    for f in figs:
-        print(f.line(width))
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"accel": accel.name, "accel_reason": accel.reason,
-             "figures": [{**asdict(f), "met": f.met} for f in figs]}, indent=2))
-    return 0
+    return "\n".join([f"rig bench ({accel.name}: {accel.reason}; {runs} runs each)",
+                      *(f.line(width) for f in figs)])
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    b = sub.add_parser("bench", help="time builds, boot and the matrix against the targets")
-    b.add_argument("--runs", type=int, default=3, help="runs per figure (median, min, max)")
-    b.add_argument("--json", metavar="FILE")
-    b.add_argument("--cold", action="store_true",
-                   help="also time a cold build of each component (scratch cache)")
-    b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                   help=guestcli.ACCEL_HELP)
-    b.set_defaults(func=cmd_bench)
+def to_json(accel: kvm.Accel, figs: list[Figure]) -> str:
+    return json.dumps({"accel": accel.name, "accel_reason": accel.reason,
+                       "figures": [{**asdict(f), "met": f.met} for f in figs]}, indent=2)

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig import kvm
-from rig.errors import ToolError
-from rig.paths import DATA_DIR
+from rig.build import qemu_build, sources
+from rig.build.cache import Cache, input_key
+from rig.errors import RigError
+from rig.guest import kvm
+from rig.paths import DATA_DIR, cache_root
+from rig.tools import APT, TOOL_PACKAGES
 
 
 def apt_packages() -> list[str]:
@@ -71,11 +74,6 @@ def bench_qemu() -> tuple[Path, Path] | None:
     The one `rig run` would use with the default sources, else the newest
     QEMU built (another source); None when no QEMU is built yet.
     """
-    from rig import qemu_build, sources
-    from rig.cache import Cache, input_key
-    from rig.errors import RigError
-    from rig.paths import cache_root
-
     cache = Cache(cache_root())
     entries = []
     try:
@@ -106,14 +104,6 @@ def _kvm() -> str | None:
     return None
 
 
-APT = "apt-get install -y"
-# Host programs the builds run, and the Debian/Ubuntu package that has each.
-TOOL_PACKAGES = {
-    "gcc": "build-essential", "make": "build-essential", "ninja": "ninja-build",
-    "pkg-config": "pkg-config", "flex": "flex", "bison": "bison", "bc": "bc", "git": "git",
-    "perl": "perl", "cpio": "cpio", "rsync": "rsync", "xz": "xz-utils", "tar": "tar",
-    "gzip": "gzip", "dpkg-deb": "dpkg", "apt-get": "apt", "ldd": "libc-bin",
-}
 PIP = "pip install -e '.[test]' (or ./tphlab setup)"
 
 CHECKS: list[Check] = [
@@ -175,18 +165,3 @@ def run(checks: list[Check] | None = None, out: Callable[[str], None] = print) -
         return 1
     out("\nhost ready")
     return 0
-
-
-def install_hint(tool: str) -> str:
-    """The command that installs `tool`, for errors that find it missing."""
-    pkg = TOOL_PACKAGES.get(Path(tool).name)
-    return f"{APT} {pkg}" if pkg else "run `rig doctor` for the install command"
-
-
-def require(tools: list[str], stage: str) -> None:
-    """Fail before a stage starts if a program it runs is missing."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pkgs = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
-        raise ToolError(f"{stage} needs {', '.join(missing)}, not found on PATH",
-                        fix=f"{APT} {' '.join(pkgs)}")

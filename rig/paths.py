@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -45,3 +46,10 @@ def kernel_fragment() -> Path:
 def importer_dir() -> Path:
     """The test importer: an out-of-tree module built against the kernel under test."""
     return repo_root() / "importer"
+
+
+def run_dir(kind: str) -> Path:
+    """A new directory for one run's logs: $cache/runs/KIND-TIME-PID."""
+    d = cache_root() / "runs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    d.mkdir(parents=True)
+    return d

@@ -10,8 +10,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from rig.doctor import install_hint
 from rig.errors import BuildError, RigError, ToolError
+from rig.tools import install_hint
 
 LineHook = Callable[[str], None]
 

@@ -15,12 +15,18 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rig import cli, guestcli, kvm, matrix, runner
-from rig.casekit import Bench, Scenario
+from rig.build import artifacts
+from rig.build.artifacts import Artifacts
+from rig.cli import main as cli_main
+from rig.cli import options
 from rig.errors import AccelError, GuestError
+from rig.guest import kvm, vm
+from rig.guest.topology import Topology
+from rig.guest.vm import console_tail
 from rig.progress import Progress
-from rig.topology import Topology
-from rig.vm import Artifacts, console_tail
+from rig.results import runner
+from rig.scenarios import matrix
+from rig.scenarios.kit import Bench, Scenario
 
 NO_KVM = "/dev/kvm is not read/writable by this user"
 QEMU_ERROR = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x0"
@@ -76,11 +82,10 @@ def arts(tmp_path: Path) -> Artifacts:
 def fake_bench(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
                arts: Artifacts) -> list[FakeVM]:
     """Builds, the device check, guests and scenarios faked; returns the VMs made."""
-    built = {c: SimpleNamespace(meta={"source": f"fake {c}"}, artifacts={})
-             for c in ("qemu", "kernel", "image")}
-    monkeypatch.setattr(cli, "build_components", lambda args, what, progress: built)
-    monkeypatch.setattr(guestcli, "artifacts", lambda results: arts)
-    monkeypatch.setattr(guestcli, "require_device", lambda qemu: None)
+    built = SimpleNamespace(guest=lambda: arts, sources=lambda: {
+        c: {"describe": f"fake {c}"} for c in ("qemu", "kernel")})
+    monkeypatch.setattr(artifacts, "build", lambda request, progress: built)
+    monkeypatch.setattr(vm, "require_device", lambda qemu: None)
     monkeypatch.setattr(FakeVM, "made", [])
     monkeypatch.setattr(runner, "VM", FakeVM)
     monkeypatch.setattr(runner, "bind_devices",
@@ -114,7 +119,7 @@ def test_explicit_kvm_refused_by_the_probe_exits_2(
         command: str, monkeypatch: pytest.MonkeyPatch, fake_bench: list[FakeVM],
         capsys: pytest.CaptureFixture[str]) -> None:
     _kvm_host(monkeypatch, kvm.KvmStatus(False, NO_KVM))
-    rc = cli.main([command, "--accel", "kvm"])
+    rc = cli_main.main([command, "--accel", "kvm"])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert f"--accel kvm: KVM is not usable here: {NO_KVM}" in err
@@ -128,7 +133,7 @@ def test_explicit_kvm_refused_by_qemu_exits_2_naming_its_error(
         capsys: pytest.CaptureFixture[str]) -> None:
     started = _kvm_host(monkeypatch, kvm.KvmStatus(True, PROBE_OK),
                         kvm.KvmStatus(False, f"QEMU quits under KVM: {QEMU_ERROR}"))
-    rc = cli.main(["run", "--accel", "kvm"])
+    rc = cli_main.main(["run", "--accel", "kvm"])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert started == [arts.qemu], "the bench's QEMU was not tried under KVM"
@@ -141,7 +146,7 @@ def test_explicit_kvm_guest_not_reaching_init_exits_2(
         monkeypatch: pytest.MonkeyPatch, fake_bench: list[FakeVM],
         capsys: pytest.CaptureFixture[str]) -> None:
     _kvm_host(monkeypatch, kvm.KvmStatus(True, PROBE_OK), kvm.KvmStatus(True, QEMU_OK))
-    rc = cli.main(["run", "-k", "no-tph", "--accel", "kvm"])
+    rc = cli_main.main(["run", "-k", "no-tph", "--accel", "kvm"])
     out, err = capsys.readouterr()
     assert rc == 2, out + err
     assert "--accel kvm: the guest (default) did not reach /init under KVM" in err
@@ -203,17 +208,17 @@ def test_start_vm_auto_falls_back_with_the_reason(
 def test_auto_chooses_tcg_and_says_why(monkeypatch: pytest.MonkeyPatch, arts: Artifacts,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     _kvm_host(monkeypatch, kvm.KvmStatus(False, NO_KVM))
-    accel = guestcli.choose_accel("auto", Progress(), arts)
+    accel = options.choose_accel("auto", Progress(), arts)
     assert accel == kvm.Accel("tcg", f"auto: {NO_KVM}", auto=True)
     assert f"accelerator: tcg (auto: {NO_KVM})" in capsys.readouterr().err
     _kvm_host(monkeypatch, kvm.KvmStatus(True, PROBE_OK),
               kvm.KvmStatus(False, f"QEMU quits under KVM: {QEMU_ERROR}"))
-    accel = guestcli.choose_accel("auto", Progress(), arts)
+    accel = options.choose_accel("auto", Progress(), arts)
     assert accel.name == "tcg" and QEMU_ERROR in accel.reason
     _kvm_host(monkeypatch, kvm.KvmStatus(True, PROBE_OK), kvm.KvmStatus(True, QEMU_OK))
-    assert guestcli.choose_accel("auto", Progress(), arts) == \
+    assert options.choose_accel("auto", Progress(), arts) == \
         kvm.Accel("kvm", f"auto: {QEMU_OK}", auto=True)
-    assert guestcli.choose_accel("kvm", Progress(), arts) == \
+    assert options.choose_accel("kvm", Progress(), arts) == \
         kvm.Accel("kvm", "asked for with --accel kvm")
 
 
@@ -222,7 +227,7 @@ def test_tcg_asks_nothing_of_kvm(monkeypatch: pytest.MonkeyPatch, arts: Artifact
         raise AssertionError("--accel tcg probed KVM")
 
     monkeypatch.setattr(kvm, "detect", no_probe)
-    assert guestcli.choose_accel("tcg", Progress(), arts) == \
+    assert options.choose_accel("tcg", Progress(), arts) == \
         kvm.Accel("tcg", "asked for with --accel tcg")
 
 
@@ -230,7 +235,7 @@ def _run_auto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, 
                                                                           dict[str, Any],
                                                                           ET.Element]:
     js, junit = tmp_path / "run.json", tmp_path / "junit.xml"
-    rc = cli.main(["run", "-k", "no-tph", "--accel", "auto", "--keep", "--json", str(js),
+    rc = cli_main.main(["run", "-k", "no-tph", "--accel", "auto", "--keep", "--json", str(js),
                    "--junit", str(junit)])
     out, err = capsys.readouterr()
     assert rc == 0, out + err

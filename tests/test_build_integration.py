@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rig import series
+from rig.build import series
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration

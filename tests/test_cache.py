@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import cache, kernel_build, qemu_build, sources
+from rig.build import cache, kernel_build, qemu_build, sources
 from rig.errors import BuildError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rig import doctor, kvm
+from rig import doctor, tools
+from rig.guest import kvm
 
 
 def _lines(checks: list[doctor.Check]) -> tuple[int, str]:
@@ -38,7 +39,7 @@ def test_optional_piece_only_notes() -> None:
 def test_package_list_is_read_and_covers_the_checks() -> None:
     pkgs = set(doctor.apt_packages())
     for check in doctor.CHECKS:
-        if check.fix.startswith(doctor.APT):
+        if check.fix.startswith(tools.APT):
             assert set(check.fix.split()[3:]) <= pkgs, check.name
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rig import hostile, matrix, scenarios
+from rig.scenarios import hint_cases, hostile, matrix
 
 from .test_workflow import step_command
 
@@ -70,12 +70,12 @@ def _workflow_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dic
 
 def test_workflow_run_step_passes_every_scenario(tmp_path: Path) -> None:
     res, doc, junit = _workflow_run(tmp_path)
-    hint_cases = {c.name for c in scenarios.matrix()}
+    hint_names = {c.name for c in hint_cases.matrix()}
     by_name = {s["name"]: s for s in doc["scenarios"]}
-    for name in hint_cases:
+    for name in hint_names:
         # Every DMA was seen by the exporter, from the importer, as exactly one record.
         assert len(by_name[name]["records"]) == 1, by_name[name]
-    hinted = {n: by_name[n]["records"][0] for n in hint_cases if by_name[n]["records"][0]["th"]}
+    hinted = {n: by_name[n]["records"][0] for n in hint_names if by_name[n]["records"][0]["th"]}
     assert hinted["ext-st"]["st"] == 0xBEEF and hinted["ext-st"]["ext"]
     assert {hinted[f"st8-ph{p}"]["ph"] for p in range(4)} == {0, 1, 2, 3}
     suite = ET.parse(junit).getroot().find("testsuite")

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from rig import hostile, matrix, race, revoke, runner, scenarios
-from rig.casekit import Bench, Scenario, Seen
+from rig.results import runner
+from rig.scenarios import hint_cases, hostile, matrix, race, revoke
+from rig.scenarios.kit import Bench, Scenario, Seen
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "run-tcg.json").read_text())
 RID = 0x0600
@@ -138,7 +139,7 @@ def test_race_detects_a_torn_answer() -> None:
 
 
 def test_race_detects_a_missing_namespace_answer() -> None:
-    case = race.Race("x", scenarios.DEFAULT, threads=4)
+    case = race.Race("x", hint_cases.DEFAULT, threads=4)
     # thread 1, k=7 wrote ST only: an extended answer with its tag is impossible
     assert not race.whole(4, True, 0, 1 << 12 | 7, (1 + 7) & 3)
     assert race.whole(4, True, -errno.EOPNOTSUPP, 0, 0)

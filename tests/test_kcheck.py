@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rig import kcheck
+from rig.checks import kernel_series
 
 OUT = """\
   CC      drivers/vfio/pci/vfio_pci_dmabuf.o
@@ -16,7 +16,7 @@ include/linux/pci.h:12: error: bad thing
 
 def test_warnings_are_keyed_by_file_and_message_without_lines() -> None:
     files = {"drivers/vfio/pci/vfio_pci_dmabuf.c", "drivers/pci/tph.c", "include/linux/pci.h"}
-    got = kcheck.warnings_for(OUT, files, Path("/abs/tree"))
+    got = kernel_series.warnings_for(OUT, files, Path("/abs/tree"))
     assert got == {
         ("drivers/vfio/pci/vfio_pci_dmabuf.c",
          "no previous prototype for 'f' [-Wproto]"),
@@ -29,24 +29,24 @@ def test_objects_are_the_touched_c_files_that_exist(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a/x.c").write_text("")
     files = {"a/x.c", "a/gone.c", "a/x.h", "Kconfig"}
-    assert kcheck.objects(files, tmp_path) == ["a/x.o"]
+    assert kernel_series.objects(files, tmp_path) == ["a/x.o"]
     bdir = tmp_path / "build"
-    assert kcheck.objects(files, tmp_path, bdir) == [], "not built by the config: skipped"
+    assert kernel_series.objects(files, tmp_path, bdir) == [], "not built by the config: skipped"
     (bdir / "a").mkdir(parents=True)
     (bdir / "a/x.o").write_text("")
-    assert kcheck.objects(files, tmp_path, bdir) == ["a/x.o"]
+    assert kernel_series.objects(files, tmp_path, bdir) == ["a/x.o"]
 
 
 def test_render_marks_each_patch() -> None:
-    ok = kcheck.PatchReport("0001-a.patch")
-    bad = kcheck.PatchReport("0002-b.patch", checkpatch=["WARNING: line too long"])
-    text = kcheck.render([ok, bad])
+    ok = kernel_series.PatchReport("0001-a.patch")
+    bad = kernel_series.PatchReport("0002-b.patch", checkpatch=["WARNING: line too long"])
+    text = kernel_series.render([ok, bad])
     assert "ok   0001-a.patch" in text and "FAIL 0002-b.patch" in text
     assert "checkpatch: WARNING: line too long" in text and "1/2 patches clean" in text
 
 
 def test_a_checker_that_rejects_typeof_unqual_is_not_usable(tmp_path: Path) -> None:
-    from rig import sparse
+    from rig.build import sparse
 
     old = tmp_path / "old-sparse"
     old.write_text("#!/bin/sh\necho \"$1:3:9: error: undefined identifier '__typeof_unqual__'\"\n")

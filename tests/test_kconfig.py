@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import kconfig
+from rig.build import kconfig
 from rig.errors import ConfigError
 
 FRAGMENT = """\

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from rig import monitor
+from rig.guest import qmp
 
 
 class _Counted:
@@ -20,9 +20,9 @@ class _Counted:
 
 def test_messages_are_not_formatted_while_the_debug_log_is_off(
         caplog: pytest.LogCaptureFixture) -> None:
-    mon = monitor.Monitor("/nonexistent/qmp.sock")
+    mon = qmp.Monitor("/nonexistent/qmp.sock")
     client = mon._qmp
-    assert isinstance(client, monitor._Client)
+    assert isinstance(client, qmp._Client)
     msg = _Counted()
     with caplog.at_level(logging.INFO, logger=client.logger.name):
         assert client._cb_inbound(msg) is msg

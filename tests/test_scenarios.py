@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 import xmlschema
 
-from rig import report, runner, scenarios
-from rig.casekit import Bench, Seen
-from rig.scenarios import ST, ST_EXT, Case, Hint, TphSet
+from rig.results import report, runner
+from rig.scenarios import hint_cases
+from rig.scenarios.hint_cases import ST, ST_EXT, Case, Hint, TphSet
+from rig.scenarios.kit import Bench, Seen
 
 RID = 0x0400
 BENCH = Bench("0000:04:00.0", "0000:05:00.0", "0000:06:00.0")
-CASE = Case("st8", "8-bit", topo=scenarios.IMPORTER_8BIT, sets=(TphSet(ST, st=0x42, ph=2),),
+CASE = Case("st8", "8-bit", topo=hint_cases.IMPORTER_8BIT, sets=(TphSet(ST, st=0x42, ph=2),),
             wire=Hint(0x42, 2, False))
 
 
@@ -34,19 +35,19 @@ def good_steps(case: Case) -> list[dict[str, Any]]:
 
 
 def good_records(case: Case) -> list[dict[str, Any]]:
-    return [dict(r, seq=1) for r in scenarios.expected_records(case, RID)]
+    return [dict(r, seq=1) for r in hint_cases.expected_records(case, RID)]
 
 
 def test_requester_id_from_bdf() -> None:
-    assert scenarios.requester_id("0000:04:00.0") == 0x0400
-    assert scenarios.requester_id("03:01.2") == 0x030A
+    assert hint_cases.requester_id("0000:04:00.0") == 0x0400
+    assert hint_cases.requester_id("03:01.2") == 0x030A
     with pytest.raises(ValueError):
-        scenarios.requester_id("nope")
+        hint_cases.requester_id("nope")
 
 
 def test_matching_run_passes_for_every_case() -> None:
-    for case in [*scenarios.matrix(), scenarios.custom(0x1234, 3)]:
-        assert scenarios.check(case, good_steps(case), good_records(case), RID) == [], case.name
+    for case in [*hint_cases.matrix(), hint_cases.custom(0x1234, 3)]:
+        assert hint_cases.check(case, good_steps(case), good_records(case), RID) == [], case.name
 
 
 @pytest.mark.parametrize("field,value", [("st", 0x43), ("ph", 1), ("ext", True), ("th", False),
@@ -54,41 +55,41 @@ def test_matching_run_passes_for_every_case() -> None:
 def test_any_wrong_field_on_the_wire_fails(field: str, value: object) -> None:
     recs = good_records(CASE)
     recs[0][field] = value
-    bad = scenarios.check(CASE, good_steps(CASE), recs, RID)
+    bad = hint_cases.check(CASE, good_steps(CASE), recs, RID)
     assert bad and "exporter received" in bad[0]
 
 
 def test_missing_or_extra_records_fail() -> None:
-    assert scenarios.check(CASE, good_steps(CASE), [], RID)
-    assert scenarios.check(CASE, good_steps(CASE), good_records(CASE) * 2, RID)
+    assert hint_cases.check(CASE, good_steps(CASE), [], RID)
+    assert hint_cases.check(CASE, good_steps(CASE), good_records(CASE) * 2, RID)
 
 
 def test_wrong_importer_query_and_set_errno_fail() -> None:
     steps = good_steps(CASE)
     next(s for s in steps if s["step"] == "attach")["ph"] = 3
-    assert any("importer got" in b for b in scenarios.check(CASE, steps, good_records(CASE),
+    assert any("importer got" in b for b in hint_cases.check(CASE, steps, good_records(CASE),
                                                               RID))
     steps = good_steps(CASE)
     steps[2]["errno"] = 95
-    assert any("SET #1" in b for b in scenarios.check(CASE, steps, good_records(CASE), RID))
+    assert any("SET #1" in b for b in hint_cases.check(CASE, steps, good_records(CASE), RID))
 
 
 def test_no_hint_case_rejects_a_hint() -> None:
-    case = next(c for c in scenarios.matrix() if c.name == "flags-0-clears")
+    case = next(c for c in hint_cases.matrix() if c.name == "flags-0-clears")
     recs = good_records(case)
     hinted = copy.deepcopy(recs)
     hinted[0].update(th=True, st=5, ph=1)
-    assert scenarios.check(case, good_steps(case), recs, RID) == []
-    assert scenarios.check(case, good_steps(case), hinted, RID)
+    assert hint_cases.check(case, good_steps(case), recs, RID) == []
+    assert hint_cases.check(case, good_steps(case), hinted, RID)
 
 
 def test_each_bad_set_must_fail_with_its_errno() -> None:
-    case = next(c for c in scenarios.matrix() if c.name == "bad-input-keeps-state")
+    case = next(c for c in hint_cases.matrix() if c.name == "bad-input-keeps-state")
     assert len(case.bad_sets) >= 8
     steps = good_steps(case)
     raw = [s for s in steps if s["step"] == "set-raw"]
     raw[1].update(ret=0, errno=0)           # the kernel accepted ph 4
-    bad = scenarios.check(case, steps, good_records(case), RID)
+    bad = hint_cases.check(case, steps, good_records(case), RID)
     assert bad == ["ph 4: errno 0, expected 22"]
     cmd = case.tphctl_steps(BENCH)
     assert cmd.count("set-raw") == len(case.bad_sets) - 1 and "tph-get" in cmd
@@ -108,27 +109,27 @@ def test_tphctl_steps_encode_the_sets() -> None:
 
 
 def test_cases_are_grouped_by_topology_in_order() -> None:
-    gs = runner.groups(scenarios.matrix())
+    gs = runner.groups(hint_cases.matrix())
     names = [t.name for t, _ in gs]
     assert names == ["default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
                      "pci-notph", "exporter-tph-completer"]
-    assert sum(len(m) for _, m in gs) == len(scenarios.matrix())
+    assert sum(len(m) for _, m in gs) == len(hint_cases.matrix())
 
 
 def test_dmesg_splats_are_found() -> None:
     text = "ok line\nWARNING: CPU: 0 PID: 1 at drivers/x.c:1\nfine\nBUG: KASAN: use-after-free\n"
-    assert len(scenarios.dmesg_splats(text)) == 2
-    assert scenarios.dmesg_splats("tph_importer: attached\n") == []
+    assert len(hint_cases.dmesg_splats(text)) == 2
+    assert hint_cases.dmesg_splats("tph_importer: attached\n") == []
     boot = ("rcu: \tRCU lockdep checking is enabled.\nKernelAddressSanitizer initialized "
             "(generic)\nLock dependency validator: Copyright (c) 2006 Red Hat, Inc.\n")
-    assert scenarios.dmesg_splats(boot) == []
-    assert len(scenarios.dmesg_splats("WARNING: possible circular locking dependency "
+    assert hint_cases.dmesg_splats(boot) == []
+    assert len(hint_cases.dmesg_splats("WARNING: possible circular locking dependency "
                                       "detected\n[ INFO: inconsistent lock state ]\n")) == 2
 
 
 def _run() -> runner.Run:
     ok = runner.Outcome(CASE, True, 0.5, seen=Seen([], [good_records(CASE)], RID))
-    bad = runner.Outcome(scenarios.matrix()[0], False, 0.25, ["exporter received [] ..."])
+    bad = runner.Outcome(hint_cases.matrix()[0], False, 0.25, ["exporter received [] ..."])
     return runner.Run("tcg", [ok, bad], {"default": 1.5})
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import series
+from rig.build import series
 from rig.errors import SeriesError
 
 from .conftest import git

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import seriesapi
+from rig.build import api_probe
 from rig.errors import SourceError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,13 +42,13 @@ def fake_tree(root: Path, upto: int) -> Path:
 
 
 def test_the_whole_series_meets_every_need(tmp_path: Path) -> None:
-    assert seriesapi.missing(fake_tree(tmp_path, 3)) == []
-    seriesapi.check(tmp_path, "t")
+    assert api_probe.missing(fake_tree(tmp_path, 3)) == []
+    api_probe.check(tmp_path, "t")
 
 
 def test_a_tree_without_the_vfio_patch_names_symbol_file_and_patch(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as exc:
-        seriesapi.check(fake_tree(tmp_path, 2), "--kernel-tree T")
+        api_probe.check(fake_tree(tmp_path, 2), "--kernel-tree T")
     msg = exc.value.message
     assert "VFIO_DEVICE_FEATURE_DMA_BUF_TPH: not in include/uapi/linux/vfio.h" in msg
     assert "3/3 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
@@ -56,9 +56,9 @@ def test_a_tree_without_the_vfio_patch_names_symbol_file_and_patch(tmp_path: Pat
 
 
 def test_each_patch_adds_what_it_is_named_for(tmp_path: Path) -> None:
-    names = [seriesapi.PATCH_PCI, seriesapi.PATCH_DMABUF, seriesapi.PATCH_VFIO]
+    names = [api_probe.PATCH_PCI, api_probe.PATCH_DMABUF, api_probe.PATCH_VFIO]
     for upto in range(3):
-        gone = seriesapi.missing(fake_tree(tmp_path / str(upto), upto))
+        gone = api_probe.missing(fake_tree(tmp_path / str(upto), upto))
         assert {n.added_by for n in gone} == set(names[upto:])
 
 
@@ -67,12 +67,12 @@ def test_the_v1_to_v7_shape_is_named(tmp_path: Path) -> None:
     header = tree / "include/linux/dma-buf.h"
     header.write_text(re.sub(r"get_pci_tph", "get_tph", header.read_text()))
     with pytest.raises(SourceError, match=r"v1\.\.v7 shape: the dma-buf op is get_tph"):
-        seriesapi.check(tree, "T")
+        api_probe.check(tree, "T")
 
 
 def test_a_qemu_tree_without_the_device_is_named(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"tph-testdev: not in hw/misc/tph-testdev\.c"):
-        seriesapi.check_qemu(tmp_path, "--qemu-tree Q")
+        api_probe.check_qemu(tmp_path, "--qemu-tree Q")
 
 
 def test_rig_stops_in_seconds_on_such_a_tree(tmp_path: Path, cache_home: Path) -> None:

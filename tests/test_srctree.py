@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import series, srctree
+from rig.build import series, srctree
 from rig.errors import SeriesError
 
 from .conftest import git

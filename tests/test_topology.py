@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rig import topology
+from rig.guest import topology
 
 
 def _boot(accel: str = "tcg") -> topology.Boot:

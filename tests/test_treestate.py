@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import cache, kernel_build, sources, treestate
+from rig.build import cache, kernel_build, sources, treestate
 
 from .conftest import git
 

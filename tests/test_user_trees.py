@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from rig import matrix
+from rig.scenarios import matrix
 
 from .conftest import git
 

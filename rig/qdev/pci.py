@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rig.qtest import QtestClient
+from rig.qdev.qtest import QtestClient
 
 ECAM_BASE = 0xB000_0000
 Q35_PCIEXBAR = 0x60

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig import topology
+from rig.guest import topology
 from rig.qdev.pci import Bdf, Ecam, Window
+from rig.qdev.qtest import QtestQemu, qtest_qemu
 from rig.qdev.tphdev import ID_VALUE, REG_ID, TphDev
-from rig.qtest import QtestQemu, qtest_qemu
 
 RP0 = Bdf(0x00, 4)
 UP0 = Bdf(0x10, 0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rig.qdev.pci import Bdf, Ecam
-from rig.qtest import QtestQemu
+from rig.qdev.qtest import QtestQemu
 
 # Config space
 MSIX_CAP = 0x60

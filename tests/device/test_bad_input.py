@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from rig.qdev.qtest import QemuExited, qtest_qemu
 from rig.qdev.switch import MEM, PREF, MiB, QemuBin, SwitchRig, switch_rig
 from rig.qdev.tphdev import (
     NO_HINT,
@@ -18,7 +19,6 @@ from rig.qdev.tphdev import (
     Req,
     record,
 )
-from rig.qtest import QemuExited, qtest_qemu
 
 from .hints import ST_TABLE, expected_hint, program_st_table
 

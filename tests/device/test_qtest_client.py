@@ -1,4 +1,4 @@
-"""rig.qtest's protocol client against a scripted peer (no QEMU needed)."""
+"""rig.qdev.qtest's protocol client against a scripted peer (no QEMU needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rig.qtest import QtestClient, QtestError
+from rig.qdev.qtest import QtestClient, QtestError
 
 
 @pytest.fixture

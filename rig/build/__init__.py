@@ -1,0 +1,1 @@
+"""Build stage: sources, series, cache, and the QEMU, kernel and image builds."""

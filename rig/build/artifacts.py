@@ -1,0 +1,87 @@
+"""What the build stage hands on: a typed request in, one typed object out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.build import context, image_build, kernel_build, qemu_build, sources
+from rig.progress import Progress
+
+COMPONENTS = ("qemu", "kernel", "image", "all")
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What a guest boots from."""
+
+    qemu: Path
+    bios: Path
+    datadir: Path
+    kernel: Path
+    initrd: Path
+    client_key: Path
+    host_key: Path
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to build: `what` of COMPONENTS, from these sources, in this variant."""
+
+    what: str = "all"
+    qemu: sources.Source | None = None
+    kernel: sources.Source | None = None
+    kernel_config: str = "default"
+    sanitize: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Built:
+    """The results of one request, by component (qemu, kernel, image)."""
+
+    results: dict[str, context.Result]
+
+    def guest(self) -> Artifacts:
+        q, k, i = (self.results[n].artifacts for n in ("qemu", "kernel", "image"))
+        return Artifacts(q["qemu"], q["bios"], q["datadir"], k["kernel"], i["initramfs"],
+                         i["client_key"], i["host_key"])
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """What each component was built from, as its build recorded it."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in ("qemu", "kernel"):
+            if name in self.results:
+                meta = self.results[name].meta
+                out[name] = dict(meta.get("source_detail") or {"describe": meta.get("source")})
+        return out
+
+
+def build(request: Request, progress: Progress) -> Built:
+    """Build (or take from the cache) what the request needs, in dependency order.
+
+    What a user's tree lacks stops the request before anything is built.
+    """
+    wants_qemu = request.what in ("qemu", "all")
+    wants_kernel = request.what in ("kernel", "image", "all")
+    if (wants_qemu and request.qemu is None) or (wants_kernel and request.kernel is None):
+        raise ValueError(f"internal: a request for {request.what} lacks its sources")
+    if wants_qemu and request.qemu is not None:
+        qemu_build.preflight(request.qemu)
+    if wants_kernel and request.kernel is not None:
+        kernel_build.preflight(request.kernel)
+    ctx = context.BuildContext(progress, force=request.force)
+    results: dict[str, context.Result] = {}
+    with ctx.cache.locked():
+        ctx.cache.purge_partials()
+        if wants_qemu and request.qemu is not None:
+            results["qemu"] = qemu_build.build(ctx, request.qemu, request.sanitize)
+        if wants_kernel and request.kernel is not None:
+            results["kernel"] = kernel_build.build(ctx, request.kernel, request.kernel_config)
+        if request.what in ("image", "all"):
+            results["image"] = image_build.build(ctx, results["kernel"])
+    return Built(results)
+
+
+__all__ = ["COMPONENTS", "Artifacts", "Built", "Request", "build"]

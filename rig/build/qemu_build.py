@@ -1,0 +1,167 @@
+"""Building QEMU with the tph-testdev series: x86_64 system emulator only."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rig import proc, tools
+from rig.build import api_probe, context, series, sources
+from rig.build.cache import input_key
+from rig.errors import ToolError
+from rig.hostfacts import compiler_version
+from rig.paths import qemu_series_dir
+from rig.progress import ninja_step
+
+# The smallest configuration that builds with Debian's +ds tarball (no
+# python/wheels, no firmware blobs, no dtc subproject).
+CONFIGURE_FLAGS = [
+    "--target-list=x86_64-softmmu",
+    "--without-default-features",
+    "--enable-kvm",
+    "--enable-tcg",
+    "--enable-slirp",
+    "--enable-fdt=system",
+    "--disable-install-blobs",
+    "--disable-werror",
+]
+# `rig build qemu --sanitize`: AddressSanitizer and UBSan, for fuzzing the
+# device (cached apart, in a build directory of its own).
+SANITIZE_FLAGS = ["--enable-asan", "--enable-ubsan"]
+# Bump when the artifacts change in a way the inputs do not show.
+RECIPE = "4"
+BINARY = "qemu-system-x86_64"
+QTEST = "tests/qtest/tph-testdev-test"
+EDK2_BLOB = "pc-bios/edk2-x86_64-code.fd.bz2"
+EDK2_LINE = "    unpack_edk2_blobs = bzip2.found()"
+
+
+def prepare_source(tree: Path) -> str | None:
+    """Turn off unpacking edk2 blobs when the tarball does not carry them."""
+    if (tree / EDK2_BLOB).exists():
+        return None
+    mb = tree / "meson.build"
+    text = mb.read_text()
+    if EDK2_LINE not in text:
+        return None
+    mb.write_text(text.replace(EDK2_LINE, "    unpack_edk2_blobs = false"))
+    return ("build: do not unpack edk2 blobs the source tarball lacks\n\n"
+            "Debian's +ds tarball drops pc-bios/*.bz2; x86 machines here boot qboot.")
+
+
+# Firmware the guests and the qtest need, and the host packages that carry
+# it when the source tarball does not (Debian's +ds drops pc-bios blobs).
+FIRMWARE = {
+    "qboot.rom": (Path("/usr/share/qemu"), "qemu-system-data"),
+    "kvmvapic.bin": (Path("/usr/share/qemu"), "qemu-system-data"),
+    "linuxboot_dma.bin": (Path("/usr/share/qemu"), "qemu-system-data"),
+    "bios-256k.bin": (Path("/usr/share/seabios"), "seabios"),
+    "vgabios-stdvga.bin": (Path("/usr/share/seabios"), "seabios"),
+}
+
+
+def collect_firmware(tree: Path, dest: Path) -> None:
+    """Copy each firmware file from the tree's pc-bios/ or, failing that, the system."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, (system_dir, package) in FIRMWARE.items():
+        for d in (tree / "pc-bios", system_dir):
+            if (d / name).is_file():
+                shutil.copy2(d / name, dest / name)
+                break
+        else:
+            raise ToolError(f"QEMU firmware {name} was not found in {tree / 'pc-bios'} or "
+                            f"{system_dir}", fix=f"apt-get install -y {package}")
+
+
+def configure_flags(sanitize: bool) -> list[str]:
+    return CONFIGURE_FLAGS + (SANITIZE_FLAGS if sanitize else [])
+
+
+def key_inputs(src: sources.Source, sanitize: bool = False) -> dict[str, Any]:
+    patches = context.series_for(src, qemu_series_dir())
+    return {
+        "recipe": RECIPE,
+        "source": src.identity(),
+        "series": context.series_key(patches),
+        "configure": configure_flags(sanitize),
+        "compiler": compiler_version(),
+        "python": sys.version.split()[0],
+    }
+
+
+def build(ctx: context.BuildContext, src: sources.Source,
+          sanitize: bool = False) -> context.Result:
+    """QEMU with the series, from the cache or built; sanitize: with ASan and UBSan."""
+    tools.require(["gcc", "ninja", "pkg-config", "git", "tar"], "the QEMU build")
+    preflight(src)
+    inputs = key_inputs(src, sanitize)
+    key = input_key(inputs)
+    suffix = "-sanitize" if sanitize else ""
+
+    def produce(out: Path) -> dict[str, Any]:
+        work, log, tree = context.source_tree(ctx, src, qemu_series_dir(),
+                                                f"qemu-build{suffix}", prepare_source)
+        api_probe.check_qemu(tree, src.mails.describe() if src.mails is not None else
+                             f"QEMU {src.describe()}")
+        bdir = work / f"build{suffix}"
+        configure(ctx, tree, bdir, log, configure_flags(sanitize))
+        targets = [BINARY]
+        if (tree / (QTEST + ".c")).is_file():
+            targets.append(QTEST)
+        steps = compile_targets(ctx, bdir, targets, log)
+        shutil.copy2(bdir / BINARY, out / BINARY)
+        collect_firmware(tree, out / "share")
+        arts = {"qemu": BINARY, "bios": "share/qboot.rom", "datadir": "share"}
+        if QTEST in targets:
+            shutil.copy2(bdir / QTEST, out / "tph-testdev-test")
+            arts["qtest"] = "tph-testdev-test"
+        return {"artifacts": arts, "inputs": inputs, "source": src.describe(),
+                "source_detail": src.detail(len(context.series_for(src,
+                                                                      qemu_series_dir()))),
+                "sanitize": sanitize, "tree": str(tree), "build_dir": str(bdir),
+                "steps": steps}
+
+    return context.finish(ctx, f"qemu{suffix}", key, produce, src.cacheable)
+
+
+def preflight(src: sources.Source) -> None:
+    """Before anything is built: a user's tree must have the bench's device."""
+    if src.kind == "tree":
+        api_probe.check_qemu(Path(src.location), f"--qemu-tree {src.location}")
+
+
+def configure(ctx: context.BuildContext, tree: Path, bdir: Path, log: Path,
+              flags: list[str] | None = None) -> None:
+    flags = CONFIGURE_FLAGS if flags is None else flags
+    state_path = bdir / "tphlab-configure.json"
+    wanted = {"flags": flags, "tree": str(tree), "python": sys.executable}
+    if (bdir / "build.ninja").is_file() and series.read_state(state_path) == wanted:
+        return
+    shutil.rmtree(bdir, ignore_errors=True)
+    bdir.mkdir(parents=True)
+    ctx.progress.begin("qemu: configure")
+    proc.run([tree / "configure", f"--python={sys.executable}", *flags],
+             cwd=bdir, log=log, timeout=600, what="QEMU configure",
+             fix="run `rig doctor` for missing build dependencies")
+    series.write_state(state_path, wanted)
+    ctx.progress.done("configured")
+
+
+def compile_targets(ctx: context.BuildContext, bdir: Path, targets: list[str],
+                    log: Path) -> int:
+    """Run ninja with its step count; return how many steps it took."""
+    ctx.progress.begin(f"qemu: ninja {' '.join(targets)}")
+    steps = [0]
+
+    def on_line(line: str) -> None:
+        st = ninja_step(line)
+        if st:
+            steps[0] = st[1]
+            ctx.progress.step(st[0], st[1])
+
+    proc.run(["ninja", "-C", bdir, *targets], log=log, on_line=on_line, timeout=3600,
+             what="QEMU build", fix="see the log; a patch of qemu-device/ may not compile")
+    ctx.progress.done(f"{steps[0]} steps" if steps[0] else "up to date")
+    return steps[0]

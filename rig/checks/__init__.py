@@ -1,0 +1,1 @@
+"""Series checks: each patch as the QEMU and kernel maintainers check it."""

@@ -1,0 +1,1 @@
+"""The `rig` command line: one thin module per command group."""

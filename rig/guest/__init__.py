@@ -1,0 +1,1 @@
+"""The guest: QEMU processes, QMP, SSH, topologies, accelerators, faults."""

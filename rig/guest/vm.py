@@ -1,0 +1,180 @@
+"""One guest: QEMU started from the built artifacts, its console, QMP and SSH.
+
+Boot progress is read from the serial console: the kernel banner, then the
+stages /init prints. Every wait has a timeout; a failure names the last
+stage reached and keeps the console log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import ExecuteError
+
+from rig.build.artifacts import Artifacts
+from rig.errors import GuestError, RigError
+from rig.guest import topology
+from rig.guest.qmp import Monitor
+from rig.guest.ssh import GuestShell
+
+STAGES = [
+    ("kernel", "Linux version"),
+    ("init", "tphlab-stage: init"),
+    ("network", "tphlab-stage: network"),
+    ("sshd", "tphlab-stage: sshd"),
+    ("ready", "tphlab-ready"),
+]
+PANIC_MARKS = ("Kernel panic", "---[ end Kernel panic")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def console_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "    (no console output)"
+    return "\n".join(f"    | {ln}" for ln in text[-lines:]) or "    (no console output)"
+
+
+class VM:
+    def __init__(self, arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str,
+                 tph_devices: bool = True) -> None:
+        self.arts = arts
+        self.topo = topo
+        self.rundir = rundir
+        self.accel = accel
+        self.tph_devices = tph_devices
+        rundir.mkdir(parents=True, exist_ok=True)
+        self.console = rundir / "console.log"
+        self.qmp_path = rundir / "qmp.sock"
+        self.qemu_log = rundir / "qemu.log"
+        self.ssh_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.shell: GuestShell | None = None
+        self._qmp: Monitor | None = None
+        self.stage = "qemu"
+        self.boot_seconds = 0.0
+
+    def argv(self) -> list[str]:
+        boot = topology.Boot(self.arts.qemu, self.arts.bios, self.arts.datadir, self.arts.kernel,
+                             self.arts.initrd,
+                             self.accel, self.ssh_port, self.qmp_path, self.console)
+        return topology.qemu_argv(boot, self.topo, self.tph_devices)
+
+    def start(self, timeout: float = 120.0,
+              on_stage: Callable[[str, float], None] | None = None) -> None:
+        """Start QEMU and wait until the guest answers over SSH."""
+        for p in (self.console, self.qmp_path):
+            p.unlink(missing_ok=True)
+        started = time.monotonic()
+        argv = self.argv()
+        (self.rundir / "cmdline").write_text(" ".join(argv) + "\n")
+        with self.qemu_log.open("wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = started + timeout
+        seen = 0
+        while seen < len(STAGES):
+            text = self.console.read_text(errors="replace") if self.console.exists() else ""
+            # The furthest stage whose marker is on the console ("quiet" hides
+            # the kernel banner, so earlier markers may never show).
+            reached = max((i + 1 for i, (_, mark) in enumerate(STAGES) if mark in text),
+                          default=0)
+            while seen < reached:
+                self.stage = STAGES[seen][0]
+                if on_stage:
+                    on_stage(self.stage, time.monotonic() - started)
+                seen += 1
+            if any(m in text for m in PANIC_MARKS):
+                self.stop()
+                raise GuestError(f"guest kernel panicked during boot (after stage "
+                                 f"{self.stage}); console {self.console}:\n"
+                                 f"{console_tail(self.console)}")
+            if self.proc.poll() is not None:
+                err = self.qemu_log.read_text(errors="replace").strip()[-2000:]
+                exc_type = GuestError if self.stage != "qemu" else RigError
+                raise exc_type(f"QEMU exited ({self.proc.returncode}) during boot after stage "
+                               f"{self.stage}: {err}\n{console_tail(self.console)}",
+                               log=str(self.qemu_log),
+                               fix="check the command line in " + str(self.rundir / "cmdline"))
+            if time.monotonic() > deadline:
+                self.stop()
+                raise GuestError(f"guest boot hung: no progress past stage {self.stage} in "
+                                 f"{timeout:.0f} s; console {self.console}:\n"
+                                 f"{console_tail(self.console)}")
+            time.sleep(0.02)
+        self.shell = GuestShell(self.ssh_port, self.arts.client_key, self.arts.host_key)
+        try:
+            self.shell.connect(max(5.0, deadline - time.monotonic()))
+        except GuestError as exc:
+            self.stop()
+            raise GuestError(f"{exc.message}; console {self.console}:\n"
+                             f"{console_tail(self.console)}", fix=exc.fix,
+                             log=str(self.rundir)) from exc
+        self.boot_seconds = time.monotonic() - started
+        self.stage = "ssh"
+        if on_stage:
+            on_stage("ssh", self.boot_seconds)
+
+    def qmp(self) -> Monitor:
+        if self._qmp is None:
+            q = Monitor(str(self.qmp_path))
+            q.settimeout(30.0)
+            q.connect()
+            self._qmp = q
+        return self._qmp
+
+    def qmp_cmd(self, name: str, **args: Any) -> Any:
+        try:
+            return self.qmp().cmd(name, **args)
+        except ExecuteError as exc:
+            raise RigError(f"QMP {name} failed: {exc}") from exc
+        except Exception as exc:  # the monitor is gone: QEMU died or hangs up
+            raise GuestError(f"QMP {name}: no answer from QEMU ({type(exc).__name__}: "
+                             f"{exc})", log=str(self.qemu_log)) from exc
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Quit QEMU (QMP quit, then SIGKILL) and reap it."""
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
+        if self._qmp is not None:
+            # QEMU may already be gone; SIGKILL follows anyway.
+            with contextlib.suppress(Exception):
+                self._qmp.cmd("quit")
+            with contextlib.suppress(Exception):
+                self._qmp.close()
+            self._qmp = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=timeout if self.proc.poll() is None else 0)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            self.proc = None
+
+
+def require_device(qemu: Path) -> None:
+    out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True,
+                         timeout=60, check=False).stdout
+    if "tph-testdev" not in out:
+        raise RigError(f"{qemu} has no tph-testdev device",
+                       fix="build QEMU with the qemu-device/ series (drop --qemu-tree, or "
+                           "apply the series to your tree)")

@@ -1,0 +1,1 @@
+"""Results: running the matrix, its outcomes, and the reports made of them."""

@@ -1,0 +1,1 @@
+"""Scenarios: what each case sets through tphctl and what it expects on the wire."""

@@ -1,0 +1,283 @@
+"""The scenario matrix: what userspace sets, and what must reach the wire.
+
+Each case names its topology (cases that share one share a boot), the
+SET calls userspace makes on the exporter's dma-buf, what the importer's
+TPH query must return, and the one hint the exporter must receive for the
+importer's DMA. `check` compares all of it with what tphctl and QMP saw.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rig.guest.topology import Topology
+from rig.scenarios.kit import DMA_LEN, DMA_PATTERN, ST, ST_EXT, Bench, Seen, hints_summary, tphctl
+
+__all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT", "Bench", "Seen"]
+
+# The default topology has a second vfio-pci device (a dma-buf of another
+# device is hostile input). The importer-8bit guest has two vCPUs for the
+# 8-bit concurrency scenario (see rig.race).
+DEFAULT = Topology(spare=True)
+IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"}, cpus=2)
+RP_NO_COMPLETER = Topology(name="rp-no-completer", root_port_completer="none")
+EXPORTER_NO_COMPLETER = Topology(name="exporter-no-completer",
+                                 exporter={"tph-completer": "none"})
+NOTPH = Topology(name="pci-notph", append=("pci=notph",))
+EXPORTER_TPH_ONLY = Topology(name="exporter-tph-completer", exporter={"tph-completer": "tph"})
+
+
+@dataclass(frozen=True)
+class TphSet:
+    flags: int
+    st: int = 0
+    st_ext: int = 0
+    ph: int = 0
+    errno: int = 0          # what the SET must fail with (0: succeed)
+
+    def describe(self) -> str:
+        parts = []
+        if self.flags & ST:
+            parts.append(f"ST={self.st:#04x}")
+        if self.flags & ST_EXT:
+            parts.append(f"ST_EXT={self.st_ext:#06x}")
+        if self.flags & ~(ST | ST_EXT):
+            parts.append(f"flags={self.flags:#x}")
+        text = " ".join(parts) + f" PH={self.ph}" if parts else "flags=0"
+        return text + (f" ({errno.errorcode.get(self.errno, self.errno)})" if self.errno else "")
+
+
+@dataclass(frozen=True)
+class BadSet:
+    """A SET (or GET) userspace gets wrong, and the errno it must get back."""
+
+    label: str
+    errno: int
+    fd: str = "dmabuf"        # tphctl set-raw fd: dmabuf, other, closed, eventfd, a number
+    flags: int = ST
+    st: int = 0x11
+    st_ext: int = 0x1111
+    ph: int = 0
+    argsz_delta: int = 0
+
+    def steps(self) -> list[str]:
+        if self.fd == "get":
+            return ["tph-get"]
+        return ["set-raw", self.fd, str(self.flags), hex(self.st), hex(self.st_ext),
+                str(self.ph), str(self.argsz_delta)]
+
+
+@dataclass(frozen=True)
+class Hint:
+    st: int
+    ph: int
+    ext: bool
+
+    def describe(self) -> str:
+        return f"TH=1 PH={self.ph} ST={self.st:#x} {'ext' if self.ext else '8-bit'}"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    summary: str
+    topo: Topology = DEFAULT
+    sets: tuple[TphSet, ...] = ()
+    probe_errno: int | None = None      # run PROBE first when not None
+    attach_ret: int = 0                 # importer's TPH query result (0 or -errno)
+    wire: Hint | None = None            # None: the DMA must carry no hint
+    bad_sets: tuple[BadSet, ...] = ()   # after the sets: each must fail and change nothing
+
+    def tphctl_steps(self, bench: Bench) -> list[str]:
+        steps = ["open", bench.exporter]
+        if self.probe_errno is not None:
+            steps.append("probe")
+        steps.append("get")
+        if any(b.fd == "other" for b in self.bad_sets):
+            if bench.spare is None:
+                raise ValueError(f"{self.name}: topology {self.topo.name} has no spare device")
+            steps += ["other", bench.spare]
+        for s in self.sets:
+            steps += ["set", str(s.flags), hex(s.st), hex(s.st_ext), str(s.ph)]
+        for b in self.bad_sets:
+            steps += b.steps()
+        # pause: the rig reads the exporter's hint log while tphctl still holds
+        # the VFIO device (releasing it resets the device, clearing the log).
+        steps += ["attach", "dma", "0", str(DMA_LEN), hex(DMA_PATTERN), "status", "pause",
+                  "detach"]
+        return steps
+
+    def command(self, bench: Bench) -> str:
+        return tphctl(self.tphctl_steps(bench))
+
+    def check(self, seen: Seen) -> list[str]:
+        return check(self, seen.steps, seen.records, seen.rid)
+
+    def describe_set(self) -> str:
+        text = "; ".join(s.describe() for s in self.sets) if self.sets else "nothing set"
+        return text + (f" + {len(self.bad_sets)} bad SETs" if self.bad_sets else "")
+
+    def received(self, seen: Seen) -> str:
+        return hints_summary(seen.records)
+
+
+EOPNOTSUPP = errno.EOPNOTSUPP
+EINVAL = errno.EINVAL
+
+
+BAD_SETS = (
+    BadSet("unknown flag bit", EINVAL, flags=ST | 1 << 2),
+    BadSet("ph 4", EINVAL, ph=4),
+    BadSet("ph 255", EINVAL, ph=255),
+    BadSet("fd -1", EINVAL, fd="-1"),
+    BadSet("closed fd", EINVAL, fd="closed"),
+    BadSet("eventfd, not a dma-buf", EINVAL, fd="eventfd"),
+    BadSet("dma-buf of the other device", EINVAL, fd="other"),
+    BadSet("argsz one byte short", EINVAL, argsz_delta=-1),
+    BadSet("GET on the TPH feature", EINVAL, fd="get"),
+)
+
+
+def matrix() -> list[Case]:
+    cases = [
+        Case("no-tph", "no TPH set: the importer gets none and sends no hint",
+             attach_ret=-EOPNOTSUPP),
+        Case("ext-st", "extended ST reaches the wire with the prefix",
+             sets=(TphSet(ST_EXT, st_ext=0xBEEF, ph=1),), wire=Hint(0xBEEF, 1, True)),
+        Case("both-ns-ext", "both namespaces set: the extended importer gets the 16-bit tag",
+             sets=(TphSet(ST | ST_EXT, st=0x12, st_ext=0x3456, ph=2),),
+             wire=Hint(0x3456, 2, True)),
+        Case("set-twice", "SET twice: the second value wins (no write-once)",
+             sets=(TphSet(ST_EXT, st_ext=0x1111, ph=1), TphSet(ST_EXT, st_ext=0x2222, ph=3)),
+             wire=Hint(0x2222, 3, True)),
+        Case("flags-0-clears", "flags 0 clears what was set: no hint",
+             sets=(TphSet(ST | ST_EXT, st=0x5, st_ext=0x5, ph=1), TphSet(0)),
+             attach_ret=-EOPNOTSUPP),
+    ]
+    cases += [
+        Case(f"st8-ph{ph}", f"8-bit ST with PH {ph}", topo=IMPORTER_8BIT,
+             sets=(TphSet(ST, st=0x40 + ph, ph=ph),), wire=Hint(0x40 + ph, ph, False))
+        for ph in range(4)
+    ]
+    cases += [
+        Case("both-ns-8bit", "both namespaces set: the 8-bit importer gets the 8-bit tag",
+             topo=IMPORTER_8BIT, sets=(TphSet(ST | ST_EXT, st=0x9A, st_ext=0xBCDE, ph=1),),
+             wire=Hint(0x9A, 1, False)),
+        Case("ext-only-8bit-importer", "only extended set, importer 8-bit: query fails, "
+             "no hint", topo=IMPORTER_8BIT, sets=(TphSet(ST_EXT, st_ext=0x1234, ph=2),),
+             attach_ret=-EOPNOTSUPP),
+        Case("rp-no-completer", "root port without TPH Completer: enable fails, no hint",
+             topo=RP_NO_COMPLETER, sets=(TphSet(ST | ST_EXT, st=0x21, st_ext=0x4321, ph=1),),
+             attach_ret=-EINVAL),
+        Case("exporter-no-completer", "exporter without completer: PROBE and SET fail",
+             topo=EXPORTER_NO_COMPLETER, probe_errno=EOPNOTSUPP,
+             sets=(TphSet(ST, st=0x21, ph=1, errno=EOPNOTSUPP),), attach_ret=-EOPNOTSUPP),
+        Case("pci-notph", "pci=notph: the importer cannot enable TPH, no hint", topo=NOTPH,
+             sets=(TphSet(ST | ST_EXT, st=0x33, st_ext=0x3333, ph=0),), attach_ret=-EINVAL),
+        Case("bad-input-keeps-state", "each invalid SET fails with its errno and the value "
+             "set before it still reaches the wire",
+             sets=(TphSet(ST | ST_EXT, st=0x77, st_ext=0x7777, ph=2),), bad_sets=BAD_SETS,
+             wire=Hint(0x7777, 2, True)),
+        Case("ext-without-ext-completer", "ST_EXT on an exporter whose completer is 8-bit "
+             "only: EOPNOTSUPP; ST alone is accepted", topo=EXPORTER_TPH_ONLY,
+             sets=(TphSet(ST_EXT, st_ext=0x4444, ph=1, errno=EOPNOTSUPP),
+                   TphSet(ST, st=0x44, ph=1)),
+             attach_ret=-EOPNOTSUPP),
+    ]
+    return cases
+
+
+def custom(st: int, ph: int) -> Case:
+    """The user's own ST/PH (--st, --ph): both namespaces, extended importer."""
+    return Case(f"custom-st{st:#x}-ph{ph}", "user-supplied ST/PH",
+                sets=(TphSet(ST | ST_EXT, st=st & 0xFF, st_ext=st & 0xFFFF, ph=ph),),
+                wire=Hint(st & 0xFFFF, ph, True))
+
+
+def requester_id(bdf: str) -> int:
+    """0000:04:00.0 -> 0x0400."""
+    m = re.fullmatch(r"(?:[0-9a-f]{4}:)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])", bdf.lower())
+    if not m:
+        raise ValueError(f"not a PCI address: {bdf}")
+    return int(m.group(1), 16) << 8 | int(m.group(2), 16) << 3 | int(m.group(3))
+
+
+def expected_records(case: Case, rid: int) -> list[dict[str, Any]]:
+    w = case.wire
+    return [{"requester-id": rid, "offset": 0, "length": DMA_LEN, "th": w is not None,
+             "ph": w.ph if w else 0, "st": w.st if w else 0, "ext": w.ext if w else False}]
+
+
+def project(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("requester-id", "offset", "length", "th", "ph", "st", "ext")
+    return [{k: (bool(r[k]) if k in ("th", "ext") else r[k]) for k in keys} for r in records]
+
+
+def _step(steps: list[dict[str, Any]], name: str, nth: int = 0) -> dict[str, Any] | None:
+    found = [s for s in steps if s.get("step") == name]
+    return found[nth] if len(found) > nth else None
+
+
+def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]],
+          rid: int) -> list[str]:
+    """Every way what happened differs from what the case expects."""
+    bad: list[str] = []
+    for name in ("open", "get"):
+        st = _step(steps, name)
+        if st is None or st["ret"] != 0:
+            bad.append(f"{name} failed: {st}")
+            return bad
+    if case.probe_errno is not None:
+        pr = _step(steps, "probe")
+        got = pr["errno"] if pr else None
+        if got != case.probe_errno:
+            bad.append(f"PROBE errno {got}, expected {case.probe_errno}")
+    for i, want in enumerate(case.sets):
+        st = _step(steps, "set", i)
+        if st is None or st["errno"] != want.errno:
+            bad.append(f"SET #{i + 1} ({want.describe()}) gave errno "
+                       f"{st['errno'] if st else 'none'}, expected {want.errno}")
+    raw = [s for s in steps if s.get("step") in ("set-raw", "tph-get")]
+    for i, b in enumerate(case.bad_sets):
+        got = raw[i]["errno"] if i < len(raw) else None
+        if got != b.errno:
+            bad.append(f"{b.label}: errno {got}, expected {b.errno}")
+    at = _step(steps, "attach")
+    if at is None or at["ret"] != 0:
+        bad.append(f"ATTACH failed: {at}")
+        return bad
+    if at["tph_ret"] != case.attach_ret:
+        bad.append(f"importer TPH query returned {at['tph_ret']}, expected {case.attach_ret}")
+    w = case.wire
+    if w is not None and at["tph_ret"] == 0 and (at["st"], at["ph"], bool(at["ext"])) != (
+            w.st, w.ph, w.ext):
+        bad.append(f"importer got ST={at['st']:#x} PH={at['ph']} ext={at['ext']}, expected "
+                   f"{w.describe()}")
+    dma = _step(steps, "dma")
+    if dma is None or dma["ret"] != 0:
+        bad.append(f"DMA failed: {dma}")
+        return bad
+    if bool(dma["th"]) != (w is not None):
+        bad.append(f"importer says the DMA carried TH={dma['th']}, expected {int(w is not None)}")
+    want_recs = expected_records(case, rid)
+    got_recs = project(records)
+    if got_recs != want_recs:
+        bad.append(f"exporter received {got_recs}, expected {want_recs}")
+    return bad
+
+
+# Reports of the kernel's checkers. Informational lines that merely name a
+# checker ("RCU lockdep checking is enabled.") are not reports.
+SPLAT = re.compile(r"(WARNING:|BUG:|BUG |kernel BUG|Oops|general protection|"
+                   r"possible circular locking|possible recursive locking|"
+                   r"inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN_ON|"
+                   r"trying to register non-static key|KASAN:|UBSAN:|"
+                   r"list_add corruption|list_del corruption|"
+                   r"sleeping function called from invalid context|Call Trace:)")
+
+
+def dmesg_splats(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if SPLAT.search(ln)]

@@ -1,0 +1,173 @@
+"""Revocation and change after attach: what reviewers of the series asked about.
+
+The exporter takes its BARs away (memory decode off, VFIO_DEVICE_RESET,
+closing the VFIO device) while the importer holds a mapping. The importer's
+invalidate_mappings must run, a DMA while revoked must be refused, nothing
+may reach the exporter after the revoke point (the hint log's sequence
+numbers show it), and mapping again asks for the hints again and gets the
+value set last. A SET after attach only takes effect at the next mapping.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from rig.scenarios.hint_cases import DEFAULT
+from rig.scenarios.kit import (
+    DMA_LEN,
+    ST_EXT,
+    Bench,
+    Scripted,
+    Seen,
+    expect_errno,
+    expect_ok,
+    hint_of,
+    step,
+)
+
+A = (0x1A1, 1)     # (extended ST, PH) set before attach
+B = (0x1A2, 2)     # set while attached or revoked
+PATTERNS = ("0x11111111", "0x22222222", "0x33333333")
+
+
+def _set(value: tuple[int, int]) -> list[str]:
+    return ["set", str(ST_EXT), "0", hex(value[0]), str(value[1])]
+
+
+def _dma(n: int) -> list[str]:
+    return ["dma", "0", str(DMA_LEN), PATTERNS[n]]
+
+
+def _start(bench: Bench) -> list[str]:
+    """Open, SET A, attach and DMA once, then snapshot the hint log."""
+    return ["open", bench.exporter, "get", *_set(A), "attach", *_dma(0), "pause"]
+
+
+def _dma_hint(steps: list[dict[str, Any]], nth: int, want: tuple[int, int],
+              remapped: int) -> list[str]:
+    bad = expect_ok(steps, "dma", nth)
+    d = step(steps, "dma", nth)
+    if bad or d is None:
+        return bad
+    got = (bool(d["th"]), d["st"], d["ph"], d["remapped"])
+    if got != (True, want[0], want[1], remapped):
+        return [f"DMA #{nth + 1}: importer sent TH={int(got[0])} ST={got[1]:#x} PH={got[2]} "
+                f"remapped={got[3]}, expected TH=1 ST={want[0]:#x} PH={want[1]} "
+                f"remapped={remapped}"]
+    return []
+
+
+def _invalidated(steps: list[dict[str, Any]], nth: int, at_least: int) -> list[str]:
+    st = step(steps, "status", nth)
+    if st is None:
+        return [f"status #{nth + 1} did not run"]
+    if st["invalidations"] < at_least or st["mapped"]:
+        return [f"importer status #{nth + 1}: {st['invalidations']} invalidation(s), "
+                f"mapped={st['mapped']}; expected at least {at_least} and no mapping"]
+    return []
+
+
+def _log_is(seen: Seen, nth: int, want: list[tuple[int, tuple[int, int]]]) -> list[str]:
+    """Snapshot nth holds exactly these (seq, (ST, PH)) extended hints from the importer."""
+    if nth >= len(seen.snapshots):
+        return [f"hint log snapshot #{nth + 1} was not taken"]
+    got = [(int(r["seq"]), r["requester-id"], hint_of(r)) for r in seen.snapshots[nth]]
+    exp = [(seq, seen.rid, (True, st, ph, True)) for seq, (st, ph) in want]
+    if got != exp:
+        return [f"hint log #{nth + 1} holds (seq, requester, hint) {got}, expected {exp}"]
+    return []
+
+
+def _first_dma_ok(seen: Seen) -> list[str]:
+    return (expect_ok(seen.steps, "open") + expect_ok(seen.steps, "get")
+            + expect_ok(seen.steps, "set") + expect_ok(seen.steps, "attach")
+            + _dma_hint(seen.steps, 0, A, 0) + _log_is(seen, 0, [(0, A)]))
+
+
+def decode_steps(bench: Bench) -> list[str]:
+    return [*_start(bench), "decode", "off", "status", *_dma(1), "status", "pause",
+            *_set(B), "decode", "on", *_dma(2), "status", "pause", "detach"]
+
+
+def decode_check(seen: Seen) -> list[str]:
+    s = seen.steps
+    bad = _first_dma_ok(seen) + expect_ok(s, "decode") + _invalidated(s, 0, 1)
+    bad += expect_errno(s, "dma", errno.ENODEV, 1)
+    st = step(s, "status", 1)
+    if st is None or st["dmas"] != 1:
+        bad.append(f"importer counted {st and st['dmas']} DMAs while revoked, expected 1")
+    bad += _log_is(seen, 1, [(0, A)])          # nothing after the revoke point
+    bad += expect_ok(s, "set", 1) + expect_ok(s, "decode", 1)
+    bad += _dma_hint(s, 2, B, 1) + _log_is(seen, 2, [(0, A), (1, B)])
+    return bad
+
+
+def reset_steps(bench: Bench) -> list[str]:
+    return [*_start(bench), *_set(B), "reset", "status", "pause", *_dma(1), "status", "pause",
+            "detach"]
+
+
+def reset_check(seen: Seen) -> list[str]:
+    s = seen.steps
+    bad = _first_dma_ok(seen) + expect_ok(s, "set", 1) + expect_ok(s, "reset")
+    bad += _invalidated(s, 0, 1)
+    bad += _log_is(seen, 1, [])                # the reset emptied it; nothing came after
+    bad += _dma_hint(s, 1, B, 1) + _log_is(seen, 2, [(0, B)])
+    return bad
+
+
+def close_steps(bench: Bench) -> list[str]:
+    return [*_start(bench), "close-device", "status", *_dma(1), "status", "pause", "detach",
+            "attach"]
+
+
+def close_check(seen: Seen) -> list[str]:
+    s = seen.steps
+    bad = _first_dma_ok(seen) + expect_ok(s, "close-device") + _invalidated(s, 0, 1)
+    bad += expect_errno(s, "dma", errno.ENODEV, 1)
+    bad += _log_is(seen, 1, [])                # released (reset), and nothing came after
+    bad += expect_ok(s, "detach")
+    bad += expect_errno(s, "attach", errno.ENODEV, 1)   # revoked for good
+    return bad
+
+
+def change_steps(bench: Bench) -> list[str]:
+    return [*_start(bench), *_set(B), *_dma(1), "status", "decode", "off", "decode", "on",
+            *_dma(2), "pause", "detach"]
+
+
+def change_check(seen: Seen) -> list[str]:
+    s = seen.steps
+    bad = _first_dma_ok(seen) + expect_ok(s, "set", 1)
+    bad += _dma_hint(s, 1, A, 0)               # attached: keeps the value it was given
+    st = step(s, "status", 0)
+    if st is None or st["invalidations"] != 0:
+        bad.append(f"a SET invalidated the importer's mapping: {st}")
+    bad += expect_ok(s, "decode") + expect_ok(s, "decode", 1)
+    bad += _dma_hint(s, 2, B, 1) + _log_is(seen, 1, [(0, A), (1, A), (2, B)])
+    return bad
+
+
+def _did(what: str) -> str:
+    return f"ST_EXT={A[0]:#x} PH={A[1]}, attach, DMA; {what}"
+
+
+def cases() -> list[Scripted]:
+    return [
+        Scripted("revoke-decode", "memory decode off while mapped: invalidated, DMA refused, "
+                 "nothing recorded; decode on: re-queried, new value on the wire",
+                 _did(f"decode off, DMA, SET ST_EXT={B[0]:#x} PH={B[1]}, decode on, DMA"),
+                 decode_steps, decode_check, DEFAULT),
+        Scripted("revoke-reset", "VFIO_DEVICE_RESET while mapped: invalidated; the next DMA "
+                 "maps again and carries the value set before the reset",
+                 _did(f"SET ST_EXT={B[0]:#x} PH={B[1]}, reset, DMA"),
+                 reset_steps, reset_check, DEFAULT),
+        Scripted("revoke-close-device", "VFIO device closed while mapped: invalidated, DMA "
+                 "and a new attach refused for good", _did("close device, DMA, re-attach"),
+                 close_steps, close_check, DEFAULT),
+        Scripted("change-after-attach", "SET after attach: the importer keeps the old value "
+                 "until an invalidation, then sends the new one",
+                 _did(f"SET ST_EXT={B[0]:#x} PH={B[1]}, DMA, invalidate, DMA"),
+                 change_steps, change_check, DEFAULT),
+    ]
