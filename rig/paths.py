@@ -18,6 +18,9 @@ def repo_root() -> Path:
     env = os.environ.get("TPHLAB_REPO")
     if env:
         return Path(env).resolve()
+    # The checkout the package runs from (an editable install or the source
+    # tree). A copy installed elsewhere has no series next to it: the series'
+    # readers then fail with an error naming TPHLAB_REPO, never build unpatched.
     return PACKAGE_DIR.parent
 
 

@@ -104,3 +104,18 @@ def test_failing_hunk_picks_the_right_file_and_line() -> None:
             "diff --git a/y.c b/y.c\n@@ -3,2 +3,2 @@\n-old y\n+new y\n")
     assert "-old y" in series.failing_hunk(text, "y.c", 3)
     assert "-x" not in series.failing_hunk(text, "y.c", 3)
+
+
+def test_a_rig_without_its_series_refuses_to_build_unpatched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed copy of the package with no checkout next to it: no silent base build."""
+    from rig.build import qemu_build, sources
+
+    monkeypatch.setenv("TPHLAB_REPO", str(tmp_path))
+    src = sources.resolve("qemu")
+    with pytest.raises(SeriesError, match="would build unpatched sources"):
+        qemu_build.key_inputs(src)
+    (tmp_path / "qemu-device").mkdir()
+    with pytest.raises(SeriesError) as exc:
+        series.series_files(tmp_path / "qemu-device")
+    assert exc.value.fix is not None and "TPHLAB_REPO" in exc.value.fix

@@ -145,13 +145,15 @@ def stage_root(root: Path, kernel: context.Result, log: Path) -> None:
     (root / "etc/shells").write_text("/bin/sh\n")
     (root / "root").chmod(0o700)
     tool = src / "tphctl.c"
-    if tool.is_file():
-        # The uAPI of the kernel under test, plus the importer's own header.
-        headers = kernel.artifacts["headers"] / "include"
-        proc.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
-                  f"-I{headers}", f"-I{importer_uapi()}", "-o", root / "usr/bin/tphctl",
-                  tool], log=log,
-                 what="compiling tphctl", fix=f"fix {tool}")
+    if not tool.is_file():
+        raise BuildError(f"{tool} is missing: the guest would have no tphctl",
+                         fix="run the rig from a tphlab checkout, or set TPHLAB_REPO to one")
+    # The uAPI of the kernel under test, plus the importer's own header.
+    headers = kernel.artifacts["headers"] / "include"
+    proc.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
+              f"-I{headers}", f"-I{importer_uapi()}", "-o", root / "usr/bin/tphctl",
+              tool], log=log,
+             what="compiling tphctl", fix=f"fix {tool}")
     mods = kernel.artifacts.get("modules")
     if mods is not None and (mods / "lib/modules").is_dir():
         shutil.copytree(mods / "lib/modules", root / "lib/modules", symlinks=True)

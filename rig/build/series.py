@@ -28,10 +28,17 @@ GIT_ENV = {"GIT_COMMITTER_DATE": "2000-01-01T00:00:00+0000"}
 
 
 def series_files(series_dir: Path) -> list[Path]:
-    """The series' patches in order, without the cover letter."""
-    if not series_dir.is_dir():
-        return []
-    return sorted(p for p in series_dir.glob("*.patch") if p.name != COVER_LETTER)
+    """The series' patches in order, without the cover letter.
+
+    A missing or empty series directory is an error, never "no patches":
+    building the pinned base unpatched would test nothing of the bench.
+    """
+    patches = sorted(p for p in series_dir.glob("*.patch") if p.name != COVER_LETTER)
+    if not patches:
+        raise SeriesError(f"no series in {series_dir}: the rig would build unpatched sources",
+                          fix="run the rig from a tphlab checkout (pip install -e .), set "
+                              "TPHLAB_REPO to one, or pass --qemu-tree/--kernel-tree")
+    return patches
 
 
 def git(tree: Path, *args: str, log: Path | None = None, timeout: float = 600) -> str:
