@@ -14,7 +14,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from rig.guest.topology import Topology
-from rig.scenarios.kit import DMA_LEN, DMA_PATTERN, ST, ST_EXT, Bench, Seen, hints_summary, tphctl
+from rig.scenarios.kit import Bench, Seen, hints_summary
+from rig.scenarios.protocol import (
+    DMA_LEN,
+    DMA_PATTERN,
+    ST,
+    ST_EXT,
+    Attach,
+    Dma,
+    Get,
+    Open,
+    Probe,
+    Seq,
+    Set,
+    SetRaw,
+    Steps,
+    TphGet,
+    hint_text,
+)
 
 __all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT", "Bench", "Seen"]
 
@@ -49,25 +66,34 @@ class TphSet:
         text = " ".join(parts) + f" PH={self.ph}" if parts else "flags=0"
         return text + (f" ({errno.errorcode.get(self.errno, self.errno)})" if self.errno else "")
 
+    def seq(self) -> Seq:
+        return Seq().set(self.flags, self.st, self.st_ext, self.ph)
+
 
 @dataclass(frozen=True)
 class BadSet:
-    """A SET (or GET) userspace gets wrong, and the errno it must get back."""
+    """A SET (or GET) userspace gets wrong, and the errno it must get back.
 
-    label: str
+    Each is a row of the bad-input-keeps-state case and a hostile row of
+    its own (rig.scenarios.hostile), named hostile-NAME.
+    """
+
+    name: str
+    label: str                # the input, as the reports show it
     errno: int
-    fd: str = "dmabuf"        # tphctl set-raw fd: dmabuf, other, closed, eventfd, a number
+    fd: str = "dmabuf"        # set-raw's fd: dmabuf, other, closed, eventfd, a number;
+                              # or "get": a GET on the TPH feature instead of a SET
     flags: int = ST
     st: int = 0x11
     st_ext: int = 0x1111
     ph: int = 0
     argsz_delta: int = 0
 
-    def steps(self) -> list[str]:
+    def seq(self) -> Seq:
         if self.fd == "get":
-            return ["tph-get"]
-        return ["set-raw", self.fd, str(self.flags), hex(self.st), hex(self.st_ext),
-                str(self.ph), str(self.argsz_delta)]
+            return Seq().tph_get()
+        return Seq().set_raw(self.fd, self.flags, self.st, self.st_ext, self.ph,
+                             self.argsz_delta)
 
 
 @dataclass(frozen=True)
@@ -77,7 +103,7 @@ class Hint:
     ext: bool
 
     def describe(self) -> str:
-        return f"TH=1 PH={self.ph} ST={self.st:#x} {'ext' if self.ext else '8-bit'}"
+        return hint_text(True, self.st, self.ph, self.ext)
 
 
 @dataclass(frozen=True)
@@ -91,27 +117,26 @@ class Case:
     wire: Hint | None = None            # None: the DMA must carry no hint
     bad_sets: tuple[BadSet, ...] = ()   # after the sets: each must fail and change nothing
 
-    def tphctl_steps(self, bench: Bench) -> list[str]:
-        steps = ["open", bench.exporter]
+    def seq(self, bench: Bench) -> Seq:
+        seq = Seq().open(bench.exporter)
         if self.probe_errno is not None:
-            steps.append("probe")
-        steps.append("get")
+            seq = seq.probe()
+        seq = seq.get()
         if any(b.fd == "other" for b in self.bad_sets):
-            if bench.spare is None:
-                raise ValueError(f"{self.name}: topology {self.topo.name} has no spare device")
-            steps += ["other", bench.spare]
+            seq = seq.other(bench.spare_for(self.name, self.topo))
         for s in self.sets:
-            steps += ["set", str(s.flags), hex(s.st), hex(s.st_ext), str(s.ph)]
+            seq += s.seq()
         for b in self.bad_sets:
-            steps += b.steps()
+            seq += b.seq()
         # pause: the rig reads the exporter's hint log while tphctl still holds
         # the VFIO device (releasing it resets the device, clearing the log).
-        steps += ["attach", "dma", "0", str(DMA_LEN), hex(DMA_PATTERN), "status", "pause",
-                  "detach"]
-        return steps
+        return seq.attach().dma().status().pause().detach()
+
+    def tphctl_steps(self, bench: Bench) -> list[str]:
+        return list(self.seq(bench).args)
 
     def command(self, bench: Bench) -> str:
-        return tphctl(self.tphctl_steps(bench))
+        return self.seq(bench).command()
 
     def check(self, seen: Seen) -> list[str]:
         return check(self, seen.steps, seen.records, seen.rid)
@@ -129,16 +154,21 @@ EINVAL = errno.EINVAL
 
 
 BAD_SETS = (
-    BadSet("unknown flag bit", EINVAL, flags=ST | 1 << 2),
-    BadSet("ph 4", EINVAL, ph=4),
-    BadSet("ph 255", EINVAL, ph=255),
-    BadSet("fd -1", EINVAL, fd="-1"),
-    BadSet("closed fd", EINVAL, fd="closed"),
-    BadSet("eventfd, not a dma-buf", EINVAL, fd="eventfd"),
-    BadSet("dma-buf of the other device", EINVAL, fd="other"),
-    BadSet("argsz one byte short", EINVAL, argsz_delta=-1),
-    BadSet("GET on the TPH feature", EINVAL, fd="get"),
+    BadSet("set-unknown-flag", "SET with flag bit 2", EINVAL, flags=ST | 1 << 2),
+    BadSet("set-ph-4", "SET PH 4", EINVAL, ph=4),
+    BadSet("set-ph-255", "SET PH 255", EINVAL, ph=255),
+    BadSet("set-fd-minus-1", "SET dmabuf_fd -1", EINVAL, fd="-1"),
+    BadSet("set-closed-fd", "SET with a closed fd", EINVAL, fd="closed"),
+    BadSet("set-eventfd", "SET with an eventfd", EINVAL, fd="eventfd"),
+    BadSet("set-other-device", "SET with a dma-buf of another vfio device", EINVAL,
+           fd="other"),
+    BadSet("set-argsz-short", "SET with argsz one byte short", EINVAL, argsz_delta=-1),
+    BadSet("get-tph", "GET on the TPH feature", EINVAL, fd="get"),
 )
+
+# SETs a completer refuses: cases of the matrix, and hostile rows of their own.
+SET_NO_COMPLETER = TphSet(ST, st=0x21, ph=1, errno=EOPNOTSUPP)
+SET_EXT_8BIT_COMPLETER = TphSet(ST_EXT, st_ext=0x4444, ph=1, errno=EOPNOTSUPP)
 
 
 def matrix() -> list[Case]:
@@ -174,7 +204,7 @@ def matrix() -> list[Case]:
              attach_ret=-EINVAL),
         Case("exporter-no-completer", "exporter without completer: PROBE and SET fail",
              topo=EXPORTER_NO_COMPLETER, probe_errno=EOPNOTSUPP,
-             sets=(TphSet(ST, st=0x21, ph=1, errno=EOPNOTSUPP),), attach_ret=-EOPNOTSUPP),
+             sets=(SET_NO_COMPLETER,), attach_ret=-EOPNOTSUPP),
         Case("pci-notph", "pci=notph: the importer cannot enable TPH, no hint", topo=NOTPH,
              sets=(TphSet(ST | ST_EXT, st=0x33, st_ext=0x3333, ph=0),), attach_ret=-EINVAL),
         Case("bad-input-keeps-state", "each invalid SET fails with its errno and the value "
@@ -183,8 +213,7 @@ def matrix() -> list[Case]:
              wire=Hint(0x7777, 2, True)),
         Case("ext-without-ext-completer", "ST_EXT on an exporter whose completer is 8-bit "
              "only: EOPNOTSUPP; ST alone is accepted", topo=EXPORTER_TPH_ONLY,
-             sets=(TphSet(ST_EXT, st_ext=0x4444, ph=1, errno=EOPNOTSUPP),
-                   TphSet(ST, st=0x44, ph=1)),
+             sets=(SET_EXT_8BIT_COMPLETER, TphSet(ST, st=0x44, ph=1)),
              attach_ret=-EOPNOTSUPP),
     ]
     return cases
@@ -216,52 +245,51 @@ def project(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (bool(r[k]) if k in ("th", "ext") else r[k]) for k in keys} for r in records]
 
 
-def _step(steps: list[dict[str, Any]], name: str, nth: int = 0) -> dict[str, Any] | None:
-    found = [s for s in steps if s.get("step") == name]
-    return found[nth] if len(found) > nth else None
-
-
 def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]],
           rid: int) -> list[str]:
-    """Every way what happened differs from what the case expects."""
+    """Every way what happened differs from what the case expects.
+
+    ProtocolError: a step line lacks a field tphctl prints, or has a malformed one.
+    """
+    log = Steps(steps)
     bad: list[str] = []
-    for name in ("open", "get"):
-        st = _step(steps, name)
-        if st is None or st["ret"] != 0:
-            bad.append(f"{name} failed: {st}")
+    for kind in (Open, Get):
+        st = log.find(kind)
+        if st is None or st.ret != 0:
+            bad.append(f"{kind.NAME} failed: {st}")
             return bad
     if case.probe_errno is not None:
-        pr = _step(steps, "probe")
-        got = pr["errno"] if pr else None
+        pr = log.find(Probe)
+        got = pr.errno if pr else None
         if got != case.probe_errno:
             bad.append(f"PROBE errno {got}, expected {case.probe_errno}")
     for i, want in enumerate(case.sets):
-        st = _step(steps, "set", i)
-        if st is None or st["errno"] != want.errno:
+        s = log.find(Set, i)
+        if s is None or s.errno != want.errno:
             bad.append(f"SET #{i + 1} ({want.describe()}) gave errno "
-                       f"{st['errno'] if st else 'none'}, expected {want.errno}")
-    raw = [s for s in steps if s.get("step") in ("set-raw", "tph-get")]
+                       f"{s.errno if s else 'none'}, expected {want.errno}")
+    raw = log.every(SetRaw, TphGet)
     for i, b in enumerate(case.bad_sets):
-        got = raw[i]["errno"] if i < len(raw) else None
+        got = raw[i].errno if i < len(raw) else None
         if got != b.errno:
             bad.append(f"{b.label}: errno {got}, expected {b.errno}")
-    at = _step(steps, "attach")
-    if at is None or at["ret"] != 0:
+    at = log.find(Attach)
+    if at is None or at.ret != 0:
         bad.append(f"ATTACH failed: {at}")
         return bad
-    if at["tph_ret"] != case.attach_ret:
-        bad.append(f"importer TPH query returned {at['tph_ret']}, expected {case.attach_ret}")
+    if at.tph_ret != case.attach_ret:
+        bad.append(f"importer TPH query returned {at.tph_ret}, expected {case.attach_ret}")
     w = case.wire
-    if w is not None and at["tph_ret"] == 0 and (at["st"], at["ph"], bool(at["ext"])) != (
+    if w is not None and at.tph_ret == 0 and (at.st, at.ph, bool(at.ext)) != (
             w.st, w.ph, w.ext):
-        bad.append(f"importer got ST={at['st']:#x} PH={at['ph']} ext={at['ext']}, expected "
+        bad.append(f"importer got {hint_text(True, at.st, at.ph, bool(at.ext))}, expected "
                    f"{w.describe()}")
-    dma = _step(steps, "dma")
-    if dma is None or dma["ret"] != 0:
+    dma = log.find(Dma)
+    if dma is None or dma.ret != 0:
         bad.append(f"DMA failed: {dma}")
         return bad
-    if bool(dma["th"]) != (w is not None):
-        bad.append(f"importer says the DMA carried TH={dma['th']}, expected {int(w is not None)}")
+    if bool(dma.th) != (w is not None):
+        bad.append(f"importer says the DMA carried TH={dma.th}, expected {int(w is not None)}")
     want_recs = expected_records(case, rid)
     got_recs = project(records)
     if got_recs != want_recs:

@@ -10,22 +10,36 @@ from __future__ import annotations
 
 import errno
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rig.guest.topology import Topology
-from rig.scenarios.hint_cases import DEFAULT, EXPORTER_NO_COMPLETER, EXPORTER_TPH_ONLY, BadSet
-from rig.scenarios.kit import (
+from rig.scenarios.hint_cases import (
+    BAD_SETS,
+    DEFAULT,
+    EXPORTER_NO_COMPLETER,
+    EXPORTER_TPH_ONLY,
+    SET_EXT_8BIT_COMPLETER,
+    SET_NO_COMPLETER,
+)
+from rig.scenarios.kit import Bench, Seen, errname, expect_ok, hint_of, hints_summary, received_from
+from rig.scenarios.protocol import (
     DMA_LEN,
+    SHELL_RESULT,
     ST,
     ST_EXT,
-    Bench,
-    Seen,
-    errname,
-    expect_ok,
-    hint_of,
-    hints_summary,
-    step,
-    tphctl,
+    Attach,
+    Detach,
+    Dma,
+    Get,
+    Insmod,
+    Open,
+    Rebound,
+    Result,
+    Rmmod,
+    Seq,
+    Set,
+    Steps,
+    Unloaded,
 )
 
 EINVAL, EBADF, EBUSY = errno.EINVAL, errno.EBADF, errno.EBUSY
@@ -35,12 +49,12 @@ ENOTCONN, EOPNOTSUPP = errno.ENOTCONN, errno.EOPNOTSUPP
 @dataclass(frozen=True)
 class Hostile:
     name: str
-    label: str                      # the input, as the report shows it
-    errno: int                      # what the kernel must answer
-    probe: tuple[str, ...]          # the tphctl step(s) that feed it
-    setup: tuple[str, ...] = ()     # steps before it, each of which must succeed
-    nth: int = 0                    # which run of the probe's step name is checked
-    other: bool = False             # needs a dma-buf of the spare device
+    label: str                               # the input, as the report shows it
+    errno: int                               # what the kernel must answer
+    probe: Seq                               # the tphctl step(s) that feed it
+    setup: Seq = field(default_factory=Seq)  # steps before it, each of which must succeed
+    nth: int = 0                             # which run of the probe's step name is checked
+    other: bool = False                      # needs a dma-buf of the spare device
     topo: Topology = DEFAULT
 
     @property
@@ -49,28 +63,30 @@ class Hostile:
 
     @property
     def step_name(self) -> str:
-        return self.probe[0]
+        return self.probe.args[0]
+
+    def seq(self, bench: Bench) -> Seq:
+        seq = Seq().open(bench.exporter).get()
+        if self.other:
+            seq = seq.other(bench.spare_for(self.name, self.topo))
+        return seq + self.setup + self.probe
 
     def tphctl_steps(self, bench: Bench) -> list[str]:
-        steps = ["open", bench.exporter, "get"]
-        if self.other:
-            if bench.spare is None:
-                raise ValueError(f"{self.name}: topology {self.topo.name} has no spare device")
-            steps += ["other", bench.spare]
-        return [*steps, *self.setup, *self.probe]
+        return list(self.seq(bench).args)
 
     def command(self, bench: Bench) -> str:
-        return tphctl(self.tphctl_steps(bench))
+        return self.seq(bench).command()
 
-    def actual(self, seen: Seen) -> int | None:
-        st = step(seen.steps, self.step_name, self.nth)
-        return st["errno"] if st else None
+    def actual(self, steps: Steps) -> int | None:
+        target = steps.result(self.step_name, self.nth)
+        return target.errno if target else None
 
     def check(self, seen: Seen) -> list[str]:
-        target = step(seen.steps, self.step_name, self.nth)
-        bad = [f"{s['step']} failed with {errname(s['errno'])} before the hostile input"
-               for s in seen.steps if s is not target and s["ret"] != 0]
-        got = self.actual(seen)
+        steps = seen.read()
+        target = steps.result(self.step_name, self.nth)
+        bad = [f"{s.NAME} failed with {errname(s.errno)} before the hostile input"
+               for s in steps.every(Result) if s is not target and s.ret != 0]
+        got = self.actual(steps)
         if got != self.errno:
             bad.append(f"{self.label}: got {errname(got)}, expected {errname(self.errno)}")
         return bad
@@ -79,58 +95,45 @@ class Hostile:
         return f"{self.label} (expect {errname(self.errno)})"
 
     def received(self, seen: Seen) -> str:
-        return f"got {errname(self.actual(seen))}"
+        return received_from(seen, lambda steps: f"got {errname(self.actual(steps))}")
 
 
-def _set_raw(b: BadSet) -> tuple[str, ...]:
-    return tuple(b.steps())
-
-
-DMA = ("dma", "0", str(DMA_LEN), "0x5a5a5a5a")
+DMA = Seq().dma(pattern=0x5A5A5A5A)
 
 
 def cases() -> list[Hostile]:
-    good = ("set", str(ST | ST_EXT), "0x12", "0x1234", "1")
+    """A row per bad SET of hint_cases.BAD_SETS (which bad-input-keeps-state runs in one
+    go), per SET a completer refuses, and per misuse of the importer."""
+    good = Seq().set(ST | ST_EXT, 0x12, 0x1234, 1)
+    attach = Seq().attach()
+    bad_sets = [Hostile(f"hostile-{b.name}", b.label, b.errno, b.seq(), other=b.fd == "other")
+                for b in BAD_SETS]
     return [
-        Hostile("hostile-set-unknown-flag", "SET with flag bit 2", EINVAL,
-                _set_raw(BadSet("", EINVAL, flags=ST | 1 << 2))),
-        Hostile("hostile-set-ph-4", "SET PH 4", EINVAL, _set_raw(BadSet("", EINVAL, ph=4))),
-        Hostile("hostile-set-ph-255", "SET PH 255", EINVAL,
-                _set_raw(BadSet("", EINVAL, ph=255))),
-        Hostile("hostile-set-fd-minus-1", "SET dmabuf_fd -1", EINVAL,
-                _set_raw(BadSet("", EINVAL, fd="-1"))),
-        Hostile("hostile-set-closed-fd", "SET with a closed fd", EINVAL,
-                _set_raw(BadSet("", EINVAL, fd="closed"))),
-        Hostile("hostile-set-eventfd", "SET with an eventfd", EINVAL,
-                _set_raw(BadSet("", EINVAL, fd="eventfd"))),
-        Hostile("hostile-set-other-device", "SET with a dma-buf of another vfio device", EINVAL,
-                _set_raw(BadSet("", EINVAL, fd="other")), other=True),
-        Hostile("hostile-set-argsz-short", "SET with argsz one byte short", EINVAL,
-                _set_raw(BadSet("", EINVAL, argsz_delta=-1))),
-        Hostile("hostile-get-tph", "GET on the TPH feature", EINVAL, ("tph-get",)),
+        *bad_sets,
         Hostile("hostile-probe-no-completer", "PROBE on an exporter without TPH Completer",
-                EOPNOTSUPP, ("probe",), topo=EXPORTER_NO_COMPLETER),
+                EOPNOTSUPP, Seq().probe(), topo=EXPORTER_NO_COMPLETER),
         Hostile("hostile-set-no-completer", "SET on an exporter without TPH Completer",
-                EOPNOTSUPP, ("set", str(ST), "0x21", "0", "1"), topo=EXPORTER_NO_COMPLETER),
+                SET_NO_COMPLETER.errno, SET_NO_COMPLETER.seq(), topo=EXPORTER_NO_COMPLETER),
         Hostile("hostile-set-ext-8bit-completer", "SET ST_EXT on an 8-bit-only completer",
-                EOPNOTSUPP, ("set", str(ST_EXT), "0", "0x4444", "1"), topo=EXPORTER_TPH_ONLY),
+                SET_EXT_8BIT_COMPLETER.errno, SET_EXT_8BIT_COMPLETER.seq(),
+                topo=EXPORTER_TPH_ONLY),
         Hostile("hostile-attach-eventfd", "importer ATTACH with an eventfd", EINVAL,
-                ("attach", "eventfd")),
+                Seq().attach("eventfd")),
         Hostile("hostile-attach-fd-minus-1", "importer ATTACH with fd -1", EBADF,
-                ("attach", "-1")),
+                Seq().attach("-1")),
         Hostile("hostile-attach-closed-fd", "importer ATTACH with a closed fd", EBADF,
-                ("attach", "closed")),
-        Hostile("hostile-attach-twice", "importer ATTACH while attached", EBUSY, ("attach",),
-                setup=(*good, "attach"), nth=1),
+                Seq().attach("closed")),
+        Hostile("hostile-attach-twice", "importer ATTACH while attached", EBUSY, attach,
+                setup=good.attach(), nth=1),
         Hostile("hostile-dma-before-attach", "importer DMA before ATTACH", ENOTCONN, DMA),
         Hostile("hostile-dma-past-end", "importer DMA at the end of the buffer", EINVAL,
-                ("dma", "end", str(DMA_LEN), "0x1"), setup=("attach",)),
+                Seq().dma("end", DMA_LEN, 0x1), setup=attach),
         Hostile("hostile-dma-straddles-end", "importer DMA across the end of the buffer",
-                EINVAL, ("dma", f"end-{DMA_LEN // 2}", str(DMA_LEN), "0x1"), setup=("attach",)),
+                EINVAL, Seq().dma(f"end-{DMA_LEN // 2}", DMA_LEN, 0x1), setup=attach),
         Hostile("hostile-dma-zero-length", "importer DMA of 0 bytes", EINVAL,
-                ("dma", "0", "0", "0x1"), setup=("attach",)),
-        Hostile("hostile-detach-twice", "importer DETACH twice", ENOTCONN, ("detach",),
-                setup=("attach", "detach"), nth=1),
+                Seq().dma(0, 0, 0x1), setup=attach),
+        Hostile("hostile-detach-twice", "importer DETACH twice", ENOTCONN, Seq().detach(),
+                setup=attach.detach(), nth=1),
     ]
 
 
@@ -148,21 +151,21 @@ class ModuleReload:
     def command(self, bench: Bench) -> str:
         imp = shlex.quote(bench.importer)
         st, ph = UNLOAD_VALUE
+        use = Seq().open(bench.exporter).get().set(ST_EXT, 0, st, ph).attach() + DMA
         return (
-            'r() { echo "{\\"step\\": \\"$1\\", \\"ret\\": $2, \\"errno\\": 0}"; }; '
-            "ko=$(find /lib/modules -name tph_importer.ko | head -n 1); "
-            "rmmod tph_importer >/dev/null 2>&1; r rmmod $?; "
-            "grep -q '^tph_importer ' /proc/modules; r unloaded $((!$?)); "
-            'insmod "$ko" >/dev/null 2>&1; r insmod $?; '
-            f"test -e /sys/bus/pci/drivers/tph_importer/{imp}; r rebound $?; "
-            + tphctl(["open", bench.exporter, "get", "set", str(ST_EXT), "0", hex(st), str(ph),
-                      "attach", *DMA, "pause", "detach"]))
+            SHELL_RESULT
+            + "ko=$(find /lib/modules -name tph_importer.ko | head -n 1); "
+            f"rmmod tph_importer >/dev/null 2>&1; r {Rmmod.NAME} $?; "
+            f"grep -q '^tph_importer ' /proc/modules; r {Unloaded.NAME} $((!$?)); "
+            f'insmod "$ko" >/dev/null 2>&1; r {Insmod.NAME} $?; '
+            f"test -e /sys/bus/pci/drivers/tph_importer/{imp}; r {Rebound.NAME} $?; "
+            + use.pause().detach().command())
 
     def check(self, seen: Seen) -> list[str]:
+        steps = seen.read()
         bad: list[str] = []
-        for name in ("rmmod", "unloaded", "insmod", "rebound", "open", "get", "set", "attach",
-                     "dma", "detach"):
-            bad += expect_ok(seen.steps, name)
+        for kind in (Rmmod, Unloaded, Insmod, Rebound, Open, Get, Set, Attach, Dma, Detach):
+            bad += expect_ok(steps, kind)
         st, ph = UNLOAD_VALUE
         got = [hint_of(r) for r in seen.records]
         if got != [(True, st, ph, True)]:

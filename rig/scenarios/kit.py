@@ -1,24 +1,20 @@
 """What every scenario shares: what the runner gives it and what it must answer.
 
 A scenario names its topology, the guest command it runs (almost always
-one `tphctl` sequence), and checks what came back: the JSON line of each
-step, and the exporter's hint log as QMP reported it at each `pause`.
+one `tphctl` sequence, built with rig.scenarios.protocol), and checks what
+came back: the JSON line of each step, read as protocol records, and the
+exporter's hint log as QMP reported it at each `pause`.
 """
 
 from __future__ import annotations
 
 import errno
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rig.guest.topology import Topology
-
-ST = 1 << 0        # VFIO_DMA_BUF_TPH_ST
-ST_EXT = 1 << 1    # VFIO_DMA_BUF_TPH_ST_EXT
-DMA_LEN = 64
-DMA_PATTERN = 0xA5A5A5A5
+from rig.scenarios.protocol import ProtocolError, Result, Seq, Steps, hint_text
 
 
 @dataclass(frozen=True)
@@ -28,6 +24,11 @@ class Bench:
     exporter: str             # bound to vfio-pci, the dma-buf exporter
     importer: str             # bound to tph_importer
     spare: str | None = None  # a second vfio-pci device, where the topology has one
+
+    def spare_for(self, scenario: str, topo: Topology) -> str:
+        if self.spare is None:
+            raise ValueError(f"{scenario}: topology {topo.name} has no spare device")
+        return self.spare
 
 
 @dataclass
@@ -41,6 +42,10 @@ class Seen:
     @property
     def records(self) -> list[dict[str, Any]]:
         return self.snapshots[-1] if self.snapshots else []
+
+    def read(self) -> Steps:
+        """The steps as records; ProtocolError names a missing or malformed field."""
+        return Steps(self.steps)
 
 
 class Scenario(Protocol):
@@ -70,37 +75,35 @@ class Scenario(Protocol):
         ...
 
 
-def tphctl(steps: list[str]) -> str:
-    return "tphctl -k " + shlex.join(steps)
-
-
 def errname(num: int | None) -> str:
     if num is None:
         return "no result"
     return errno.errorcode.get(num, str(num)) if num else "success"
 
 
-def step(steps: list[dict[str, Any]], name: str, nth: int = 0) -> dict[str, Any] | None:
-    """The nth step called `name`, or None."""
-    found = [s for s in steps if s.get("step") == name]
-    return found[nth] if len(found) > nth else None
-
-
-def expect_ok(steps: list[dict[str, Any]], name: str, nth: int = 0) -> list[str]:
-    st = step(steps, name, nth)
+def expect_ok(steps: Steps, kind: type[Result], nth: int = 0) -> list[str]:
+    st = steps.find(kind, nth)
     if st is None:
-        return [f"{name} #{nth + 1} did not run"]
-    if st["ret"] != 0:
-        return [f"{name} #{nth + 1} failed with {errname(st['errno'])}: {st}"]
+        return [f"{kind.NAME} #{nth + 1} did not run"]
+    if st.ret != 0:
+        return [f"{kind.NAME} #{nth + 1} failed with {errname(st.errno)}: {st}"]
     return []
 
 
-def expect_errno(steps: list[dict[str, Any]], name: str, want: int, nth: int = 0) -> list[str]:
-    st = step(steps, name, nth)
-    got = st["errno"] if st else None
+def expect_errno(steps: Steps, kind: type[Result], want: int, nth: int = 0) -> list[str]:
+    st = steps.find(kind, nth)
+    got = st.errno if st else None
     if got != want:
-        return [f"{name} #{nth + 1} gave {errname(got)}, expected {errname(want)}"]
+        return [f"{kind.NAME} #{nth + 1} gave {errname(got)}, expected {errname(want)}"]
     return []
+
+
+def received_from(seen: Seen, what: Callable[[Steps], str]) -> str:
+    """The "received" text `what` makes of the steps, or why they could not be read."""
+    try:
+        return what(seen.read())
+    except ProtocolError as exc:
+        return f"unreadable: {exc.message}"
 
 
 def hint_of(record: dict[str, Any]) -> tuple[bool, int, int, bool]:
@@ -115,12 +118,12 @@ class Scripted:
     name: str
     summary: str
     did: str                                   # what userspace does, for the report
-    steps: Callable[[Bench], list[str]]
+    steps: Callable[[Bench], Seq]
     verify: Callable[[Seen], list[str]]
     topo: Topology
 
     def command(self, bench: Bench) -> str:
-        return tphctl(self.steps(bench))
+        return self.steps(bench).command()
 
     def check(self, seen: Seen) -> list[str]:
         return self.verify(seen)
@@ -135,9 +138,4 @@ class Scripted:
 def hints_summary(records: list[dict[str, Any]]) -> str:
     if not records:
         return "nothing"
-    parts = []
-    for r in records:
-        th, st, ph, ext = hint_of(r)
-        parts.append(f"TH=1 PH={ph} ST={st:#x} {'ext' if ext else '8-bit'}" if th else "no hint")
-        parts[-1] += f" x{r['length']}B"
-    return "; ".join(parts)
+    return "; ".join(hint_text(*hint_of(r), length=r["length"]) for r in records)

@@ -13,8 +13,10 @@ import errno
 from dataclasses import dataclass
 
 from rig.guest.topology import Topology
+from rig.scenarios import protocol
 from rig.scenarios.hint_cases import DEFAULT, IMPORTER_8BIT
-from rig.scenarios.kit import ST, ST_EXT, Bench, Seen, errname, expect_ok, step, tphctl
+from rig.scenarios.kit import Bench, Seen, errname, expect_ok, received_from
+from rig.scenarios.protocol import ST, ST_EXT, RaceQueries, Seq, Set, Steps
 
 
 def written(t: int, k: int) -> tuple[int, int, int, int]:
@@ -59,19 +61,19 @@ class Race:
                 f"{self.queries} times: every answer is one whole SET")
 
     def command(self, bench: Bench) -> str:
-        flags, st, st_ext, ph = written(0, 0)
-        return tphctl(["open", bench.exporter, "get", "set", str(flags), hex(st), hex(st_ext),
-                       str(ph), "race", str(self.threads), str(self.queries)])
+        return (Seq().open(bench.exporter).get().set(*written(0, 0))
+                .race(self.threads, self.queries).command())
 
     def check(self, seen: Seen) -> list[str]:
-        bad = expect_ok(seen.steps, "set") + expect_ok(seen.steps, "race")
-        race = step(seen.steps, "race")
-        obs = step(seen.steps, "race-queries")
+        steps = seen.read()
+        bad = expect_ok(steps, Set) + expect_ok(steps, protocol.Race)
+        race = steps.find(protocol.Race)
+        obs = steps.find(RaceQueries)
         if race is None or obs is None:
             return [*bad, "the race step printed no result"]
-        if race["set_errno"]:
-            bad.append(f"a concurrent SET failed with {errname(race['set_errno'])}")
-        answers = [tuple(o) for o in obs["observed"]]
+        if race.set_errno:
+            bad.append(f"a concurrent SET failed with {errname(race.set_errno)}")
+        answers = obs.observed
         if len(answers) != self.queries:
             bad.append(f"{len(answers)} queries ran, expected {self.queries}")
         torn = [a for a in answers if not whole(self.threads, self.ext, *a)]
@@ -88,15 +90,18 @@ class Race:
         return f"{self.threads} SET threads x {self.queries} importer queries"
 
     def received(self, seen: Seen) -> str:
-        race = step(seen.steps, "race")
-        obs = step(seen.steps, "race-queries")
+        return received_from(seen, self._received)
+
+    def _received(self, steps: Steps) -> str:
+        race = steps.find(protocol.Race)
+        obs = steps.find(RaceQueries)
         if race is None or obs is None:
             return "no result"
-        answers = [tuple(o) for o in obs["observed"]]
+        answers = obs.observed
         distinct = len({a for a in answers if a[0] == 0})
         torn = sum(not whole(self.threads, self.ext, *a) for a in answers)
         return (f"{len(answers)} answers, {distinct} distinct values, {torn} torn, "
-                f"{race['sets']} SETs")
+                f"{race.sets} SETs")
 
 
 # The races need two vCPUs. With a QEMU thread per vCPU (MTTCG), QEMU

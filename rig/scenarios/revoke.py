@@ -11,60 +11,56 @@ value set last. A SET after attach only takes effect at the next mapping.
 from __future__ import annotations
 
 import errno
-from typing import Any
 
 from rig.scenarios.hint_cases import DEFAULT
-from rig.scenarios.kit import (
-    DMA_LEN,
+from rig.scenarios.kit import Bench, Scripted, Seen, expect_errno, expect_ok, hint_of
+from rig.scenarios.protocol import (
     ST_EXT,
-    Bench,
-    Scripted,
-    Seen,
-    expect_errno,
-    expect_ok,
-    hint_of,
-    step,
+    Attach,
+    CloseDevice,
+    Decode,
+    Detach,
+    Dma,
+    Get,
+    Open,
+    Reset,
+    Seq,
+    Set,
+    Status,
+    Steps,
+    hint_text,
 )
 
 A = (0x1A1, 1)     # (extended ST, PH) set before attach
 B = (0x1A2, 2)     # set while attached or revoked
-PATTERNS = ("0x11111111", "0x22222222", "0x33333333")
+PATTERNS = (0x11111111, 0x22222222, 0x33333333)
 
 
-def _set(value: tuple[int, int]) -> list[str]:
-    return ["set", str(ST_EXT), "0", hex(value[0]), str(value[1])]
-
-
-def _dma(n: int) -> list[str]:
-    return ["dma", "0", str(DMA_LEN), PATTERNS[n]]
-
-
-def _start(bench: Bench) -> list[str]:
+def _start(bench: Bench) -> Seq:
     """Open, SET A, attach and DMA once, then snapshot the hint log."""
-    return ["open", bench.exporter, "get", *_set(A), "attach", *_dma(0), "pause"]
+    return (Seq().open(bench.exporter).get().set(ST_EXT, 0, *A).attach()
+            .dma(pattern=PATTERNS[0]).pause())
 
 
-def _dma_hint(steps: list[dict[str, Any]], nth: int, want: tuple[int, int],
-              remapped: int) -> list[str]:
-    bad = expect_ok(steps, "dma", nth)
-    d = step(steps, "dma", nth)
+def _dma_hint(steps: Steps, nth: int, want: tuple[int, int], remapped: int) -> list[str]:
+    bad = expect_ok(steps, Dma, nth)
+    d = steps.find(Dma, nth)
     if bad or d is None:
         return bad
-    got = (bool(d["th"]), d["st"], d["ph"], d["remapped"])
-    if got != (True, want[0], want[1], remapped):
-        return [f"DMA #{nth + 1}: importer sent TH={int(got[0])} ST={got[1]:#x} PH={got[2]} "
-                f"remapped={got[3]}, expected TH=1 ST={want[0]:#x} PH={want[1]} "
+    if (bool(d.th), d.st, d.ph, d.remapped) != (True, want[0], want[1], remapped):
+        return [f"DMA #{nth + 1}: importer sent {hint_text(bool(d.th), d.st, d.ph, bool(d.ext))}"
+                f" remapped={d.remapped}, expected {hint_text(True, *want, True)} "
                 f"remapped={remapped}"]
     return []
 
 
-def _invalidated(steps: list[dict[str, Any]], nth: int, at_least: int) -> list[str]:
-    st = step(steps, "status", nth)
+def _invalidated(steps: Steps, nth: int, at_least: int) -> list[str]:
+    st = steps.find(Status, nth)
     if st is None:
         return [f"status #{nth + 1} did not run"]
-    if st["invalidations"] < at_least or st["mapped"]:
-        return [f"importer status #{nth + 1}: {st['invalidations']} invalidation(s), "
-                f"mapped={st['mapped']}; expected at least {at_least} and no mapping"]
+    if st.invalidations < at_least or st.mapped:
+        return [f"importer status #{nth + 1}: {st.invalidations} invalidation(s), "
+                f"mapped={st.mapped}; expected at least {at_least} and no mapping"]
     return []
 
 
@@ -79,72 +75,72 @@ def _log_is(seen: Seen, nth: int, want: list[tuple[int, tuple[int, int]]]) -> li
     return []
 
 
-def _first_dma_ok(seen: Seen) -> list[str]:
-    return (expect_ok(seen.steps, "open") + expect_ok(seen.steps, "get")
-            + expect_ok(seen.steps, "set") + expect_ok(seen.steps, "attach")
-            + _dma_hint(seen.steps, 0, A, 0) + _log_is(seen, 0, [(0, A)]))
+def _first_dma_ok(seen: Seen, s: Steps) -> list[str]:
+    return (expect_ok(s, Open) + expect_ok(s, Get) + expect_ok(s, Set) + expect_ok(s, Attach)
+            + _dma_hint(s, 0, A, 0) + _log_is(seen, 0, [(0, A)]))
 
 
-def decode_steps(bench: Bench) -> list[str]:
-    return [*_start(bench), "decode", "off", "status", *_dma(1), "status", "pause",
-            *_set(B), "decode", "on", *_dma(2), "status", "pause", "detach"]
+def decode_steps(bench: Bench) -> Seq:
+    return (_start(bench).decode(False).status().dma(pattern=PATTERNS[1]).status().pause()
+            .set(ST_EXT, 0, *B).decode(True).dma(pattern=PATTERNS[2]).status().pause()
+            .detach())
 
 
 def decode_check(seen: Seen) -> list[str]:
-    s = seen.steps
-    bad = _first_dma_ok(seen) + expect_ok(s, "decode") + _invalidated(s, 0, 1)
-    bad += expect_errno(s, "dma", errno.ENODEV, 1)
-    st = step(s, "status", 1)
-    if st is None or st["dmas"] != 1:
-        bad.append(f"importer counted {st and st['dmas']} DMAs while revoked, expected 1")
+    s = seen.read()
+    bad = _first_dma_ok(seen, s) + expect_ok(s, Decode) + _invalidated(s, 0, 1)
+    bad += expect_errno(s, Dma, errno.ENODEV, 1)
+    st = s.find(Status, 1)
+    if st is None or st.dmas != 1:
+        bad.append(f"importer counted {st and st.dmas} DMAs while revoked, expected 1")
     bad += _log_is(seen, 1, [(0, A)])          # nothing after the revoke point
-    bad += expect_ok(s, "set", 1) + expect_ok(s, "decode", 1)
+    bad += expect_ok(s, Set, 1) + expect_ok(s, Decode, 1)
     bad += _dma_hint(s, 2, B, 1) + _log_is(seen, 2, [(0, A), (1, B)])
     return bad
 
 
-def reset_steps(bench: Bench) -> list[str]:
-    return [*_start(bench), *_set(B), "reset", "status", "pause", *_dma(1), "status", "pause",
-            "detach"]
+def reset_steps(bench: Bench) -> Seq:
+    return (_start(bench).set(ST_EXT, 0, *B).reset().status().pause()
+            .dma(pattern=PATTERNS[1]).status().pause().detach())
 
 
 def reset_check(seen: Seen) -> list[str]:
-    s = seen.steps
-    bad = _first_dma_ok(seen) + expect_ok(s, "set", 1) + expect_ok(s, "reset")
+    s = seen.read()
+    bad = _first_dma_ok(seen, s) + expect_ok(s, Set, 1) + expect_ok(s, Reset)
     bad += _invalidated(s, 0, 1)
     bad += _log_is(seen, 1, [])                # the reset emptied it; nothing came after
     bad += _dma_hint(s, 1, B, 1) + _log_is(seen, 2, [(0, B)])
     return bad
 
 
-def close_steps(bench: Bench) -> list[str]:
-    return [*_start(bench), "close-device", "status", *_dma(1), "status", "pause", "detach",
-            "attach"]
+def close_steps(bench: Bench) -> Seq:
+    return (_start(bench).close_device().status().dma(pattern=PATTERNS[1]).status().pause()
+            .detach().attach())
 
 
 def close_check(seen: Seen) -> list[str]:
-    s = seen.steps
-    bad = _first_dma_ok(seen) + expect_ok(s, "close-device") + _invalidated(s, 0, 1)
-    bad += expect_errno(s, "dma", errno.ENODEV, 1)
+    s = seen.read()
+    bad = _first_dma_ok(seen, s) + expect_ok(s, CloseDevice) + _invalidated(s, 0, 1)
+    bad += expect_errno(s, Dma, errno.ENODEV, 1)
     bad += _log_is(seen, 1, [])                # released (reset), and nothing came after
-    bad += expect_ok(s, "detach")
-    bad += expect_errno(s, "attach", errno.ENODEV, 1)   # revoked for good
+    bad += expect_ok(s, Detach)
+    bad += expect_errno(s, Attach, errno.ENODEV, 1)   # revoked for good
     return bad
 
 
-def change_steps(bench: Bench) -> list[str]:
-    return [*_start(bench), *_set(B), *_dma(1), "status", "decode", "off", "decode", "on",
-            *_dma(2), "pause", "detach"]
+def change_steps(bench: Bench) -> Seq:
+    return (_start(bench).set(ST_EXT, 0, *B).dma(pattern=PATTERNS[1]).status()
+            .decode(False).decode(True).dma(pattern=PATTERNS[2]).pause().detach())
 
 
 def change_check(seen: Seen) -> list[str]:
-    s = seen.steps
-    bad = _first_dma_ok(seen) + expect_ok(s, "set", 1)
+    s = seen.read()
+    bad = _first_dma_ok(seen, s) + expect_ok(s, Set, 1)
     bad += _dma_hint(s, 1, A, 0)               # attached: keeps the value it was given
-    st = step(s, "status", 0)
-    if st is None or st["invalidations"] != 0:
+    st = s.find(Status, 0)
+    if st is None or st.invalidations != 0:
         bad.append(f"a SET invalidated the importer's mapping: {st}")
-    bad += expect_ok(s, "decode") + expect_ok(s, "decode", 1)
+    bad += expect_ok(s, Decode) + expect_ok(s, Decode, 1)
     bad += _dma_hint(s, 2, B, 1) + _log_is(seen, 1, [(0, A), (1, A), (2, B)])
     return bad
 

@@ -1,0 +1,395 @@
+"""The tphctl protocol, defined once: its steps, what each prints, how to ask for them.
+
+tphctl (guest-image/tphctl.c, whose header lists the steps) runs one
+sequence of steps per invocation and prints one JSON object a line per
+step. Here are the step names, one typed record per step kind with the
+fields tphctl prints, the one parser of its output (a missing or malformed
+field is a ProtocolError naming the step and the field: the scenario's
+ERROR, never a traceback), the one builder of step sequences, and the one
+formatter of a hint as every report shows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, cast, get_type_hints
+
+from rig.errors import RigError
+
+ST = 1 << 0        # VFIO_DMA_BUF_TPH_ST
+ST_EXT = 1 << 1    # VFIO_DMA_BUF_TPH_ST_EXT
+DMA_LEN = 64
+DMA_PATTERN = 0xA5A5A5A5
+
+
+class ProtocolError(RigError):
+    """tphctl printed a line the rig cannot read: a missing or malformed field."""
+
+
+# Records: one per step kind, its fields named and typed as tphctl prints them.
+
+Answer = tuple[int, int, int]   # race-queries: (TPH query result, ST, PH) of one ATTACH
+
+
+@dataclass(frozen=True, kw_only=True)
+class Line:
+    """One line of tphctl's output."""
+
+    NAME: ClassVar[str] = ""
+
+    def line(self) -> dict[str, Any]:
+        """The JSON object tphctl prints for this record."""
+        out: dict[str, Any] = {"step": self.NAME}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = [list(v) for v in value] if isinstance(value, tuple) else value
+        return out
+
+    def __str__(self) -> str:
+        return json.dumps(self.line())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result(Line):
+    """A step's outcome: ret 0, or -errno."""
+
+    ret: int = 0
+    errno: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step(Result):
+    """What tphctl's emit() prints for every step: its outcome and strerror."""
+
+    error: str = ""
+
+
+R = TypeVar("R", bound=Result)
+
+
+def _plain(name: str, base: type[R]) -> type[R]:
+    """The kind of a step that prints its outcome alone."""
+    title = "".join(part.title() for part in name.split("-"))
+    return cast("type[R]", type(title, (base,), {"NAME": name, "__module__": __name__,
+                                                 "__qualname__": title}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Open(Step):
+    NAME = "open"
+    bdf: str = ""
+    device_fd: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Get(Step):
+    NAME = "get"
+    region: int = 2
+    fd: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Other(Step):
+    NAME = "other"
+    bdf: str = ""
+    fd: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Set(Step):
+    NAME = "set"
+    flags: int = 0
+    st: int = 0
+    st_ext: int = 0
+    ph: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetRaw(Step):
+    NAME = "set-raw"
+    fd: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attach(Step):
+    NAME = "attach"
+    tph_ret: int = 0
+    st: int = 0
+    ph: int = 0
+    ext: int = 0
+    req_type: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dma(Step):
+    NAME = "dma"
+    offset: int = 0
+    len: int = 0
+    status: int = 0
+    tph_ret: int = 0
+    th: int = 0
+    st: int = 0
+    ph: int = 0
+    ext: int = 0
+    remapped: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status(Step):
+    NAME = "status"
+    attached: int = 0
+    mapped: int = 0
+    invalidations: int = 0
+    maps: int = 0
+    dmas: int = 0
+    tph_ret: int = 0
+    req_type: int = 0
+    th: int = 0
+    st: int = 0
+    ph: int = 0
+    ext: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decode(Step):
+    NAME = "decode"
+    on: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Poke(Step):
+    NAME = "poke"
+    offset: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Race(Step):
+    NAME = "race"
+    threads: int = 0
+    queries: int = 0
+    sets: int = 0
+    set_errno: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaceQueries(Line):
+    """Printed by the race step before its own line: every query's answer."""
+
+    NAME = "race-queries"
+    observed: tuple[Answer, ...] = ()
+
+
+Probe = _plain("probe", Step)
+TphGet = _plain("tph-get", Step)
+Detach = _plain("detach", Step)
+Reset = _plain("reset", Step)
+CloseDevice = _plain("close-device", Step)
+CloseDmabuf = _plain("close-dmabuf", Step)
+Sleep = _plain("sleep", Step)
+Pause = _plain("pause", Step)
+
+# The rig's own shell steps (the importer module reload) print their outcome
+# in tphctl's format with this shell function: `r NAME STATUS`.
+SHELL_RESULT = 'r() { echo "{\\"step\\": \\"$1\\", \\"ret\\": $2, \\"errno\\": 0}"; }; '
+Rmmod = _plain("rmmod", Result)
+Unloaded = _plain("unloaded", Result)
+Insmod = _plain("insmod", Result)
+Rebound = _plain("rebound", Result)
+
+TPHCTL: tuple[type[Line], ...] = (
+    Open, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Detach, Status, Decode, Reset,
+    Poke, CloseDevice, CloseDmabuf, Race, RaceQueries, Sleep, Pause)
+SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound)
+KINDS: dict[str, type[Line]] = {k.NAME: k for k in (*TPHCTL, *SHELL)}
+# The steps tphctl takes on its command line (race-queries is only printed).
+STEP_NAMES = tuple(k.NAME for k in TPHCTL if k is not RaceQueries)
+
+# Each kind's fields and their types, in the order tphctl prints them.
+FIELDS: dict[type[Line], tuple[tuple[str, Any], ...]] = {
+    k: tuple((f.name, get_type_hints(k)[f.name]) for f in dataclasses.fields(k))
+    for k in KINDS.values()}
+
+L = TypeVar("L", bound=Line)
+
+
+# The parser.
+
+def split(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """tphctl's JSON lines as objects, and the lines that began as one but do not
+    parse (a process killed mid-line). Other output is not tphctl's."""
+    lines: list[dict[str, Any]] = []
+    garbled: list[str] = []
+    for text in stdout.splitlines():
+        text = text.strip()
+        if text.startswith("{"):
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError:
+                garbled.append(text)
+    return lines, garbled
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _answers(value: object) -> tuple[Answer, ...] | None:
+    if not isinstance(value, list):
+        return None
+    out = []
+    for a in value:
+        if not (isinstance(a, list) and len(a) == 3 and all(_is_int(v) for v in a)):
+            return None
+        out.append((a[0], a[1], a[2]))
+    return tuple(out)
+
+
+def _read(hint: Any, value: object) -> object | None:
+    """The field's value if `value` has the field's type, else None."""
+    if hint is int:
+        return value if _is_int(value) else None
+    if hint is str:
+        return value if isinstance(value, str) else None
+    return _answers(value)
+
+
+_WANTED = {int: "an integer", str: "a string"}
+
+
+def record(obj: Mapping[str, Any], where: str = "") -> Line:
+    """The record of one JSON line; ProtocolError names the step and the field."""
+    name = obj.get("step")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise ProtocolError(f"tphctl output{where}: field \"step\" is {json.dumps(name)}, "
+                            f"no step tphctl has: {json.dumps(obj)[:200]}")
+    values: dict[str, object] = {}
+    for field, hint in FIELDS[kind]:
+        if field not in obj:
+            raise ProtocolError(f"tphctl step \"{name}\"{where}: field \"{field}\" is missing")
+        value = _read(hint, obj[field])
+        if value is None:
+            raise ProtocolError(f"tphctl step \"{name}\"{where}: field \"{field}\" is "
+                                f"{json.dumps(obj[field])[:80]}, not "
+                                f"{_WANTED.get(hint, 'a list of [ret, st, ph]')}")
+        values[field] = value
+    return kind(**values)
+
+
+def records(lines: Iterable[Mapping[str, Any]]) -> list[Line]:
+    return [record(obj, f" (line {i + 1})") for i, obj in enumerate(lines)]
+
+
+def parse(stdout: str) -> tuple[list[Line], list[str]]:
+    """tphctl's output as records, and its garbled lines (see split)."""
+    lines, garbled = split(stdout)
+    return records(lines), garbled
+
+
+class Steps:
+    """A scenario's step lines as records, all read up front (ProtocolError at a bad one)."""
+
+    def __init__(self, lines: Iterable[Mapping[str, Any]]) -> None:
+        self.lines = records(lines)
+
+    def find(self, kind: type[L], nth: int = 0) -> L | None:
+        """The nth record of this kind, or None."""
+        found = [ln for ln in self.lines if isinstance(ln, kind)]
+        return found[nth] if len(found) > nth else None
+
+    def result(self, name: str, nth: int = 0) -> Result | None:
+        """The nth outcome of the step called `name`, or None."""
+        found = [ln for ln in self.lines if isinstance(ln, Result) and name == ln.NAME]
+        return found[nth] if len(found) > nth else None
+
+    def every(self, *kinds: type[L]) -> list[L]:
+        """The records of these kinds, in the order tphctl printed them."""
+        return [ln for ln in self.lines if isinstance(ln, kinds)]
+
+
+# The builder.
+
+@dataclass(frozen=True)
+class Seq:
+    """A tphctl step sequence; each step method returns the sequence one step longer."""
+
+    args: tuple[str, ...] = ()
+
+    def __add__(self, more: Seq) -> Seq:
+        return Seq((*self.args, *more.args))
+
+    def _then(self, kind: type[Line], *args: str) -> Seq:
+        return Seq((*self.args, kind.NAME, *args))
+
+    def command(self) -> str:
+        """The guest command line: every step runs (-k) even after one fails."""
+        return "tphctl -k " + shlex.join(self.args)
+
+    def open(self, bdf: str) -> Seq:
+        return self._then(Open, bdf)
+
+    def get(self) -> Seq:
+        return self._then(Get)
+
+    def other(self, bdf: str) -> Seq:
+        return self._then(Other, bdf)
+
+    def probe(self) -> Seq:
+        return self._then(Probe)
+
+    def set(self, flags: int, st: int = 0, st_ext: int = 0, ph: int = 0) -> Seq:
+        return self._then(Set, str(flags), hex(st), hex(st_ext), str(ph))
+
+    def set_raw(self, fd: str, flags: int, st: int, st_ext: int, ph: int,
+                argsz_delta: int = 0) -> Seq:
+        """fd: "dmabuf", "other", "closed", "eventfd" or a number."""
+        return self._then(SetRaw, fd, str(flags), hex(st), hex(st_ext), str(ph),
+                          str(argsz_delta))
+
+    def tph_get(self) -> Seq:
+        return self._then(TphGet)
+
+    def attach(self, fd: str | None = None) -> Seq:
+        """fd: the dma-buf's when None, else "closed", "eventfd" or a number."""
+        return self._then(Attach) if fd is None else self._then(Attach, fd)
+
+    def dma(self, offset: int | str = 0, length: int = DMA_LEN,
+            pattern: int = DMA_PATTERN) -> Seq:
+        """offset: bytes, or "end" / "end-N" from the end of the attached dma-buf."""
+        return self._then(Dma, str(offset), str(length), hex(pattern))
+
+    def detach(self) -> Seq:
+        return self._then(Detach)
+
+    def status(self) -> Seq:
+        return self._then(Status)
+
+    def decode(self, on: bool) -> Seq:
+        return self._then(Decode, "on" if on else "off")
+
+    def reset(self) -> Seq:
+        return self._then(Reset)
+
+    def close_device(self) -> Seq:
+        return self._then(CloseDevice)
+
+    def race(self, threads: int, queries: int) -> Seq:
+        return self._then(Race, str(threads), str(queries))
+
+    def pause(self) -> Seq:
+        """The rig snapshots the exporter's hint log here."""
+        return self._then(Pause)
+
+
+# The formatter.
+
+def hint_text(th: bool, st: int, ph: int, ext: bool, length: int | None = None) -> str:
+    """A hint as every report shows it: "TH=1 PH=2 ST=0x42 8-bit x64B", "no hint x64B"."""
+    text = f"TH=1 PH={ph} ST={st:#x} {'ext' if ext else '8-bit'}" if th else "no hint"
+    return text if length is None else f"{text} x{length}B"
