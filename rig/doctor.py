@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rig import proc
 from rig.build import qemu_build, sources
 from rig.build.cache import Cache, input_key
 from rig.errors import RigError
@@ -42,7 +43,10 @@ def _pkgconfig(name: str) -> Callable[[], str | None]:
     def probe() -> str | None:
         if not shutil.which("pkg-config"):
             return "pkg-config not on PATH"
-        ok = subprocess.run(["pkg-config", "--exists", name], check=False).returncode == 0
+        try:
+            ok = proc.run_captured(["pkg-config", "--exists", name], timeout=30).returncode == 0
+        except RigError as exc:
+            return exc.message
         return None if ok else f"pkg-config finds no {name}"
     return probe
 
@@ -50,7 +54,10 @@ def _pkgconfig(name: str) -> Callable[[], str | None]:
 def _static_busybox() -> str | None:
     if not Path("/bin/busybox").is_file():
         return "/bin/busybox missing"
-    out = subprocess.run(["ldd", "/bin/busybox"], capture_output=True, text=True, check=False)
+    try:
+        out = proc.run_captured(["ldd", "/bin/busybox"], timeout=30)
+    except RigError as exc:
+        return exc.message
     return None if "not a dynamic executable" in out.stdout + out.stderr else \
         "/bin/busybox is dynamically linked"
 

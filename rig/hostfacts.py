@@ -5,15 +5,16 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
+
+from rig import proc
+from rig.errors import ToolError
 
 
 @functools.cache
 def compiler_version(cc: str = "gcc") -> str:
     try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30,
-                             check=False).stdout
-    except FileNotFoundError:
+        out = proc.run_captured([cc, "--version"], timeout=30).stdout
+    except ToolError:
         return "missing"
     return out.splitlines()[0] if out else "unknown"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -16,7 +17,8 @@ class Progress:
     """Writes one line per update to a stream.
 
     On a terminal the line is rewritten in place; elsewhere (CI logs) a line
-    is printed at most every `interval` seconds so logs stay short.
+    is printed at most every `interval` seconds so logs stay short. Guest
+    threads call it too: every method holds a lock, so lines never interleave.
     """
 
     def __init__(self, stream: TextIO | None = None, interval: float = 10.0) -> None:
@@ -28,32 +30,38 @@ class Progress:
         self.stage_started = self.started
         self._last_print = 0.0
         self._open_line = False
+        self._lock = threading.Lock()
 
     def begin(self, stage: str) -> None:
-        self._close_line()
-        self.stage = stage
-        self.stage_started = time.monotonic()
-        self._last_print = 0.0
-        self._write(f"[{self._elapsed(self.started)}] {stage}", final=True)
+        with self._lock:
+            self._close_line()
+            self.stage = stage
+            self.stage_started = time.monotonic()
+            self._last_print = 0.0
+            self._write(f"[{self._elapsed(self.started)}] {stage}", final=True)
 
     def step(self, done: int, total: int | None, what: str = "") -> None:
-        now = time.monotonic()
-        if not self.tty and now - self._last_print < self.interval and done != total:
-            return
-        self._last_print = now
-        frac = f"{done}/{total}" if total else f"{done}/?"
-        pct = f" {100 * done // total:3d}%" if total else ""
-        tail = f" {what}" if what else ""
-        line = f"  {self.stage}: step {frac}{pct} {self._elapsed(self.stage_started)}{tail}"
-        self._write(line[:160], final=not self.tty)
+        with self._lock:
+            now = time.monotonic()
+            if not self.tty and now - self._last_print < self.interval and done != total:
+                return
+            self._last_print = now
+            frac = f"{done}/{total}" if total else f"{done}/?"
+            pct = f" {100 * done // total:3d}%" if total else ""
+            tail = f" {what}" if what else ""
+            line = f"  {self.stage}: step {frac}{pct} {self._elapsed(self.stage_started)}{tail}"
+            self._write(line[:160], final=not self.tty)
 
     def done(self, summary: str) -> None:
-        self._close_line()
-        self._write(f"  {self.stage}: {summary} ({self._elapsed(self.stage_started)})", final=True)
+        with self._lock:
+            self._close_line()
+            self._write(f"  {self.stage}: {summary} ({self._elapsed(self.stage_started)})",
+                        final=True)
 
     def note(self, text: str) -> None:
-        self._close_line()
-        self._write(f"  {text}", final=True)
+        with self._lock:
+            self._close_line()
+            self._write(f"  {text}", final=True)
 
     @staticmethod
     def _elapsed(since: float) -> str:

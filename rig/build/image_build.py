@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ def _need(path: Path, package: str) -> Path:
 
 def _static_busybox() -> Path:
     bb = _need(BUSYBOX, "busybox-static")
-    out = subprocess.run(["ldd", str(bb)], capture_output=True, text=True, check=False)
+    out = proc.run_captured(["ldd", bb], timeout=60, error=ToolError)
     if "not a dynamic executable" not in (out.stdout + out.stderr):
         raise ToolError(f"{bb} is dynamically linked (busybox, not busybox-static)",
                         fix="apt-get install busybox-static")

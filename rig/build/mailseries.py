@@ -14,10 +14,10 @@ import email.policy
 import hashlib
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from rig import proc
 from rig.errors import SeriesError
 
 # [PATCH v11 2/3], [RFC PATCH 1/4], [PATCH 0/3], [PATCH] (a single patch)
@@ -69,8 +69,8 @@ def parse(raw: bytes) -> Mail:
 def _split_mbox(path: Path, dest: Path) -> list[Path]:
     """git mailsplit: one file per message of the mbox."""
     dest.mkdir(parents=True)
-    res = subprocess.run(["git", "mailsplit", "-b", f"-o{dest}", str(path)],
-                         capture_output=True, text=True, timeout=300, check=False)
+    res = proc.run_captured(["git", "mailsplit", "-b", f"-o{dest}", str(path)], timeout=300,
+                            error=SeriesError)
     if res.returncode != 0:
         raise SeriesError(f"{path} is not an mbox git can split: {res.stderr.strip()}",
                           fix="pass an mbox (b4 am -o DIR) or a directory of patch files")

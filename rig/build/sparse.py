@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from rig import proc
 from rig.build import context, sources
 from rig.build.cache import input_key
+from rig.errors import BuildError
 from rig.hostfacts import compiler_version
 
 # What Linux 7.2's scripts/checker-valid.sh asks of its checker.
@@ -23,8 +23,7 @@ def usable(sparse: str) -> bool:
     with tempfile.NamedTemporaryFile("w", suffix=".c") as f:
         f.write(PROBE)
         f.flush()
-        out = subprocess.run([sparse, f.name], capture_output=True, text=True, timeout=60,
-                             check=False)
+        out = proc.run_captured([sparse, f.name], timeout=60, error=BuildError)
     return "error" not in out.stdout + out.stderr
 
 

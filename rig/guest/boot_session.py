@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import time
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rig.errors import RigError
+from rig.guest.qemu import QemuProcess
 from rig.guest.qmp import Monitor
 from rig.guest.ssh import GuestShell
 from rig.paths import cache_root
+
+log = logging.getLogger(__name__)
 
 
 def state_path() -> Path:
@@ -35,35 +35,33 @@ class Session:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(asdict(self), indent=1))
 
+    def process(self) -> QemuProcess:
+        """The QEMU (not our child: `rig boot` started it), known by its pid and,
+        so a reused pid is not taken for it, its QMP socket on its command line."""
+        return QemuProcess.attach(self.pid, expect=self.qmp_socket)
+
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return self.process().alive()
 
     def shell(self, timeout: float = 10.0) -> GuestShell:
         sh = GuestShell(self.ssh_port, Path(self.client_key), Path(self.host_key))
         sh.connect(timeout)
         return sh
 
-    def qmp(self) -> Monitor:
-        q = Monitor(self.qmp_socket)
-        q.settimeout(30.0)
-        q.connect()
-        return q
+    def qmp(self, timeout: float = 10.0) -> Monitor:
+        """QEMU's QMP, connected within `timeout` s; commands time out after 30 s."""
+        return self.process().connect_qmp(self.qmp_socket, timeout, cmd_timeout=30.0)
 
     def stop(self, timeout: float = 10.0) -> None:
-        with contextlib.suppress(Exception):
-            q = self.qmp()
-            q.cmd("quit")
-            q.close()
-        deadline = time.monotonic() + timeout
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
+        """QMP quit (waiting up to `timeout` s), then SIGTERM and SIGKILL to QEMU's
+        process group, each wait bounded; without QMP, SIGTERM at once."""
+        qemu = self.process()
+        if qemu.alive():
+            try:
+                qemu.connect_qmp(self.qmp_socket, min(timeout, 5.0), cmd_timeout=timeout)
+            except RigError as exc:
+                log.debug("rig stop: no QMP (%s): signals only", exc.message)
+            qemu.stop(quit_timeout=timeout)
         state_path().unlink(missing_ok=True)
 
 

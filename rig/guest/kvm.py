@@ -14,10 +14,12 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rig.errors import AccelError
+from rig.guest.qemu import QemuProcess
 
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
@@ -94,15 +96,14 @@ def qemu_accepts_kvm(qemu: Path, datadir: Path, wait: float = 3.0) -> KvmStatus:
     """
     argv = [str(qemu), "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-L", str(datadir),
             "-nodefaults", "-display", "none", "-S", "-monitor", "none", "-serial", "none"]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=wait)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return KvmStatus(True, "a test VM ran a port write and hlt; QEMU starts under KVM")
-    last = out.strip().splitlines()[-1] if out.strip() else f"exit {proc.returncode}"
+    with tempfile.TemporaryDirectory(prefix="tphlab-kvm-") as tmp:
+        log = Path(tmp) / "qemu.log"
+        proc = QemuProcess.spawn(argv, log)
+        if not proc.wait(wait):
+            proc.stop()
+            return KvmStatus(True, "a test VM ran a port write and hlt; QEMU starts under KVM")
+        out = log.read_text(errors="replace").strip()
+    last = out.splitlines()[-1] if out else f"exit {proc.returncode}"
     return KvmStatus(False, f"QEMU quits under KVM: {last}")
 
 

@@ -7,11 +7,7 @@ stage reached and keeps the console log.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +15,11 @@ from typing import Any
 
 from qemu.qmp import ExecuteError
 
+from rig import proc
 from rig.build.artifacts import Artifacts
 from rig.errors import GuestError, RigError
 from rig.guest import topology
+from rig.guest.qemu import QemuProcess
 from rig.guest.qmp import Monitor
 from rig.guest.ssh import GuestShell
 
@@ -63,9 +61,8 @@ class VM:
         self.qmp_path = rundir / "qmp.sock"
         self.qemu_log = rundir / "qemu.log"
         self.ssh_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: QemuProcess | None = None
         self.shell: GuestShell | None = None
-        self._qmp: Monitor | None = None
         self.stage = "qemu"
         self.boot_seconds = 0.0
 
@@ -83,9 +80,7 @@ class VM:
         started = time.monotonic()
         argv = self.argv()
         (self.rundir / "cmdline").write_text(" ".join(argv) + "\n")
-        with self.qemu_log.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = QemuProcess.spawn(argv, self.qemu_log)
         deadline = started + timeout
         seen = 0
         while seen < len(STAGES):
@@ -131,12 +126,10 @@ class VM:
             on_stage("ssh", self.boot_seconds)
 
     def qmp(self) -> Monitor:
-        if self._qmp is None:
-            q = Monitor(str(self.qmp_path))
-            q.settimeout(30.0)
-            q.connect()
-            self._qmp = q
-        return self._qmp
+        """QEMU's QMP, connected on first use (within 30 s; commands time out after 30 s)."""
+        if self.proc is None:
+            raise GuestError("QEMU is not running", log=str(self.qemu_log))
+        return self.proc.connect_qmp(self.qmp_path, timeout=30.0, cmd_timeout=30.0)
 
     def qmp_cmd(self, name: str, **args: Any) -> Any:
         try:
@@ -148,32 +141,23 @@ class VM:
                              f"{exc})", log=str(self.qemu_log)) from exc
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Quit QEMU (QMP quit, then SIGKILL) and reap it."""
+        """End QEMU and reap it: QMP quit (waiting up to `timeout` s) if QMP was
+        opened, then SIGTERM and SIGKILL to its process group, each wait bounded.
+        A QEMU whose QMP never opened gets SIGTERM at once."""
         if self.shell is not None:
             self.shell.close()
             self.shell = None
-        if self._qmp is not None:
-            # QEMU may already be gone; SIGKILL follows anyway.
-            with contextlib.suppress(Exception):
-                self._qmp.cmd("quit")
-            with contextlib.suppress(Exception):
-                self._qmp.close()
-            self._qmp = None
         if self.proc is not None:
-            try:
-                self.proc.wait(timeout=timeout if self.proc.poll() is None else 0)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            self.proc.stop(quit_timeout=timeout)
             self.proc = None
 
 
 def require_device(qemu: Path) -> None:
-    out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True,
-                         timeout=60, check=False).stdout
+    out = proc.run_captured([qemu, "-device", "help"], timeout=60,
+                            what=f"{qemu} -device help").stdout
     if "tph-testdev" not in out:
         raise RigError(f"{qemu} has no tph-testdev device",
                        fix="build QEMU with the qemu-device/ series (drop --qemu-tree, or "

@@ -6,20 +6,17 @@ VALUE``, ``clock_step NS`` ...), answered by ``OK [value]`` or ``FAIL
 reason``; ``IRQ ...`` lines come only with IRQ interception and are skipped.
 `qtest_qemu()` starts QEMU (``-accel qtest``, no guest code runs) with a
 device list, a qtest socket and a QMP socket, both served by QEMU, and
-always kills and reaps it. Every wait has a timeout.
+always stops and reaps it (rig.guest.qemu: QMP quit, SIGTERM, SIGKILL to
+its process group). Every wait has a timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.errors import RigError
-from rig.guest.qmp import Monitor
+from rig.guest.qemu import QemuProcess
 
 _WIDTH_BITS = {"b": 8, "w": 16, "l": 32, "q": 64}
 
@@ -191,14 +188,14 @@ class QtestClient:
 class QtestQemu:
     """A running QEMU: its process, qtest client, QMP client and output log."""
 
-    proc: subprocess.Popen[bytes]
+    proc: QemuProcess
     qtest: QtestClient
-    qmp: Any            # rig.monitor.Monitor (qemu.qmp is untyped)
+    qmp: Any            # rig.guest.qmp.Monitor (qemu.qmp is untyped)
     argv: list[str]
     log: Path
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc.alive()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -225,29 +222,6 @@ def qemu_argv(qemu: Path, datadir: Path, devices: Sequence[str], qtest_sock: Pat
     return [*argv, *extra]
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _connect_qmp(qmp: Any, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Connect to a QEMU that already answers qtest; QEMU is killed if it hangs."""
-    qmp.settimeout(timeout)
-    # The library's connect() has no timeout of its own: a watchdog bounds it.
-    watchdog = threading.Timer(timeout, proc.kill)
-    watchdog.start()
-    try:
-        qmp.connect()
-    finally:
-        watchdog.cancel()
-
-
 @contextlib.contextmanager
 def qtest_qemu(qemu: Path, datadir: Path, devices: Sequence[str], *, machine: str = "q35",
                extra: Sequence[str] = (), timeout: float = 10.0) -> Iterator[QtestQemu]:
@@ -260,33 +234,25 @@ def qtest_qemu(qemu: Path, datadir: Path, devices: Sequence[str], *, machine: st
     qtest_sock, qmp_sock, log = rundir / "qtest.sock", rundir / "qmp.sock", rundir / "qemu.log"
     argv = qemu_argv(qemu, datadir, devices, qtest_sock, qmp_sock, machine, extra)
     qtest: QtestClient | None = None
-    qmp: Any = None
     try:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc = QemuProcess.spawn(argv, log)
         try:
             try:
-                qtest = QtestClient.connect(qtest_sock, timeout, lambda: proc.poll() is None)
+                qtest = QtestClient.connect(qtest_sock, timeout, proc.alive)
                 # Answered once the main loop runs, i.e. after every device realized
                 qtest.command("endianness")
-                qmp = Monitor(str(qmp_sock))
-                _connect_qmp(qmp, proc, timeout)
+                qmp = proc.connect_qmp(qmp_sock, timeout, cmd_timeout=timeout)
             except Exception as exc:
-                try:
-                    rc = proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
+                if not proc.wait(timeout):
                     raise QtestError(f"QEMU did not start: {exc}; {shlex.join(argv)}") from exc
+                rc = proc.returncode if proc.returncode is not None else -1
                 text = log.read_text(errors="replace")
                 raise QemuExited(f"QEMU exited ({rc}) during start-up: {text.strip()}",
                                  rc, text) from exc
             yield QtestQemu(proc, qtest, qmp, argv, log)
         finally:
-            if qmp is not None:
-                with contextlib.suppress(Exception):
-                    qmp.close()
+            proc.stop(quit_timeout=timeout, term_timeout=timeout, kill_timeout=timeout)
             if qtest is not None:
                 qtest.close()
-            _stop(proc, timeout)
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
