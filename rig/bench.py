@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rig import proc
 from rig.build.artifacts import Artifacts
 from rig.errors import RigError
 from rig.guest import kvm
@@ -67,9 +67,9 @@ def cold_builds(progress: Progress) -> list[Figure]:
         root.mkdir()
         (root / "downloads").symlink_to(cache_root() / "downloads")
         progress.note(f"cold build in {root} (about 15 minutes on 2 cores)")
-        out = subprocess.run([sys.executable, "-m", "rig", "build", "all", "--json"],
-                             capture_output=True, text=True, check=False, timeout=7200,
-                             env=dict(os.environ, XDG_CACHE_HOME=tmp))
+        out = proc.run_captured([sys.executable, "-m", "rig", "build", "all", "--json"],
+                                timeout=7200, env={"XDG_CACHE_HOME": tmp},
+                                what="the cold build")
         if out.returncode != 0:
             raise RigError(f"the cold build failed: {out.stderr[-2000:]}")
         comps = json.loads(out.stdout)["components"]
@@ -83,8 +83,8 @@ EDIT_CASE = "no-tph"
 
 
 def _rig(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rig", *args], capture_output=True, text=True,
-                          check=False, timeout=timeout)
+    return proc.run_captured([sys.executable, "-m", "rig", *args], timeout=timeout,
+                             what=f"rig {args[0]}")
 
 
 def edit_to_verdict(progress: Progress, runs: int, target: float | None) -> list[Figure]:
@@ -143,8 +143,10 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     for _ in range(runs):
         # The whole command, as a user runs it: interpreter start-up included.
         t = time.monotonic()
-        subprocess.run([sys.executable, "-m", "rig", "build", "all"], capture_output=True,
-                       check=True, timeout=600)
+        res = proc.run_captured([sys.executable, "-m", "rig", "build", "all"], timeout=600,
+                                what="the no-op build")
+        if res.returncode != 0:
+            raise RigError(f"the no-op build failed ({res.returncode}): {res.stderr[-2000:]}")
         noop.append(time.monotonic() - t)
     figs.append(figure("no-op build", noop, tg.get("noop_build")))
     if cold:
@@ -190,7 +192,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
             progress.note(f"accelerator: {run.accel} ({run.accel_reason})")
             accel = kvm.Accel(run.accel, run.accel_reason, auto=True)
         for o in run.outcomes:
-            per_case.setdefault(o.case.name, []).append(o.seconds)
+            per_case.setdefault(o.name, []).append(o.seconds)
         if not run.passed:
             progress.note("warning: a scenario failed during the bench")
     figs.append(figure("warm matrix", wholes, tg.get("warm_matrix")))

@@ -25,6 +25,7 @@ from rig.guest.topology import Topology
 from rig.guest.vm import console_tail
 from rig.progress import Progress
 from rig.results import runner
+from rig.results.run import Outcome, Status
 from rig.scenarios import matrix
 from rig.scenarios.kit import Bench, Scenario
 
@@ -91,9 +92,9 @@ def fake_bench(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
     monkeypatch.setattr(runner, "bind_devices",
                         lambda vm, clear_log=False: Bench("0000:00:03.0", "0000:00:04.0"))
 
-    def run_case(vm: FakeVM, case: Scenario, bench: Bench,
-                 timeout: float = 60.0) -> runner.Outcome:
-        return runner.Outcome(case, True, 0.1)
+    def run_case(vm: FakeVM, case: Scenario, bench: Bench, timeout: float = 60.0,
+                 *rest: Any) -> Outcome:
+        return runner.outcome(case, Status.PASS, 0.1)
 
     monkeypatch.setattr(runner, "run_case", run_case)
     return FakeVM.made
@@ -153,7 +154,8 @@ def test_explicit_kvm_guest_not_reaching_init_exits_2(
     assert "last boot stage: kernel" in err
     assert "    | rcu: INFO: rcu_sched self-detected stall on CPU" in err
     assert "--accel tcg" in err
-    assert "falling back" not in err and "scenarios passed" not in out
+    assert "falling back" not in err and "0/1 scenarios passed (1 not run)" in out
+    assert "no-tph: not run: the guest (default) did not boot: --accel kvm" in out
     assert [vm.accel for vm in fake_bench] == ["kvm"] and fake_bench[0].stopped
 
 
@@ -242,6 +244,11 @@ def _run_auto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, 
     return out, err, json.loads(js.read_text()), ET.fromstring(junit.read_text())
 
 
+def _unwrapped(table: str) -> str:
+    """The table with its wrapped lines joined again."""
+    return table.replace("\n    ", " ")
+
+
 def _junit_props(root: ET.Element) -> dict[str, str]:
     return {p.get("name", ""): p.get("value", "") for p in root.iter("property")}
 
@@ -252,7 +259,7 @@ def test_auto_run_on_a_host_without_kvm_reports_why(
     _kvm_host(monkeypatch, kvm.KvmStatus(False, NO_KVM))
     out, err, doc, junit = _run_auto(tmp_path, capsys)
     assert f"accelerator: tcg (auto: {NO_KVM})" in err
-    assert f"1/1 scenarios passed (accel tcg (auto: {NO_KVM})," in out
+    assert f"1/1 scenarios passed\n  accel tcg (auto: {NO_KVM})\n" in out
     assert doc["accel"] == "tcg" and doc["accel_reason"] == f"auto: {NO_KVM}"
     props = _junit_props(junit)
     assert (props["accel"], props["accel_reason"]) == ("tcg", f"auto: {NO_KVM}")
@@ -267,7 +274,7 @@ def test_auto_run_falls_back_when_the_guest_hangs_under_kvm(
     why = "auto: the guest (default) did not reach /init under KVM (last boot stage: kernel"
     assert "falling back to TCG" in err and why in err
     assert doc["accel"] == "tcg" and doc["accel_reason"].startswith(why)
-    assert f"(accel tcg ({doc['accel_reason']})," in out
+    assert f"\n  accel tcg ({doc['accel_reason']})\n" in _unwrapped(out)
     assert _junit_props(junit)["accel_reason"] == doc["accel_reason"]
     assert (Path(doc["logs"]) / "default" / "kvm-fallback.txt").is_file()
     assert [vm.accel for vm in fake_bench] == ["kvm", "tcg"]
@@ -280,16 +287,17 @@ def test_run_matrix_names_the_topology_that_fell_back(
     auto = kvm.Accel("kvm", f"auto: {QEMU_OK}", auto=True)
 
     def run_group(topo: Topology, members: list[Scenario], *rest: Any,
-                  **kw: Any) -> tuple[kvm.Accel, float, list[runner.Outcome]]:
+                  **kw: Any) -> runner.GroupResult:
         used = auto.fallen_back(f"the guest ({topo.name}) hung") if topo.name != "default" \
             else auto
-        return used, 1.0, [runner.Outcome(c, True, 0.1) for c in members]
+        return runner.GroupResult(used, 1.0, [runner.outcome(c, Status.PASS, 0.1)
+                                              for c in members])
 
     monkeypatch.setattr(runner, "run_group", run_group)
     run = runner.run_matrix(cases, arts, auto, tmp_path, opts=runner.Options(jobs=1))
     assert run.accel == "tcg"
     assert run.accel_reason == "auto: the guest (importer-8bit) hung; default ran under KVM"
     monkeypatch.setattr(runner, "run_group",
-                        lambda topo, members, *r, **k: (auto, 1.0, []))
+                        lambda topo, members, *r, **k: runner.GroupResult(auto, 1.0))
     run = runner.run_matrix(cases, arts, auto, tmp_path, opts=runner.Options(jobs=1))
     assert (run.accel, run.accel_reason) == ("kvm", f"auto: {QEMU_OK}")

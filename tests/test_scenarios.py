@@ -10,7 +10,8 @@ import pytest
 import xmlschema
 
 from rig.results import report, runner
-from rig.scenarios import hint_cases
+from rig.results.run import Run, Status
+from rig.scenarios import hint_cases, protocol
 from rig.scenarios.hint_cases import ST, ST_EXT, Case, Hint, TphSet
 from rig.scenarios.kit import Bench, Seen
 
@@ -21,17 +22,22 @@ CASE = Case("st8", "8-bit", topo=hint_cases.IMPORTER_8BIT, sets=(TphSet(ST, st=0
 
 
 def good_steps(case: Case) -> list[dict[str, Any]]:
+    """What tphctl prints when the kernel and the devices do what the case expects."""
     w = case.wire
-    steps: list[dict[str, Any]] = [{"step": "open", "ret": 0, "errno": 0},
-                                   {"step": "get", "ret": 0, "errno": 0}]
+    st, ph, ext = (w.st, w.ph, int(w.ext)) if w else (0, 0, 0)
+    lines: list[protocol.Line] = [protocol.Open(bdf=BENCH.exporter, device_fd=5),
+                                  protocol.Get(fd=6, size=1 << 20)]
     if case.probe_errno is not None:
-        steps.append({"step": "probe", "ret": -case.probe_errno, "errno": case.probe_errno})
-    steps += [{"step": "set", "ret": -s.errno, "errno": s.errno} for s in case.sets]
-    steps += [{"step": "set-raw", "ret": -b.errno, "errno": b.errno} for b in case.bad_sets]
-    steps.append({"step": "attach", "ret": 0, "errno": 0, "tph_ret": case.attach_ret,
-                  "st": w.st if w else 0, "ph": w.ph if w else 0, "ext": int(w.ext) if w else 0})
-    steps.append({"step": "dma", "ret": 0, "errno": 0, "th": int(w is not None)})
-    return steps
+        lines.append(protocol.Probe(ret=-case.probe_errno, errno=case.probe_errno))
+    lines += [protocol.Set(ret=-s.errno, errno=s.errno, flags=s.flags, st=s.st, st_ext=s.st_ext,
+                           ph=s.ph) for s in case.sets]
+    lines += [protocol.TphGet(ret=-b.errno, errno=b.errno) if b.fd == "get" else
+              protocol.SetRaw(ret=-b.errno, errno=b.errno, fd=b.fd) for b in case.bad_sets]
+    lines += [protocol.Attach(tph_ret=case.attach_ret, st=st, ph=ph, ext=ext, req_type=3,
+                              size=1 << 20),
+              protocol.Dma(len=protocol.DMA_LEN, tph_ret=case.attach_ret, th=int(w is not None),
+                           st=st, ph=ph, ext=ext)]
+    return [ln.line() for ln in lines]
 
 
 def good_records(case: Case) -> list[dict[str, Any]]:
@@ -90,7 +96,7 @@ def test_each_bad_set_must_fail_with_its_errno() -> None:
     raw = [s for s in steps if s["step"] == "set-raw"]
     raw[1].update(ret=0, errno=0)           # the kernel accepted ph 4
     bad = hint_cases.check(case, steps, good_records(case), RID)
-    assert bad == ["ph 4: errno 0, expected 22"]
+    assert bad == ["SET PH 4: errno 0, expected 22"]
     cmd = case.tphctl_steps(BENCH)
     assert cmd.count("set-raw") == len(case.bad_sets) - 1 and "tph-get" in cmd
     assert cmd.index("set") < cmd.index("set-raw") < cmd.index("attach")
@@ -127,17 +133,18 @@ def test_dmesg_splats_are_found() -> None:
                                       "detected\n[ INFO: inconsistent lock state ]\n")) == 2
 
 
-def _run() -> runner.Run:
-    ok = runner.Outcome(CASE, True, 0.5, seen=Seen([], [good_records(CASE)], RID))
-    bad = runner.Outcome(hint_cases.matrix()[0], False, 0.25, ["exporter received [] ..."])
-    return runner.Run("tcg", [ok, bad], {"default": 1.5})
+def _run() -> Run:
+    seen = Seen([], [good_records(CASE)], RID)
+    ok = runner.outcome(CASE, Status.PASS, 0.5, seen=seen, received=CASE.received(seen))
+    bad = runner.outcome(hint_cases.matrix()[0], Status.FAIL, 0.25, ["exporter received [] ..."])
+    return Run("tcg", [ok, bad], {"default": 1.5})
 
 
 def test_table_has_each_scenario_and_verdict() -> None:
     text = report.table(_run())
     assert "st8" in text and "PASS" in text and "FAIL" in text
     assert "TH=1 PH=2 ST=0x42 8-bit x64B" in text
-    assert "1/2 scenarios passed (accel tcg" in text
+    assert "1/2 scenarios passed (1 fail)\n  accel tcg\n  boots: default 1.5s" in text
 
 
 def test_junit_validates_against_the_schema() -> None:
@@ -198,7 +205,7 @@ def test_every_report_says_what_was_tested() -> None:
     xmlschema.XMLSchema(Path(__file__).parent / "data" / "junit.xsd").validate(
         report.to_junit(run))
     assert "# tphlab source.kernel=tree /src/linux" in report.to_ktap(run)
-    md = report.markdown(doc)
+    md = report.markdown(Run.from_dict(doc))
     assert "- kernel: tree /src/linux" in md
     mails = {"kind": "debian", "series": "mails", "describe": "base + series from mails /m",
              "subjects": ["[PATCH v11 1/3] PCI/TPH: a", "[PATCH v11 2/3] dma-buf: b"]}

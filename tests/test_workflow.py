@@ -32,7 +32,8 @@ RUN_BY = {
     ".venv/bin/rig build all": "test_workflow.py::test_build_step_builds_everything",
     ".venv/bin/rig run --accel \"${{ matrix.accel }}\" --keep --junit results.xml --json "
     "results.json": "test_e2e.py::test_workflow_run_step_passes_every_scenario",
-    'if [ -f results.json ]; then .venv/bin/rig summary results.json >> "$GITHUB_STEP_SUMMARY"; '
+    'if [ -f results.json ]; then .venv/bin/rig report results.json --markdown '
+    '>> "$GITHUB_STEP_SUMMARY"; '
     "fi": "test_e2e.py::test_workflow_run_step_passes_every_scenario",
 }
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from rig.guest.topology import EXPORTER_ID
 from rig.paths import run_dir
 from rig.progress import Progress
 from rig.results import report, runner
+from rig.results.run import EXIT_INTERNAL, Outcome, Problem, Run
 from rig.scenarios import hint_cases, matrix
 from rig.scenarios.kit import Scenario
 
@@ -37,6 +39,13 @@ def select(cases: list[Scenario], patterns: list[str] | None) -> list[Scenario]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Build, boot, run; the reports are written however the run ends.
+
+    The table (or KTAP) is printed and --json/--junit written, and the run
+    directory keeps run.json, junit.xml and run.ktap, after a failure, a
+    crash or Ctrl-C too. A set-up error before any guest booted writes the
+    asked-for reports with every scenario NOT_RUN, then is raised as usual.
+    """
     progress = Progress()
     cases = select(matrix.full(), args.k)
     if args.st is not None or args.ph is not None:
@@ -45,33 +54,82 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise RigError(f"--st {st:#x} --ph {ph}: ST is 0..0xffff and PH 0..3",
                            fix="pass values in range")
         cases.append(hint_cases.custom(st, ph))
-    built = artifacts.build(options.build_request(args, "all"), progress)
-    arts = built.guest()
-    vm_mod.require_device(arts.qemu)
-    accel = options.choose_accel(args.accel, progress, arts)
-    rundir = run_dir("run")
+    accel_name = args.accel
+    try:
+        built = artifacts.build(options.build_request(args, "all"), progress)
+        arts = built.guest()
+        vm_mod.require_device(arts.qemu)
+        accel = options.choose_accel(args.accel, progress, arts)
+        accel_name = accel.name
+        rundir = run_dir("run")
+    except BaseException as exc:
+        _write_reports(args, _not_started(cases, accel_name, exc), None)
+        raise
     progress.begin(f"running {len(cases)} scenarios (logs: {rundir})")
 
-    def on_outcome(o: runner.Outcome) -> None:
-        progress.note(f"{'PASS' if o.passed else 'FAIL'} {o.case.name} ({o.seconds:.2f}s)")
+    def on_outcome(o: Outcome) -> None:
+        progress.note(f"{o.status.value} {o.name} ({o.seconds:.2f}s)")
 
     def on_stage(topo: str, stage: str, secs: float) -> None:
         progress.note(f"boot {topo}: {stage} at {secs:.2f}s")
 
     opts = runner.Options(boot_timeout=args.boot_timeout, case_timeout=args.timeout,
                           fault=args.inject)
-    run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
+    try:
+        run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
+    except BaseException as exc:      # run_matrix returns whatever happens; to be sure
+        run = _not_started(cases, accel.name, exc, "the rig broke while running")
+        run.logs = rundir
+        _write_reports(args, run, rundir)
+        raise
     run.sources = built.sources()
-    print(report.to_ktap(run) if args.ktap else report.table(run))
-    if args.json:
-        Path(args.json).write_text(report.to_json(run))
-    if args.junit:
-        Path(args.junit).write_text(report.to_junit(run))
+    if args.ktap:      # as `rig report --ktap` prints it (KTAP ends in a newline)
+        print(report.to_ktap(run), end="")
+    else:
+        print(report.table(run))
+    _write_reports(args, run, rundir)
+    for p in run.problems:
+        print(p.render(), file=sys.stderr)
+    if run.interrupted:
+        print("interrupted", file=sys.stderr)
     if run.passed and not args.keep:
         shutil.rmtree(rundir, ignore_errors=True)
     elif not run.passed:
         print(f"logs kept in {rundir}", file=sys.stderr)
-    return 0 if run.passed else 1
+    return run.exit_code
+
+
+def _not_started(cases: list[Scenario], accel: str, exc: BaseException,
+                 when: str = "the run did not start") -> Run:
+    """The Run of a run that an exception ended before it had one."""
+    if isinstance(exc, KeyboardInterrupt):
+        run = runner.unrun(cases, accel, "the run was interrupted")
+        run.interrupted = True
+        return run
+    if isinstance(exc, RigError):
+        problem = Problem(exc.exit_code, exc.message, exc.log, exc.fix)
+    else:
+        problem = Problem(EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    return runner.unrun(cases, accel, f"{when}: {problem.message.splitlines()[0]}", problem)
+
+
+def _write_reports(args: argparse.Namespace, run: Run, rundir: Path | None) -> None:
+    """--json and --junit, and the run directory's copies (a report left
+    unwritten is named on stderr, the others still written)."""
+    targets: list[tuple[Path, Callable[[], str]]] = []
+    if rundir is not None:
+        targets += [(rundir / "run.json", run.to_json),
+                    (rundir / "junit.xml", lambda: report.to_junit(run)),
+                    (rundir / "run.ktap", lambda: report.to_ktap(run))]
+    if args.json:
+        targets.append((Path(args.json), run.to_json))
+    if args.junit:
+        targets.append((Path(args.junit), lambda: report.to_junit(run)))
+    for path, render in targets:
+        try:
+            path.write_text(render())
+        except OSError as exc:
+            print(f"error: cannot write {path}: {exc}", file=sys.stderr)
 
 
 def cmd_boot(args: argparse.Namespace) -> int:

@@ -8,11 +8,15 @@ traceback in the log), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 
-from rig.cli import bench, build, guest, report
+from rig.cli import bench, build, globalopts, guest, report
 from rig.errors import RigError
+from rig.paths import cache_root
 
 EXIT_INTERNAL = 4
 
@@ -25,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_parsers(sub)
     guest.add_parsers(sub)
     bench.add_parsers(sub)
+    globalopts.add(p, sub)
     return p
 
 
@@ -38,3 +43,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        return internal_error(exc, bool(getattr(args, "verbose", False)))
+
+
+def internal_error(exc: Exception, verbose: bool = False) -> int:
+    """A bug of the rig: one line on stderr, the traceback in a log file; exit 4."""
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        logs = cache_root() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / f"internal-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(tb)
+        where = f"  log: {path} (the traceback)"
+    except OSError:
+        where, verbose = "  (the log could not be written; the traceback follows)", True
+    print(f"internal error of the rig: {type(exc).__name__}: {exc}\n{where}\n"
+          "  fix: this is a bug of the rig: report it with the log", file=sys.stderr)
+    if verbose:
+        print(tb, end="", file=sys.stderr)
+    return EXIT_INTERNAL

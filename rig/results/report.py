@@ -1,32 +1,93 @@
-"""Reports of a run: the table people read, and JSON, JUnit and KTAP for CI."""
+"""Reports of a run: the table people read, and JSON, JUnit, KTAP and Markdown for CI.
+
+Each is made from the Run alone (rig.results.run), so a saved run renders
+byte for byte as it did when it ran.
+"""
 
 from __future__ import annotations
 
-import json
+import re
+import textwrap
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from rig.results.runner import Outcome, Run
+from rig.results.run import Outcome, Run, Status
 
 COLUMNS = ("scenario", "set", "received", "verdict", "time")
+WIDTH = 100          # the table's lines fit this many columns (a long path may not)
+NAME_MAX = 32        # a longer scenario name wraps in its column
+VERDICT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.ERROR: "ERROR",
+           Status.CRASHED: "CRASHED", Status.NOT_RUN: "NOT_RUN"}
+# Characters XML 1.0 cannot hold (a console log may carry escape sequences).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def table(run: Run) -> str:
-    rows = [(o.case.name, o.case.describe_set(), o.received, "PASS" if o.passed else "FAIL",
-             f"{o.seconds:.2f}s") for o in run.outcomes]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(COLUMNS)]
-    line = "  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+def _column_widths(rows: list[tuple[str, ...]], width: int) -> list[int]:
+    natural = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+               for i, h in enumerate(COLUMNS)]
+    natural[0] = min(natural[0], NAME_MAX)
+    name, set_w, recv_w, verdict, secs = natural
+    room = width - name - verdict - secs - 2 * (len(COLUMNS) - 1)
+    # Share what is left between set and received: the wider gives way first.
+    while set_w + recv_w > room and max(set_w, recv_w) > 12:
+        if set_w >= recv_w:
+            set_w -= 1
+        else:
+            recv_w -= 1
+    return [name, set_w, recv_w, verdict, secs]
+
+
+def _cell(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
+
+
+def _wrapped(text: str, first: str, rest: str, width: int) -> list[str]:
+    """Each line of text wrapped to width; words are never broken (a path stays whole)."""
+    out: list[str] = []
+    for i, line in enumerate(text.splitlines() or [""]):
+        out += textwrap.wrap(line, width, initial_indent=first if i == 0 else rest,
+                             subsequent_indent=rest, break_long_words=False,
+                             break_on_hyphens=False) or [(first if i == 0 else rest).rstrip()]
+    return out
+
+
+def _row(o: Outcome) -> tuple[str, ...]:
+    secs = "-" if o.status is Status.NOT_RUN else f"{o.seconds:.2f}s"
+    return (o.name, o.set_text, o.received or "-", VERDICT[o.status], secs)
+
+
+def table(run: Run, width: int = WIDTH) -> str:
+    rows = [_row(o) for o in run.outcomes]
+    widths = _column_widths(rows, width)
+
+    def line(cells: tuple[str, ...]) -> list[str]:
+        wrapped = [_cell(c, w) for c, w in zip(cells, widths, strict=True)]
+        return ["  ".join(col[i].ljust(w) if i < len(col) else " " * w
+                          for col, w in zip(wrapped, widths, strict=True)).rstrip()
+                for i in range(max(len(col) for col in wrapped))]
+
+    out = [*line(COLUMNS), "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out += line(r)
     for o in run.outcomes:
         for f in o.failures:
-            out.append(f"  {o.case.name}: {f}")
-    npass = sum(o.passed for o in run.outcomes)
+            out += _wrapped(f, f"  {o.name}: ", "      ", width)
+    counts = [f"{run.count(s)} {s.value.lower().replace('_', ' ')}"
+              for s in (Status.FAIL, Status.ERROR, Status.CRASHED, Status.NOT_RUN)
+              if run.count(s)]
+    head = f"{run.count(Status.PASS)}/{len(run.outcomes)} scenarios passed"
+    if counts:
+        head += f" ({', '.join(counts)})"
+    if run.interrupted:
+        head += "; interrupted"
+    out.append(head)
     accel = f"{run.accel} ({run.accel_reason})" if run.accel_reason else run.accel
-    out.append(f"{npass}/{len(run.outcomes)} scenarios passed (accel {accel}, "
-               f"boots: {', '.join(f'{k} {v:.1f}s' for k, v in run.boots.items())})")
-    out += [f"  {name}: {describe_source(doc)}" for name, doc in run.sources.items()]
+    out += _wrapped(f"accel {accel}", "  ", "    ", width)
+    if run.boots:
+        out += _wrapped("boots: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.boots.items()),
+                        "  ", "    ", width)
+    for name, doc in run.sources.items():
+        out += _wrapped(f"{name}: {describe_source(doc)}", "  ", "      ", width)
     return "\n".join(out)
 
 
@@ -37,44 +98,70 @@ def describe_source(doc: dict[str, Any]) -> str:
     return text + "".join(f"\n      {s}" for s in subjects)
 
 
-def _outcome_doc(o: Outcome) -> dict[str, Any]:
-    return {"name": o.case.name, "summary": o.case.summary, "topology": o.case.topo.name,
-            "set": o.case.describe_set(), "received": o.received, "passed": o.passed,
-            "seconds": round(o.seconds, 3), "failures": o.failures, "steps": o.steps,
-            "records": o.records, "snapshots": o.seen.snapshots, "dmesg": o.dmesg}
-
-
 def to_json(run: Run) -> str:
-    doc = {"accel": run.accel, "accel_reason": run.accel_reason, "passed": run.passed,
-           "boots": run.boots,
-           "logs": str(run.logs) if run.logs else None,
-           "sources": run.sources,
-           "scenarios": [_outcome_doc(o) for o in run.outcomes]}
-    return json.dumps(doc, indent=2)
+    return run.to_json()
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
+
+
+def _first_line(texts: list[str], default: str) -> str:
+    first = texts[0].splitlines()[0] if texts and texts[0].strip() else default
+    return first[:200]
 
 
 def to_junit(run: Run) -> str:
-    fails = sum(not o.passed for o in run.outcomes)
+    fails = run.count(Status.FAIL)
+    errors = run.count(Status.ERROR) + run.count(Status.CRASHED)
+    skipped = run.count(Status.NOT_RUN)
     total = sum(o.seconds for o in run.outcomes)
     suites = ET.Element("testsuites", name="tphlab", tests=str(len(run.outcomes)),
                         failures=str(fails), time=f"{total:.3f}")
     suite = ET.SubElement(suites, "testsuite", name=f"tphlab.{run.accel}",
-                          tests=str(len(run.outcomes)), failures=str(fails), errors="0",
-                          skipped="0", time=f"{total:.3f}")
+                          tests=str(len(run.outcomes)), failures=str(fails),
+                          errors=str(errors), skipped=str(skipped), time=f"{total:.3f}")
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="accel", value=run.accel)
     for name, doc in run.sources.items():
-        ET.SubElement(props, "property", name=f"source.{name}", value=describe_source(doc))
-    ET.SubElement(props, "property", name="accel_reason", value=run.accel_reason)
+        ET.SubElement(props, "property", name=f"source.{name}",
+                      value=_xml(describe_source(doc)))
+    ET.SubElement(props, "property", name="accel_reason", value=_xml(run.accel_reason))
+    ET.SubElement(props, "property", name="exit_code", value=str(run.exit_code))
+    for p in run.problems:
+        ET.SubElement(props, "property", name="error", value=_xml(p.render()))
     for o in run.outcomes:
-        tc = ET.SubElement(suite, "testcase", classname=f"tphlab.{o.case.topo.name}",
-                           name=o.case.name, time=f"{o.seconds:.3f}")
-        if not o.passed:
-            f = ET.SubElement(tc, "failure", message=o.failures[0][:200], type="mismatch")
-            f.text = "\n".join(o.failures)
+        tc = ET.SubElement(suite, "testcase", classname=f"tphlab.{o.topology}",
+                           name=o.name, time=f"{o.seconds:.3f}")
+        text = _xml("\n".join(o.failures))
+        if o.status is Status.FAIL:
+            f = ET.SubElement(tc, "failure", message=_xml(_first_line(o.failures, "failed")),
+                              type="mismatch")
+            f.text = text
+        elif o.status in (Status.ERROR, Status.CRASHED):
+            e = ET.SubElement(tc, "error", message=_xml(_first_line(o.failures, o.status.value)),
+                              type=o.status.value.lower())
+            e.text = text
+        elif o.status is Status.NOT_RUN:
+            s = ET.SubElement(tc, "skipped", message=_xml(_first_line(o.failures, "not run")),
+                              type="not-run")
+            s.text = text
         out = ET.SubElement(tc, "system-out")
-        out.text = f"set: {o.case.describe_set()}\nreceived: {o.received}\n"
+        out.text = _xml(f"set: {o.set_text}\nreceived: {o.received}\n")
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+KTAP_DIRECTIVE = {Status.ERROR: "# ERROR the rig or the check broke",
+                  Status.CRASHED: "# ERROR its guest died or hung",
+                  Status.NOT_RUN: "# SKIP not run"}
+
+
+def _ktap_result(i: int, o: Outcome) -> str:
+    """ok / not ok, with KTAP's directive for what has no verdict (the why is in
+    the diagnostic lines above it)."""
+    result = "ok" if o.status in (Status.PASS, Status.NOT_RUN) else "not ok"
+    directive = KTAP_DIRECTIVE.get(o.status)
+    return f"{result} {i} {o.name}" + (f" {directive}" if directive else "")
 
 
 def to_ktap(run: Run) -> str:
@@ -86,17 +173,21 @@ def to_ktap(run: Run) -> str:
         lines.insert(-1, f"# tphlab source.{name}={text}")
     for i, o in enumerate(run.outcomes, 1):
         for f in o.failures:
-            lines.append(f"# {o.case.name}: {f}")
-        lines.append(f"{'ok' if o.passed else 'not ok'} {i} {o.case.name}")
+            lines.append(f"# {o.name}: " + f.replace("\n", "\n# "))
+        lines.append(_ktap_result(i, o))
+    for p in run.problems:
+        lines.append("# " + p.render().replace("\n", "\n# "))
+    if run.interrupted:
+        lines.append("# tphlab interrupted")
     return "\n".join(lines) + "\n"
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    """A `to_json` report as Markdown (a CI job summary)."""
-    rows = doc.get("scenarios", [])
-    npass = sum(bool(r["passed"]) for r in rows)
-    why = f" ({doc['accel_reason']})" if doc.get("accel_reason") else ""
-    out = [f"### tphlab: {npass}/{len(rows)} scenarios passed (accel {doc.get('accel')}{why})",
+def markdown(run: Run) -> str:
+    """A run as Markdown (a CI job summary)."""
+    rows = run.outcomes
+    why = f" ({run.accel_reason})" if run.accel_reason else ""
+    out = [f"### tphlab: {run.count(Status.PASS)}/{len(rows)} scenarios passed "
+           f"(accel {run.accel}{why})",
            "",
            "| scenario | set | received | verdict |", "| --- | --- | --- | --- |"]
 
@@ -104,11 +195,17 @@ def markdown(doc: dict[str, Any]) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
 
     for r in rows:
-        out.append(f"| {cell(r['name'])} | {cell(r['set'])} | {cell(r['received'])} | "
-                   f"{'PASS' if r['passed'] else '**FAIL**'} |")
+        verdict = VERDICT[r.status] if r.status in (Status.PASS, Status.NOT_RUN) \
+            else f"**{VERDICT[r.status]}**"
+        out.append(f"| {cell(r.name)} | {cell(r.set_text)} | {cell(r.received)} | "
+                   f"{verdict} |")
     for r in rows:
-        for f in r.get("failures", []):
-            out.append(f"- `{r['name']}`: {cell(f)}")
-    for name, src in (doc.get("sources") or {}).items():
+        for f in r.failures:
+            out.append(f"- `{r.name}`: {cell(f)}")
+    for p in run.problems:
+        out.append(f"- error: {cell(p.message.splitlines()[0] if p.message else '')}")
+    if run.interrupted:
+        out.append("- the run was interrupted")
+    for name, src in run.sources.items():
         out.append(f"- {name}: {cell(describe_source(src))}")
     return "\n".join(out)

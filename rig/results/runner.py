@@ -1,15 +1,27 @@
-"""Running the scenario matrix: one boot per topology, then each case in turn."""
+"""Running the scenario matrix: one boot per topology, then each case in turn.
+
+Every scenario ends as an Outcome (rig.results.run): PASS or FAIL by its
+check; ERROR when the rig or the check broke (the traceback goes to
+RUNDIR/run.log), and the next scenario still runs; CRASHED when its guest
+died or hung, and then its topology's remaining scenarios are NOT_RUN
+while the other topologies keep going. Ctrl-C stops the guests and leaves
+what had not finished NOT_RUN. run_matrix always returns the Run, so its
+reports can be written however it ended.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 from rig import hostfacts
 from rig.build.artifacts import Artifacts
@@ -18,7 +30,8 @@ from rig.guest import faults, topology
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
-from rig.scenarios import hint_cases
+from rig.results.run import EXIT_GUEST, EXIT_INTERNAL, Outcome, Problem, Run, Status
+from rig.scenarios import hint_cases, protocol
 from rig.scenarios.kit import Bench, Scenario, Seen
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
@@ -31,43 +44,70 @@ AFTER = (f"printf '\\n%s\\n' {AFTER_MARK}; "
          "dmesg -c; echo \"tphlab-dmabufs: $(sed -n 's/^Total \\([0-9]*\\) objects.*/\\1/p' "
          "/sys/kernel/debug/dma_buf/bufinfo)\"")
 _DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
+RUN_LOG = "run.log"
 
 
-@dataclass
-class Outcome:
-    case: Scenario
-    passed: bool
-    seconds: float
-    failures: list[str] = field(default_factory=list)
-    seen: Seen = field(default_factory=lambda: Seen([]))
-    dmesg: list[str] = field(default_factory=list)
+class CmdOutput(Protocol):
+    """A guest command's result (rig.guest.ssh.CmdResult)."""
 
     @property
-    def steps(self) -> list[dict[str, Any]]:
-        return self.seen.steps
+    def rc(self) -> int: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+
+
+class Shell(Protocol):
+    """What the runner uses of rig.guest.ssh.GuestShell."""
+
+    def run(self, command: str, timeout: float = ...,
+            on_pause: Callable[[], None] | None = ...) -> CmdOutput: ...
+
+
+class GuestVM(Protocol):
+    """What the runner uses of a guest (rig.guest.vm.VM; a fake one in tests).
+
+    rig.guest.faults reads its `console`, `rundir` and `proc` too.
+    """
 
     @property
-    def records(self) -> list[dict[str, Any]]:
-        return self.seen.records
-
+    def topo(self) -> topology.Topology: ...
     @property
-    def received(self) -> str:
-        return self.case.received(self.seen)
-
-
-@dataclass
-class Run:
-    accel: str
-    outcomes: list[Outcome] = field(default_factory=list)
-    boots: dict[str, float] = field(default_factory=dict)
-    logs: Path | None = None
-    accel_reason: str = ""       # why this accelerator: "auto: <finding>", "asked for ..."
-    # What was tested, per component (qemu, kernel): the Source.detail() of its build
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
-
+    def stage(self) -> str: ...
     @property
-    def passed(self) -> bool:
-        return bool(self.outcomes) and all(o.passed for o in self.outcomes)
+    def boot_seconds(self) -> float: ...
+    @property
+    def console(self) -> Path: ...
+    @property
+    def shell(self) -> Shell | None: ...
+
+    def start(self, timeout: float = ...,
+              on_stage: Callable[[str, float], None] | None = ...) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
+    def alive(self) -> bool: ...
+    def qmp_cmd(self, name: str, **args: Any) -> Any: ...
+
+
+VMFactory = Callable[[Artifacts, topology.Topology, Path, str], GuestVM]
+G = TypeVar("G", bound=GuestVM)
+
+
+class RunLog:
+    """RUNDIR/run.log: what happened, in order, with every traceback. Thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock, self.path.open("a") as f:
+            f.write("".join(f"{stamp} {line}\n" for line in text.splitlines() or [""]))
+
+    def exception(self, what: str, exc: BaseException) -> None:
+        tb = "".join(traceback.format_exception(exc)).rstrip()
+        self.write(f"{what}:\n{tb}")
 
 
 def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scenario]]]:
@@ -83,9 +123,10 @@ def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scen
     return out
 
 
-def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: Accel,
-             on_stage: Callable[[str, float], None] | None = None,
-             timeout: float = 120.0) -> tuple[VM, Accel]:
+def boot(factory: Callable[[Artifacts, topology.Topology, Path, str], G], arts: Artifacts,
+         topo: topology.Topology, rundir: Path, accel: Accel,
+         on_stage: Callable[[str, float], None] | None = None,
+         timeout: float = 120.0) -> tuple[G, Accel]:
     """Boot to SSH under `accel`; return the guest and the accelerator it runs under.
 
     A KVM that creates VMs and runs a few instructions can still hang a real
@@ -95,7 +136,7 @@ def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: Acce
     too, and rundir/kvm-fallback.txt keeps the console). A boot that fails
     leaves no QEMU behind.
     """
-    vm = VM(arts, topo, rundir, accel.name)
+    vm = factory(arts, topo, rundir, accel.name)
     started = time.monotonic()
     try:
         vm.start(timeout=timeout if accel.name == "tcg" else min(timeout, 30.0),
@@ -118,27 +159,31 @@ def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: Acce
         if on_stage:
             on_stage(f"KVM failed, falling back to TCG ({accel.reason})",
                      time.monotonic() - started)
-    vm = VM(arts, topo, rundir / "tcg", "tcg")
+    except BaseException:
+        vm.stop()
+        raise
+    vm = factory(arts, topo, rundir / "tcg", "tcg")
     try:
         vm.start(timeout=timeout, on_stage=on_stage)
-    except RigError:
+    except BaseException:
         vm.stop()
         raise
     return vm, accel
 
 
+def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: Accel,
+             on_stage: Callable[[str, float], None] | None = None,
+             timeout: float = 120.0) -> tuple[VM, Accel]:
+    """boot() a real guest (rig.guest.vm.VM)."""
+    return boot(VM, arts, topo, rundir, accel, on_stage, timeout)
+
+
 def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
     """tphctl's JSON step lines, and the lines that began as one but do not
-    parse (a process killed mid-line)."""
-    steps, garbled = [], []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                steps.append(json.loads(line))
-            except json.JSONDecodeError:
-                garbled.append(line)
-    return steps, garbled
+    parse (a process killed mid-line). The scenario's check reads the steps
+    as rig.scenarios.protocol records: a missing or malformed field is a
+    ProtocolError there."""
+    return protocol.split(stdout)
 
 
 def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
@@ -163,24 +208,25 @@ def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
                      fix="check the topology's -device lines in the run's cmdline file")
 
 
-def bind_devices(vm: VM, clear_log: bool = False) -> Bench:
+def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
     """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer.
 
     A report in dmesg from booting or binding is an error. clear_log: empty
     dmesg after reading it (a scenario run, whose checks read what each
     scenario added); a guest left to the user keeps its boot log.
     """
-    assert vm.shell is not None
+    shell = vm.shell
+    assert shell is not None
     pci = vm.qmp_cmd("query-pci")
     bench = Bench(find_bdf(pci, topology.EXPORTER_ID), find_bdf(pci, topology.IMPORTER_ID),
                   find_bdf(pci, topology.SPARE_ID) if vm.topo.spare else None)
-    res = vm.shell.run(f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''}",
-                       timeout=30)
+    res = shell.run(f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''}",
+                    timeout=30)
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer")
     dmesg = "dmesg -c" if clear_log else "dmesg"
-    splats = hint_cases.dmesg_splats(vm.shell.run(dmesg, timeout=10).stdout)
+    splats = hint_cases.dmesg_splats(shell.run(dmesg, timeout=10).stdout)
     if splats:
         raise GuestError("the guest's kernel reported problems while booting and binding:\n"
                          + "\n".join(f"    {ln}" for ln in splats), log=str(vm.console))
@@ -210,8 +256,51 @@ def after_checks(output: str) -> tuple[list[str], list[str]]:
     return splats, failures
 
 
-def run_case(vm: VM, case: Scenario, bench: Bench, timeout: float = 60.0) -> Outcome:
-    assert vm.shell is not None
+def describe(case: Scenario) -> str:
+    """The case's "set" text; a scenario whose describe_set breaks says so."""
+    try:
+        return case.describe_set()
+    except Exception as exc:
+        return f"(describe_set raised {type(exc).__name__}: {exc})"
+
+
+def outcome(case: Scenario, status: Status, seconds: float = 0.0,
+            failures: Sequence[str] = (), seen: Seen | None = None, received: str = "",
+            dmesg: Sequence[str] = (), output: Path | None = None) -> Outcome:
+    """A scenario's Outcome: everything the reports need, taken from it now."""
+    seen = seen if seen is not None else Seen([])
+    return Outcome(name=case.name, topology=case.topo.name, status=status,
+                   seconds=round(seconds, 3), summary=case.summary, set_text=describe(case),
+                   received=received, failures=list(failures), steps=seen.steps,
+                   snapshots=seen.snapshots, dmesg=list(dmesg),
+                   output=str(output) if output is not None else None)
+
+
+def not_run(case: Scenario, why: str) -> Outcome:
+    return outcome(case, Status.NOT_RUN, failures=[f"not run: {why}"])
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text.strip() else text
+
+
+def _save_output(outdir: Path, name: str, text: str) -> None:
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / name).write_text(text)
+
+
+def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
+             outdir: Path | None = None, log: RunLog | None = None) -> Outcome:
+    """Run one scenario in a booted guest and check it.
+
+    outdir keeps its raw output: tphctl's lines (tphctl.out, stderr.out),
+    each QMP read of the hint log (qmp.json), and what the after-checks read
+    (dmesg.out). A check (or its received text) that raises makes the
+    scenario an ERROR, its traceback in `log`. Guest and rig errors
+    (GuestError, RigError) propagate: the caller knows the guest.
+    """
+    shell = vm.shell
+    assert shell is not None
     started = time.monotonic()
     vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
     snapshots: list[list[dict[str, Any]]] = []
@@ -220,17 +309,39 @@ def run_case(vm: VM, case: Scenario, bench: Bench, timeout: float = 60.0) -> Out
         snapshots.append(vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)["records"])
 
     # `;` binds loosest: AFTER runs whatever the scenario's command list did.
-    res = vm.shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout, on_pause=read_hints)
+    try:
+        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout,
+                        on_pause=read_hints)
+    finally:
+        if outdir is not None:
+            _save_output(outdir, "qmp.json", json.dumps(snapshots, indent=1) + "\n")
     out, after_out = split_after(res.stdout)
+    if outdir is not None:
+        _save_output(outdir, "tphctl.out", out)
+        _save_output(outdir, "stderr.out", res.stderr)
+        _save_output(outdir, "dmesg.out", after_out)
     steps, garbled = parse_steps(out)
     seen = Seen(steps, snapshots, hint_cases.requester_id(bench.importer))
     splats, after = after_checks(after_out)
     failures = [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
-    failures += case.check(seen)
+    try:
+        failures += case.check(seen)
+        received = case.received(seen)
+    except Exception as exc:
+        where = f"scenario {case.name}: its check raised {type(exc).__name__}: {exc}"
+        if log is not None:
+            log.exception(where, exc)
+        text = (exc.message if isinstance(exc, RigError)
+                else f"{type(exc).__name__}: {exc}")
+        failures.append(f"internal error: the check raised {text}"
+                        + (f" (traceback in {log.path})" if log is not None else ""))
+        return outcome(case, Status.ERROR, time.monotonic() - started, failures, seen,
+                       dmesg=splats, output=outdir)
     if res.stderr.strip():
         failures.append(f"stderr: {res.stderr.strip()}")
     failures += after
-    return Outcome(case, not failures, time.monotonic() - started, failures, seen, splats)
+    return outcome(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
+                   failures, seen, received, splats, outdir)
 
 
 @dataclass(frozen=True)
@@ -239,38 +350,229 @@ class Options:
     case_timeout: float = 60.0         # seconds for one scenario's guest command
     fault: str | None = None           # see faults.FAULTS
     jobs: int | None = None            # guests booted side by side
+    vm_factory: VMFactory | None = None  # makes the guests; None: rig.guest.vm.VM
+
+
+@dataclass
+class GroupResult:
+    accel: Accel                       # the accelerator its guest ran under
+    boot: float | None = None          # seconds to SSH, None if it did not boot
+    outcomes: list[Outcome] = field(default_factory=list)   # one per member, in order
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Control:
+    """What the guests of one run share: the run log, the guests alive (to
+    stop them on Ctrl-C), and whether the run is halting or may boot no more
+    guests, and why."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+        self.halted: str | None = None      # Ctrl-C: every group stops now
+        self.no_boot: str | None = None     # a set-up error every guest would hit
+        self._lock = threading.Lock()
+        self._guests: list[GuestVM] = []
+
+    def halt(self, why: str) -> None:
+        with self._lock:
+            if self.halted is None:
+                self.halted = why
+
+    def refuse_boots(self, why: str) -> None:
+        with self._lock:
+            if self.no_boot is None:
+                self.no_boot = why
+
+    def track(self, factory: VMFactory) -> VMFactory:
+        """The factory, its guests known to stop_all; none made once halted."""
+        def make(arts: Artifacts, topo: topology.Topology, rundir: Path,
+                 accel: str) -> GuestVM:
+            with self._lock:
+                if self.halted is not None:
+                    raise RigError(self.halted)
+                vm = factory(arts, topo, rundir, accel)
+                self._guests.append(vm)
+            return vm
+        return make
+
+    def stop_all(self) -> None:
+        """Stop every guest (from the main thread, on Ctrl-C): its group's
+        command fails at once and the group ends."""
+        with self._lock:
+            guests = list(self._guests)
+        for vm in guests:
+            try:
+                vm.stop(timeout=2.0)
+            except Exception as exc:
+                self.log.exception("stopping a guest on Ctrl-C", exc)
+
+
+def _what(exc: BaseException) -> str:
+    """An error's own message: a RigError's, else its type and text (a bug)."""
+    if isinstance(exc, RigError):
+        return exc.message
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _problem(exc: BaseException, where: str, topo: str, log: RunLog) -> Problem:
+    """The Problem an exception makes; one that is no RigError is the rig's bug."""
+    if isinstance(exc, RigError):
+        log.write(f"{where}: {exc.render()}")
+        return Problem(exc.exit_code, f"{where}: {exc.message}", exc.log, exc.fix, topo)
+    log.exception(f"{where}: internal error", exc)
+    return Problem(EXIT_INTERNAL, f"{where}: {_what(exc)}", str(log.path),
+                   "this is a bug of the rig: report it with the log", topo)
+
+
+def _explain(vm: GuestVM, where: str, exc: BaseException) -> GuestError:
+    """faults.explain for any error of a dead or silent guest (faults reads a VM's
+    console, rundir and proc, which every guest has)."""
+    text = exc.message if isinstance(exc, RigError) else f"{type(exc).__name__}: {exc}"
+    # The after-checks appended to every scenario's command say nothing here.
+    for after in (AFTER, repr(AFTER)[1:-1]):      # as is, and as a command's repr shows it
+        text = text.replace(f"; {after}", "")
+    err = RigError(text, fix=getattr(exc, "fix", None))
+    return faults.explain(cast(VM, vm), where, err)
 
 
 def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
               accel: Accel, rundir: Path, report: Callable[[Outcome], None] | None = None,
               on_stage: Callable[[str, str, float], None] | None = None,
-              opts: Options = Options()) -> tuple[Accel, float, list[Outcome]]:
-    """Boot one topology, run its cases; return the accelerator used, boot time, outcomes."""
+              opts: Options = Options(), control: Control | None = None) -> GroupResult:
+    """Boot one topology and run its cases: an outcome for every member, never a raise.
+
+    A guest that does not boot, or whose devices do not bind, leaves every
+    member NOT_RUN; one that dies or hangs makes the running case CRASHED
+    and the rest NOT_RUN. Each outcome goes to `report` as it is known.
+    """
+    ctl = control if control is not None else Control(RunLog(rundir / RUN_LOG))
+    log = ctl.log
+    result = GroupResult(accel)
+
+    def done(o: Outcome) -> None:
+        result.outcomes.append(o)
+        log.write(f"{topo.name}: {o.name}: {o.status.value} ({o.seconds:.2f}s)"
+                  + "".join(f"\n    {f}" for f in o.failures))
+        if report:
+            report(o)
+
+    def skip_rest(why: str) -> None:
+        for c in members[len(result.outcomes):]:
+            done(not_run(c, why))
 
     def stage(name: str, secs: float) -> None:
         if on_stage:
             on_stage(topo.name, name, secs)
 
-    vm, used = start_vm(arts, faults.boot_topology(topo, opts.fault), rundir / topo.name,
-                        accel, stage, opts.boot_timeout)
-    outcomes: list[Outcome] = []
+    def interrupted() -> bool:
+        if ctl.halted is None:
+            return False
+        skip_rest(ctl.halted)
+        return True
+
+    if interrupted():
+        return result
+    if ctl.no_boot is not None:
+        skip_rest(ctl.no_boot)
+        return result
+    factory = ctl.track(opts.vm_factory or VM)
+    log.write(f"{topo.name}: booting")
+    try:
+        vm, used = boot(factory, arts, faults.boot_topology(topo, opts.fault),
+                        rundir / topo.name, accel, stage, opts.boot_timeout)
+    except Exception as exc:
+        if interrupted():
+            return result
+        problem = _problem(exc, f"guest {topo.name}", topo.name, log)
+        result.problems.append(problem)
+        if isinstance(exc, AccelError):    # --accel kvm: no guest will boot under KVM
+            ctl.refuse_boots(f"no guest was booted after: {_first_line(exc.message)}")
+        skip_rest(f"the guest ({topo.name}) did not boot: {_first_line(_what(exc))}")
+        return result
+    result.accel, result.boot = used, round(vm.boot_seconds, 3)
+    try:
+        _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest)
+    except Exception as exc:      # a bug of the loop itself; the outcomes so far stand
+        result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
+        skip_rest(f"the rig broke in guest {topo.name} (see {log.path})")
+    finally:
+        try:
+            vm.stop()
+        except Exception as exc:
+            log.exception(f"{topo.name}: stopping the guest", exc)
+    return result
+
+
+def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
+                 rundir: Path, opts: Options, ctl: Control, result: GroupResult,
+                 done: Callable[[Outcome], None], skip_rest: Callable[[str], None]) -> None:
+    log = ctl.log
+
+    def guest_died(where: str, exc: BaseException) -> GuestError:
+        err = _explain(vm, where, exc)
+        result.problems.append(Problem(EXIT_GUEST, err.message, err.log, err.fix, topo.name))
+        log.write(f"{where}: {err.message}")
+        return err
+
     try:
         bench = bind_devices(vm, clear_log=True)
-        faults.inject(vm, opts.fault)
-        for case in members:
-            where = f"guest {topo.name}, scenario {case.name}"
-            try:
-                outcome = run_case(vm, case, bench, opts.case_timeout)
-            except RigError as exc:
-                raise faults.explain(vm, where, exc) from exc
-            outcomes.append(outcome)
-            if report:
-                report(outcome)
-            if not vm.alive():
-                raise faults.explain(vm, where, RigError("QEMU is gone"))
-    finally:
-        vm.stop()
-    return used, vm.boot_seconds, outcomes
+        if opts.fault:
+            faults.inject(cast(VM, vm), opts.fault)
+    except Exception as exc:
+        if ctl.halted is not None:
+            skip_rest(ctl.halted)
+            return
+        where = f"guest {topo.name}, binding the devices"
+        if isinstance(exc, GuestError) or not vm.alive():
+            err = guest_died(where, exc)
+            skip_rest(_first_line(err.message))
+        else:
+            result.problems.append(_problem(exc, where, topo.name, log))
+            skip_rest(f"{where} failed: {_first_line(_what(exc))}")
+        return
+    for case in members:
+        if ctl.halted is not None:
+            skip_rest(ctl.halted)
+            return
+        where = f"guest {topo.name}, scenario {case.name}"
+        started = time.monotonic()
+        outdir = rundir / topo.name / "scenarios" / case.name
+        try:
+            o = run_case(vm, case, bench, opts.case_timeout, outdir, log)
+        except Exception as exc:
+            if ctl.halted is not None:
+                skip_rest(ctl.halted)
+                return
+            if isinstance(exc, GuestError) or not vm.alive():
+                err = guest_died(where, exc)
+                done(outcome(case, Status.CRASHED, time.monotonic() - started,
+                             [f"{_first_line(err.message)}; console {vm.console}"],
+                             output=outdir))
+                skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
+                return
+            # The rig broke, not the guest: this case has no verdict, the next may.
+            result.problems.append(_problem(exc, where, topo.name, log))
+            suffix = "" if isinstance(exc, RigError) else f" (traceback in {log.path})"
+            done(outcome(case, Status.ERROR, time.monotonic() - started,
+                         [f"{_what(exc)}{suffix}"], output=outdir))
+            continue
+        if ctl.halted is not None and not vm.alive():
+            skip_rest(ctl.halted)         # stopped under it by Ctrl-C: no verdict
+            return
+        if o.status is Status.ERROR:
+            result.problems.append(Problem(EXIT_INTERNAL, f"{where}: {o.failures[-1]}",
+                                           str(log.path), "this is a bug of the rig or of "
+                                           "the scenario's check: report it with the log",
+                                           topo.name))
+        if not vm.alive():
+            # Its output came back, then QEMU went: it took the guest down with it.
+            err = guest_died(where, RigError("QEMU is gone"))
+            o.status = Status.CRASHED
+            o.failures.append(f"{_first_line(err.message)}; console {vm.console}")
+            done(o)
+            skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
+            return
+        done(o)
 
 
 def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir: Path,
@@ -280,31 +582,87 @@ def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir:
     """Boot once per topology and run its cases; the run directory keeps every log.
 
     Topologies run side by side, one guest per core (a TCG guest keeps one
-    core busy); the outcomes keep the order of `cases`. The Run names the
-    accelerator and why: TCG if any guest fell back to it (`auto`).
+    core busy); the outcomes keep the order of `cases`, one each, whatever
+    happened. The Run names the accelerator and why: TCG if any guest fell
+    back to it (`auto`). Ctrl-C stops the guests, marks the run interrupted
+    and returns it.
     """
-    gs = groups(cases)
-    workers = max(1, min(opts.jobs or hostfacts.jobs(), len(gs)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="guest") as pool:
-        futures = [pool.submit(run_group, topo, members, arts, accel, rundir, report, on_stage,
-                               opts)
-                   for topo, members in gs]
-        results = [f.result() for f in futures]
+    log = RunLog(rundir / RUN_LOG)
+    ctl = Control(log)
     run = Run(accel.name, logs=rundir, accel_reason=accel.reason)
-    by_name: dict[str, Outcome] = {}
+    run.outcomes = [not_run(c, "its guest never reported it (a bug of the rig)") for c in cases]
+    slot = {c.name: i for i, c in enumerate(cases)}
+    reported: set[str] = set()
+    lock = threading.Lock()
+
+    def record(o: Outcome) -> None:
+        with lock:
+            run.outcomes[slot[o.name]] = o
+            reported.add(o.name)
+        if report:
+            report(o)
+
+    gs = groups(cases)
+    log.write(f"{len(cases)} scenarios in {len(gs)} guests, accel {accel.name} "
+              f"({accel.reason})")
+    workers = max(1, min(opts.jobs or hostfacts.jobs(), len(gs)))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="guest")
+    futures: list[Future[GroupResult]] = [
+        pool.submit(run_group, topo, members, arts, accel, rundir, record, on_stage, opts, ctl)
+        for topo, members in gs]
+    try:
+        wait_futures(futures)
+    except KeyboardInterrupt:
+        run.interrupted = True
+        ctl.halt("the run was interrupted")
+        log.write("interrupted: stopping the guests")
+        for f in futures:
+            f.cancel()
+        ctl.stop_all()
+        try:
+            wait_futures(futures)
+        except KeyboardInterrupt:
+            log.write("interrupted again: not waiting for the guests")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
     fell_back: list[str] = []
     on_kvm: list[str] = []
-    for (topo, _), (used, boot, outcomes) in zip(gs, results, strict=True):
-        run.boots[topo.name] = boot
-        if used.name != accel.name:
-            fell_back.append(used.reason)
-        elif used.name == "kvm":
+    for (topo, members), f in zip(gs, futures, strict=True):
+        if not f.done() or f.cancelled():
+            with lock:
+                unreported = [c for c in members if c.name not in reported]
+            for c in unreported:
+                run.outcomes[slot[c.name]] = not_run(c, ctl.halted or "cancelled")
+            continue
+        exc = f.exception()
+        if exc is not None:   # run_group never raises: if it did, that is a bug
+            run.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
+            continue
+        res = f.result()
+        for o in res.outcomes:
+            if o.name not in reported:
+                run.outcomes[slot[o.name]] = o
+        run.problems += res.problems
+        if res.boot is None:
+            continue
+        run.boots[topo.name] = res.boot
+        if res.accel.name != accel.name:
+            fell_back.append(res.accel.reason)
+        elif res.accel.name == "kvm":
             on_kvm.append(topo.name)
-        by_name.update((o.case.name, o) for o in outcomes)
     if fell_back:
         why = [r.removeprefix("auto: ") for r in fell_back]
         if on_kvm:
             why.append(f"{', '.join(on_kvm)} ran under KVM")
         run.accel, run.accel_reason = "tcg", "auto: " + "; ".join(why)
-    run.outcomes = [by_name[c.name] for c in cases if c.name in by_name]
+    log.write(f"done: {run.count(Status.PASS)}/{len(run.outcomes)} passed, "
+              f"exit code {run.exit_code}")
     return run
+
+
+def unrun(cases: Sequence[Scenario], accel: str, why: str, problem: Problem | None = None,
+          logs: Path | None = None) -> Run:
+    """The Run of a run that never started (a set-up error, Ctrl-C): all NOT_RUN."""
+    return Run(accel, [not_run(c, why) for c in cases], logs=logs,
+               problems=[problem] if problem is not None else [])

@@ -1,0 +1,192 @@
+"""A run's results as data: each scenario's outcome and the run's, to and from JSON.
+
+Everything a report shows is here, so a saved run (`rig run --json`, or
+RUNDIR/run.json) renders again exactly as it did (`rig report`): nothing
+needs the scenarios' code or a guest.
+
+Exit codes (`Run.exit_code`; the highest that applies wins): 0 every scenario
+passed, 1 a scenario failed, 2 a set-up error, 3 a guest died or hung, 4 an
+internal error of the rig (a check or the runner raised), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_SETUP = 2
+EXIT_GUEST = 3
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
+
+
+class Status(StrEnum):
+    PASS = "PASS"          # ran, and what was received is what was set
+    FAIL = "FAIL"          # ran, and a check found a difference
+    ERROR = "ERROR"        # the rig or the check broke: no verdict
+    CRASHED = "CRASHED"    # its guest died or hung while it ran
+    NOT_RUN = "NOT_RUN"    # never ran: its guest did not boot or died before it, or Ctrl-C
+
+
+class FormatError(ValueError):
+    """A document that is not a saved run."""
+
+
+@dataclass
+class Outcome:
+    """One scenario's result, as reports show it."""
+
+    name: str
+    topology: str
+    status: Status
+    seconds: float = 0.0
+    summary: str = ""
+    set_text: str = ""              # what userspace set (the "set" column)
+    received: str = ""              # what came back (the "received" column)
+    failures: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)              # tphctl's JSON lines
+    snapshots: list[list[dict[str, Any]]] = field(default_factory=list)    # hint log per pause
+    dmesg: list[str] = field(default_factory=list)                         # kernel reports
+    output: str | None = None       # the directory with its raw output
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASS
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The exporter's hint log as last read."""
+        return self.snapshots[-1] if self.snapshots else []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "summary": self.summary, "topology": self.topology,
+                "set": self.set_text, "received": self.received, "status": self.status.value,
+                "passed": self.passed, "seconds": self.seconds, "failures": self.failures,
+                "steps": self.steps, "records": self.records, "snapshots": self.snapshots,
+                "dmesg": self.dmesg, "output": self.output}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Outcome:
+        """An outcome of to_dict; a report from before "status" reads as PASS or FAIL."""
+        status = doc.get("status")
+        if status is None:
+            status = Status.PASS if doc.get("passed") else Status.FAIL
+        snapshots = doc.get("snapshots")
+        if snapshots is None:
+            snapshots = [doc["records"]] if doc.get("records") else []
+        return cls(name=str(doc["name"]), topology=str(doc.get("topology", "")),
+                   status=Status(status), seconds=float(doc.get("seconds", 0.0)),
+                   summary=str(doc.get("summary", "")), set_text=str(doc.get("set", "")),
+                   received=str(doc.get("received", "")),
+                   failures=[str(f) for f in doc.get("failures", [])],
+                   steps=list(doc.get("steps", [])), snapshots=list(snapshots),
+                   dmesg=[str(d) for d in doc.get("dmesg", [])], output=doc.get("output"))
+
+
+@dataclass
+class Problem:
+    """What ended a scenario or a guest early, and the exit code it makes."""
+
+    code: int                       # EXIT_SETUP, EXIT_GUEST or EXIT_INTERNAL
+    message: str
+    log: str | None = None
+    fix: str | None = None
+    topology: str | None = None     # the guest it happened in, if one
+
+    def render(self) -> str:
+        """As the CLI prints an error (see RigError.render)."""
+        lines = [f"error: {self.message}"]
+        if self.log:
+            lines.append(f"  log: {self.log}")
+        if self.fix:
+            lines.append(f"  fix: {self.fix}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "log": self.log, "fix": self.fix,
+                "topology": self.topology}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Problem:
+        return cls(int(doc["code"]), str(doc["message"]), doc.get("log"), doc.get("fix"),
+                   doc.get("topology"))
+
+
+@dataclass
+class Run:
+    accel: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    boots: dict[str, float] = field(default_factory=dict)
+    logs: Path | None = None
+    accel_reason: str = ""       # why this accelerator: "auto: <finding>", "asked for ..."
+    # What was tested, per component (qemu, kernel): the Source.detail() of its build
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    interrupted: bool = False    # Ctrl-C: what had not finished is NOT_RUN
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outcomes) and all(o.passed for o in self.outcomes) \
+            and not self.problems and not self.interrupted
+
+    def count(self, status: Status) -> int:
+        return sum(o.status is status for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        codes = [p.code for p in self.problems]
+        if any(o.status is Status.ERROR for o in self.outcomes):
+            codes.append(EXIT_INTERNAL)     # an ERROR always comes with its Problem; to be sure
+        if any(o.status is Status.CRASHED for o in self.outcomes):
+            codes.append(EXIT_GUEST)
+        if not self.passed:
+            codes.append(EXIT_FAIL)
+        return max(codes, default=EXIT_PASS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accel": self.accel, "accel_reason": self.accel_reason, "passed": self.passed,
+                "exit_code": self.exit_code, "interrupted": self.interrupted,
+                "boots": self.boots,
+                "logs": str(self.logs) if self.logs else None,
+                "sources": self.sources,
+                "errors": [p.to_dict() for p in self.problems],
+                "scenarios": [o.to_dict() for o in self.outcomes]}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Run:
+        try:
+            return cls(accel=str(doc["accel"]),
+                       outcomes=[Outcome.from_dict(o) for o in doc["scenarios"]],
+                       boots={str(k): float(v) for k, v in doc.get("boots", {}).items()},
+                       logs=Path(doc["logs"]) if doc.get("logs") else None,
+                       accel_reason=str(doc.get("accel_reason", "")),
+                       sources=dict(doc.get("sources") or {}),
+                       problems=[Problem.from_dict(p) for p in doc.get("errors", [])],
+                       interrupted=bool(doc.get("interrupted", False)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"not a tphlab run report ({type(exc).__name__}: {exc})") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Run:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise FormatError("not a tphlab run report (not a JSON object)")
+        return cls.from_dict(doc)
+
+
+def load(path: Path) -> Run:
+    """A saved run; OSError if unreadable, FormatError if not a run report."""
+    return Run.from_json(path.read_text())
