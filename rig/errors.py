@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 
+def render(message: str, log: str | None = None, fix: str | None = None) -> str:
+    """An error as the CLI prints it: what failed, its log, and the fix."""
+    lines = [f"error: {message}"]
+    if log:
+        lines.append(f"  log: {log}")
+    if fix:
+        lines.append(f"  fix: {fix}")
+    return "\n".join(lines)
+
+
 class RigError(Exception):
     """A failure the user can act on: what went wrong and how to fix it."""
 
@@ -15,12 +25,7 @@ class RigError(Exception):
         self.log = log
 
     def render(self) -> str:
-        lines = [f"error: {self.message}"]
-        if self.log:
-            lines.append(f"  log: {self.log}")
-        if self.fix:
-            lines.append(f"  fix: {self.fix}")
-        return "\n".join(lines)
+        return render(self.message, self.log, self.fix)
 
 
 class ToolError(RigError):

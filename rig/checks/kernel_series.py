@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rig import tools
 from rig.build import context, kernel_build, series, sources, sparse
+from rig.checks import checker
 from rig.checks.checker import run_checker
 from rig.errors import RigError
 from rig.paths import kernel_fragment, kernel_series_dir
@@ -149,15 +150,7 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[PatchReport]:
 
 
 def render(reports: list[PatchReport]) -> str:
-    out = []
-    for r in reports:
-        out.append(f"{'ok  ' if r.clean else 'FAIL'} {r.patch}")
-        for label, items in (("checkpatch", r.checkpatch), ("new kernel-doc", r.kerneldoc),
-                             ("new W=1/sparse warning", r.new_warnings)):
-            out += [f"       {label}: {i}" for i in items]
-        if r.build:
-            out.append(f"       build: {r.build}")
-    clean = sum(r.clean for r in reports)
-    out.append(f"{clean}/{len(reports)} patches clean")
-    return "\n".join(out)
-
+    return checker.render([(r.patch, [("checkpatch", r.checkpatch),
+                                      ("new kernel-doc", r.kerneldoc),
+                                      ("new W=1/sparse warning", r.new_warnings)], r.build)
+                           for r in reports])

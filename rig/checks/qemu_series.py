@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from rig import tools
 from rig.build import context, qemu_build, series, sources
+from rig.checks import checker
 from rig.checks.checker import run_checker
 from rig.errors import RigError
 from rig.paths import qemu_series_dir
@@ -60,11 +61,4 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[QemuPatchReport]
 
 
 def render(reports: list[QemuPatchReport]) -> str:
-    out = []
-    for r in reports:
-        out.append(f"{'ok  ' if r.clean else 'FAIL'} {r.patch}")
-        out += [f"       checkpatch: {c}" for c in r.checkpatch]
-        if r.build:
-            out.append(f"       build: {r.build}")
-    out.append(f"{sum(r.clean for r in reports)}/{len(reports)} patches clean")
-    return "\n".join(out)
+    return checker.render([(r.patch, [("checkpatch", r.checkpatch)], r.build) for r in reports])

@@ -17,6 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from rig import errors
+
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_SETUP = 2
@@ -99,13 +101,8 @@ class Problem:
     topology: str | None = None     # the guest it happened in, if one
 
     def render(self) -> str:
-        """As the CLI prints an error (see RigError.render)."""
-        lines = [f"error: {self.message}"]
-        if self.log:
-            lines.append(f"  log: {self.log}")
-        if self.fix:
-            lines.append(f"  fix: {self.fix}")
-        return "\n".join(lines)
+        """As the CLI prints an error."""
+        return errors.render(self.message, self.log, self.fix)
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "log": self.log, "fix": self.fix,
