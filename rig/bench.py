@@ -87,6 +87,31 @@ def _rig(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
                              what=f"rig {args[0]}")
 
 
+def runs_at_once(progress: Progress, n: int = 3) -> list[Figure]:
+    """The whole matrix as `n` `rig run` started together, against one alone.
+
+    They share the machine's vCPU budget (guest/budget.py), so the ratio
+    shows what waiting for slots costs; every run must still pass.
+    """
+    argv = [sys.executable, "-m", "rig", "run"]
+    progress.note("one rig run alone")
+    t = time.monotonic()
+    alone = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
+    one = time.monotonic() - t
+    progress.note(f"{n} rig runs at once")
+    t = time.monotonic()
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    outs = [p.communicate(timeout=3600) for p in procs]
+    together = time.monotonic() - t
+    failed = [i for i, p in enumerate(procs) if p.returncode != 0]
+    if alone.returncode != 0 or failed:
+        err = alone.stderr if alone.returncode != 0 else outs[failed[0]][1]
+        raise RigError(f"{n} runs at once: a run failed: {err[-2000:]}")
+    return [figure(f"{n} runs at once", [together], None),
+            figure(f"{n} runs at once / one run", [together / one], None, "x")]
+
+
 def edit_to_verdict(progress: Progress, runs: int, target: float | None) -> list[Figure]:
     """One uncommitted one-line change in a user kernel tree's vfio-pci file, then
     `rig run -k` of one scenario, as the whole command a user runs.
@@ -198,6 +223,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     figs.append(figure("warm matrix", wholes, tg.get("warm_matrix")))
     figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
     figs += edit_to_verdict(progress, runs, tg.get("edit_to_verdict"))
+    figs += runs_at_once(progress)
 
     return accel, figs
 

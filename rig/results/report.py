@@ -72,6 +72,10 @@ def table(run: Run, width: int = WIDTH) -> str:
     for o in run.outcomes:
         for f in o.failures:
             out += _wrapped(f, f"  {o.name}: ", "      ", width)
+        if o.warnings:
+            out += _wrapped(f"warning: a stall report ({len(o.warnings)} lines, in the JSON; "
+                            f"the host was slow, not a verdict): {o.warnings[0].strip()}",
+                            f"  {o.name}: ", "      ", width)
     counts = [f"{run.count(s)} {s.value.lower().replace('_', ' ')}"
               for s in (Status.FAIL, Status.ERROR, Status.CRASHED, Status.NOT_RUN)
               if run.count(s)]

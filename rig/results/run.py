@@ -55,6 +55,7 @@ class Outcome:
     snapshots: list[list[dict[str, Any]]] = field(default_factory=list)    # hint log per pause
     dmesg: list[str] = field(default_factory=list)                         # kernel reports
     output: str | None = None       # the directory with its raw output
+    warnings: list[str] = field(default_factory=list)     # stall reports: not a verdict
 
     @property
     def passed(self) -> bool:
@@ -70,7 +71,7 @@ class Outcome:
                 "set": self.set_text, "received": self.received, "status": self.status.value,
                 "passed": self.passed, "seconds": self.seconds, "failures": self.failures,
                 "steps": self.steps, "records": self.records, "snapshots": self.snapshots,
-                "dmesg": self.dmesg, "output": self.output}
+                "dmesg": self.dmesg, "output": self.output, "warnings": self.warnings}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Outcome:
@@ -87,7 +88,8 @@ class Outcome:
                    received=str(doc.get("received", "")),
                    failures=[str(f) for f in doc.get("failures", [])],
                    steps=list(doc.get("steps", [])), snapshots=list(snapshots),
-                   dmesg=[str(d) for d in doc.get("dmesg", [])], output=doc.get("output"))
+                   dmesg=[str(d) for d in doc.get("dmesg", [])], output=doc.get("output"),
+                   warnings=[str(w) for w in doc.get("warnings", [])])
 
 
 @dataclass

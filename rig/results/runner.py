@@ -11,6 +11,7 @@ reports can be written however it ended.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -26,7 +27,7 @@ from typing import Any, Protocol, TypeVar, cast
 from rig import hostfacts
 from rig.build.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError
-from rig.guest import faults, topology
+from rig.guest import budget, faults, topology
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
@@ -340,8 +341,10 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     if res.stderr.strip():
         failures.append(f"stderr: {res.stderr.strip()}")
     failures += after
-    return outcome(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
+    done = outcome(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
                    failures, seen, received, splats, outdir)
+    done.warnings = hint_cases.classify_dmesg(after_out)[1]
+    return done
 
 
 @dataclass(frozen=True)
@@ -436,6 +439,33 @@ def _explain(vm: GuestVM, where: str, exc: BaseException) -> GuestError:
 
 
 def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
+              accel: Accel, rundir: Path, report: Callable[[Outcome], None] | None = None,
+              on_stage: Callable[[str, str, float], None] | None = None,
+              opts: Options = Options(), control: Control | None = None) -> GroupResult:
+    """run_guest() once the guest's vCPUs fit the machine's budget (guest/budget.py),
+    shared with every other rig on this machine."""
+
+    def waiting(msg: str) -> None:
+        if on_stage:
+            on_stage(topo.name, msg, 0.0)
+
+    slots = contextlib.ExitStack()
+    try:
+        slots.enter_context(budget.vcpus(topo.cpus, waiting))
+    except GuestError as exc:
+        result = GroupResult(accel)
+        log = (control.log if control is not None else RunLog(rundir / RUN_LOG))
+        result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
+        for c in members:
+            result.outcomes.append(not_run(c, _first_line(exc.message)))
+            if report:
+                report(result.outcomes[-1])
+        return result
+    with slots:
+        return run_guest(topo, members, arts, accel, rundir, report, on_stage, opts, control)
+
+
+def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
               accel: Accel, rundir: Path, report: Callable[[Outcome], None] | None = None,
               on_stage: Callable[[str, str, float], None] | None = None,
               opts: Options = Options(), control: Control | None = None) -> GroupResult:

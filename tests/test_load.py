@@ -1,0 +1,42 @@
+"""Under load: several `rig run` at once on one machine all give true verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rig.scenarios import matrix
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+
+def test_three_runs_at_once_all_pass(tmp_path: Path) -> None:
+    def argv(i: int) -> list[str]:
+        return [sys.executable, "-m", "rig", "run", "--json", str(tmp_path / f"run{i}.json")]
+
+    started = time.monotonic()
+    alone = subprocess.run(argv(9), cwd=REPO, capture_output=True, text=True, timeout=3600,
+                           check=False, env=dict(os.environ))
+    one = time.monotonic() - started
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    started = time.monotonic()
+    procs = [subprocess.Popen(argv(i), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=dict(os.environ)) for i in range(3)]
+    outs = [p.communicate(timeout=3600) for p in procs]
+    together = time.monotonic() - started
+    print(f"one run {one:.1f} s; three at once {together:.1f} s ({together / one:.2f}x)")
+    names = [c.name for c in matrix.full()]
+    for i, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, f"run {i}: {out[-3000:]}{err[-3000:]}"
+        doc = json.loads((tmp_path / f"run{i}.json").read_text())
+        assert [s["name"] for s in doc["scenarios"]] == names
+        assert all(s["status"] == "PASS" for s in doc["scenarios"])
+    # At least one of them had to wait for the machine's vCPU budget.
+    assert any("vCPU slot" in err for _, err in outs)

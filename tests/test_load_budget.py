@@ -1,0 +1,83 @@
+"""Several rigs on one machine: one budget of vCPUs, and stalls that are warnings, not splats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rig.errors import GuestError
+from rig.guest import budget, topology
+from rig.scenarios import hint_cases
+
+STALL = (Path(__file__).parent / "data" / "dmesg-stall.txt").read_text()
+
+
+def test_a_stall_report_and_its_dump_are_warnings_and_a_warn_still_fails() -> None:
+    splats, warnings = hint_cases.classify_dmesg(STALL)
+    assert splats == [ln for ln in STALL.splitlines() if "43.0000" in ln or "43.0001" in ln]
+    assert warnings[0].endswith("rcu: INFO: rcu_sched detected stalls on CPUs/tasks:")
+    assert any("</TASK>" in w for w in warnings) and len(warnings) == 16
+    assert hint_cases.dmesg_splats(STALL) == splats
+    # Without the stall head, a Call Trace is a report as before.
+    assert hint_cases.dmesg_splats("[ 1.0] Call Trace:\n") == ["[ 1.0] Call Trace:"]
+    lockup = "[ 9.0] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [sh:1]\n[ 9.1] Call Trace:\n"
+    assert hint_cases.classify_dmesg(lockup) == ([], lockup.splitlines())
+    kasan = "[ 9.0] rcu: INFO: rcu_sched self-detected stall on CPU\n[ 9.2] BUG: KASAN: x\n"
+    assert hint_cases.dmesg_splats(kasan) == ["[ 9.2] BUG: KASAN: x"]
+
+
+def test_tcg_guests_get_the_longest_stall_timeouts_kvm_ones_do_not(tmp_path: Path) -> None:
+    def append(accel: str) -> str:
+        boot = topology.Boot(tmp_path / "q", tmp_path / "b", tmp_path, tmp_path / "k",
+                             tmp_path / "i", accel, 2222, tmp_path / "qmp", tmp_path / "con")
+        argv = topology.qemu_argv(boot, topology.Topology())
+        return argv[argv.index("-append") + 1]
+
+    assert "rcupdate.rcu_cpu_stall_timeout=300" in append("tcg")
+    assert "watchdog_thresh=60" in append("tcg")
+    assert "rcu_cpu_stall_timeout" not in append("kvm")
+
+
+def test_the_budget_is_shared_all_or_nothing_and_waits_with_a_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(budget.BUDGET_ENV, "2")
+    said: list[str] = []
+    with budget.vcpus(1, root=tmp_path) as one:
+        assert one == 1
+        got = threading.Event()
+
+        def second() -> None:
+            # Two slots are asked while one is taken: it waits, holding none.
+            with budget.vcpus(2, said.append, root=tmp_path):
+                got.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.6)
+        assert not got.is_set() and said and "waiting for 2 of the machine's 2" in said[0]
+        # ... and holds none while waiting: another single slot is free.
+        with budget.vcpus(1, root=tmp_path, timeout=1):
+            pass
+    t.join(5)
+    assert got.is_set()
+
+
+def test_a_guest_larger_than_the_budget_takes_the_whole_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(budget.BUDGET_ENV, "1")
+    with budget.vcpus(4, root=tmp_path) as n:
+        assert n == 1
+
+
+def test_a_wait_has_a_bound_and_a_bad_budget_is_named(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(budget.BUDGET_ENV, "1")
+    with budget.vcpus(1, root=tmp_path), pytest.raises(GuestError, match="waited 0 s"), \
+            budget.vcpus(1, root=tmp_path, timeout=0.3):
+        pass
+    monkeypatch.setenv(budget.BUDGET_ENV, "zero")
+    with pytest.raises(GuestError, match="TPHLAB_VCPUS='zero'"):
+        budget.size()
