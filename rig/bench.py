@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -13,11 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rig import proc
+from rig.build import context, series
 from rig.build.artifacts import Artifacts
+from rig.build.cache import input_key
 from rig.errors import RigError
 from rig.guest import kvm
 from rig.guest.topology import Topology
-from rig.paths import cache_root, repo_root, run_dir
+from rig.paths import cache_root, kernel_series_dir, repo_root, run_dir
 from rig.progress import Progress
 from rig.qdev import device_figures
 from rig.results import runner
@@ -112,6 +115,21 @@ def runs_at_once(progress: Progress, n: int = 3) -> list[Figure]:
             figure(f"{n} runs at once / one run", [together / one], None, "x")]
 
 
+def user_kernel_tree(progress: Progress) -> Path:
+    """A `rig src kernel` tree kept in the cache, one per version of the series:
+    the tree a developer of the series has, for the figures and the tests
+    that need one (they share its build directory)."""
+    key = input_key({"series": context.series_key(series.series_files(kernel_series_dir()))})
+    tree = (cache_root() / "bench" / f"linux-{key[:12]}").resolve()
+    if not (tree / ".git").is_dir():
+        progress.note(f"making a user kernel tree in {tree}")
+        shutil.rmtree(tree, ignore_errors=True)
+        made = _rig("src", "kernel", str(tree))
+        if made.returncode != 0:
+            raise RigError(f"rig src kernel {tree} failed: {made.stderr[-2000:]}")
+    return tree
+
+
 def edit_to_verdict(progress: Progress, runs: int, target: float | None) -> list[Figure]:
     """One uncommitted one-line change in a user kernel tree's vfio-pci file, then
     `rig run -k` of one scenario, as the whole command a user runs.
@@ -119,13 +137,9 @@ def edit_to_verdict(progress: Progress, runs: int, target: float | None) -> list
     The tree (a `rig src kernel` tree) is kept in the cache; the run that
     first builds it is the cold figure.
     """
-    tree = cache_root() / "bench" / "linux"
-    if not (tree / ".git").is_dir():
-        progress.note(f"edit to verdict: making a user kernel tree in {tree}")
-        made = _rig("src", "kernel", str(tree))
-        if made.returncode != 0:
-            raise RigError(f"rig src kernel {tree} failed: {made.stderr[-2000:]}")
-    cold = not any((cache_root() / "work").glob("kernel-tree-*/build"))
+    tree = user_kernel_tree(progress)
+    cold = not (cache_root() / "work" / f"kernel-tree-{input_key({'t': str(tree)})}" /
+                "build").is_dir()
     path = tree / EDIT_FILE
     original = path.read_text()
     samples: list[float] = []
