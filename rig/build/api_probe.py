@@ -47,9 +47,9 @@ NEEDS = (
 )
 QEMU_NEEDS = (
     _need("tph-testdev", "hw/misc/tph-testdev.c",
-          "qemu-device/ 3/5 \"hw/misc: add tph-testdev\"", r"\"tph-testdev\""),
+          "qemu-device/ \"hw/misc: add tph-testdev\"", r"\"tph-testdev\""),
     _need("x-query-tph-hints", "qapi/tph.json",
-          "qemu-device/ 4/5 \"qapi: add x-query-tph-hints and x-tph-hints-clear\"",
+          "qemu-device/ \"qapi: add x-query-tph-hints and x-tph-hints-clear\"",
           r"'x-query-tph-hints'"),
 )
 # The shape of v1..v7: the op and its wrapper were named get_tph.

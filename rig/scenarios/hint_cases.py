@@ -36,9 +36,11 @@ from rig.scenarios.protocol import (
 __all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT", "Bench", "Seen"]
 
 # The default topology has a second vfio-pci device (a dma-buf of another
-# device is hostile input). The importer-8bit guest has two vCPUs for the
-# 8-bit concurrency scenario (see rig.race).
-DEFAULT = Topology(spare=True)
+# device is hostile input). It and the importer-8bit guest have two vCPUs:
+# the concurrency scenarios need them (see rig.scenarios.race), and the
+# revocation scenarios change the memory map while the other vCPU may be
+# in MMIO, the case qemu-device/'s physmem fix is about.
+DEFAULT = Topology(spare=True, cpus=2)
 IMPORTER_8BIT = Topology(name="importer-8bit", importer={"ext-tph": "off"}, cpus=2)
 RP_NO_COMPLETER = Topology(name="rp-no-completer", root_port_completer="none")
 EXPORTER_NO_COMPLETER = Topology(name="exporter-no-completer",

@@ -104,16 +104,6 @@ class Race:
                 f"{race.sets} SETs")
 
 
-# The races need two vCPUs. With a QEMU thread per vCPU (MTTCG), QEMU
-# 10.0.13 aborted in iotlb_to_section() once in five debug runs, and hung
-# once in a CI run, when a scenario toggled the exporter's memory decode
-# and then touched a BAR right away, as the revoke scenarios do; with one
-# vCPU neither was ever seen. So the ext race has a guest of its own and
-# the 8-bit one shares the importer-8bit guest (two vCPUs), whose
-# scenarios toggle nothing.
-RACE_EXT = DEFAULT.with_(name="race-ext", spare=False, cpus=2)
-
-
 def cases() -> list[Race]:
-    return [Race("race-set-vs-query-ext", RACE_EXT),
+    return [Race("race-set-vs-query-ext", DEFAULT),
             Race("race-set-vs-query-8bit", IMPORTER_8BIT)]
