@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian import deb822
+
 from rig import proc
 from rig.errors import SourceError
 
@@ -27,26 +29,9 @@ class Mirror:
 
 
 def _deb822_stanzas(text: str) -> list[dict[str, str]]:
-    stanzas: list[dict[str, str]] = []
-    cur: dict[str, str] = {}
-    key = ""
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if line.startswith("#"):
-            continue
-        if not line:
-            if cur:
-                stanzas.append(cur)
-            cur, key = {}, ""
-        elif line[0] in " \t" and key:
-            cur[key] += "\n" + line.strip()
-        elif ":" in line:
-            key, _, val = line.partition(":")
-            key = key.strip().lower()
-            cur[key] = val.strip()
-    if cur:
-        stanzas.append(cur)
-    return stanzas
+    """The stanzas of a deb822 .sources file, keys lower-cased (python-debian's parser)."""
+    return [{k.lower(): v for k, v in para.items()}
+            for para in deb822.Deb822.iter_paragraphs(text.splitlines(keepends=True))]
 
 
 _ONE_LINE = re.compile(r"^(deb|deb-src)\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s*(.*)$")

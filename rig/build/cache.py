@@ -7,17 +7,17 @@ place only when complete, so an interrupted build is never taken for a hit.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from rig.errors import CacheError
 
@@ -113,21 +113,16 @@ class Cache:
     def locked(self, timeout: float = 3600.0) -> Iterator[None]:
         """One rig build at a time per cache (two would fight for 2 cores and the trees)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "lock").open("w") as f:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise CacheError(f"the cache {self.root} is locked by another rig "
-                                         "build", fix="wait for it to end, or stop it") from None
-                    time.sleep(0.5)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        lock = filelock.FileLock(self.root / "lock", timeout=timeout)
+        try:
+            lock.acquire(poll_interval=0.5)
+        except filelock.Timeout:
+            raise CacheError(f"the cache {self.root} is locked by another rig build",
+                             fix="wait for it to end, or stop it") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def write_meta(entry_dir: Path, meta: dict[str, Any]) -> None:
