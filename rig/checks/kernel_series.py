@@ -101,10 +101,8 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[PatchReport]:
         raise RigError("rig check kernel-series checks a series (kernel-patches/ or "
                        "--kernel-series), not a tree", fix="drop --kernel-tree")
     patches = context.series_for(src, kernel_series_dir())
-    # The default kernel build's tree and build directory: the check ends at
-    # the series' head with the same fragment, so it leaves that build up to
-    # date instead of paying a second cold build.
-    work, log, tree = context.source_tree(ctx, src, kernel_series_dir(), "kernel-check")
+    work, log, tree = context.source_tree(ctx, src, kernel_series_dir(), "kernel-check",
+                                            work_name="kernel-check")
     commits = series.git(tree, "rev-list", "--reverse", f"{series.BASE_TAG}..HEAD").split()
     bdir = work / "build"
     # The fragment selects DMA_SHARED_BUFFER (through DMABUF_HEAPS), so every
