@@ -101,3 +101,14 @@ def test_the_kernel_key_follows_the_tree(tree: Path, cache_home: Path) -> None:
     after = cache.input_key(kernel_build.key_inputs(sources.resolve("kernel", tree=str(tree)),
                                                     "default"))
     assert before != after
+
+
+def test_a_cache_hit_reports_the_tree_asked_for(tree: Path, tmp_path: Path) -> None:
+    """Two trees with the same content share a build; the report names this one."""
+    from rig.build import artifacts, context
+
+    other = {"kind": "tree", "path": "/elsewhere/linux", "describe": "tree /elsewhere/linux"}
+    res = context.Result("kernel", "k", tmp_path, {}, True, 0.0, {"source_detail": other})
+    src = sources.resolve("kernel", tree=str(tree))
+    built = artifacts.Built({"kernel": res}, artifacts.Request("kernel", None, src))
+    assert built.sources()["kernel"]["path"] == str(tree.resolve())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.build import context, image_build, kernel_build, qemu_build, sources
+from rig.paths import kernel_series_dir, qemu_series_dir
 from rig.progress import Progress
 
 COMPONENTS = ("qemu", "kernel", "image", "all")
@@ -42,6 +43,7 @@ class Built:
     """The results of one request, by component (qemu, kernel, image)."""
 
     results: dict[str, context.Result]
+    request: Request | None = None
 
     def guest(self) -> Artifacts:
         q, k, i = (self.results[n].artifacts for n in ("qemu", "kernel", "image"))
@@ -49,10 +51,18 @@ class Built:
                          i["client_key"], i["host_key"])
 
     def sources(self) -> dict[str, dict[str, Any]]:
-        """What each component was built from, as its build recorded it."""
+        """What each component was built from: the sources of this request (a
+        cache hit for a user tree may have been built from another tree with
+        the same content), else what its build recorded."""
         out: dict[str, dict[str, Any]] = {}
+        series_dirs = {"qemu": qemu_series_dir(), "kernel": kernel_series_dir()}
         for name in ("qemu", "kernel"):
-            if name in self.results:
+            if name not in self.results:
+                continue
+            src = getattr(self.request, name, None) if self.request is not None else None
+            if isinstance(src, sources.Source):
+                out[name] = src.detail(len(context.series_for(src, series_dirs[name])))
+            else:
                 meta = self.results[name].meta
                 out[name] = dict(meta.get("source_detail") or {"describe": meta.get("source")})
         return out
@@ -81,7 +91,7 @@ def build(request: Request, progress: Progress) -> Built:
             results["kernel"] = kernel_build.build(ctx, request.kernel, request.kernel_config)
         if request.what in ("image", "all"):
             results["image"] = image_build.build(ctx, results["kernel"])
-    return Built(results)
+    return Built(results, request)
 
 
 __all__ = ["COMPONENTS", "Artifacts", "Built", "Request", "build"]
