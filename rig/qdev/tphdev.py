@@ -39,6 +39,7 @@ MSIX_ENTRY_SIZE = 16
 
 CMD_START = 0x1
 CMD_IRQ = 0x2
+CMD_NO_PREFIX = 0x4     # Requester Enable 11b: send ST[7:0] without the TPH TLP Prefix
 
 ST_BUSY = 0x01
 ST_DONE = 0x02
@@ -64,7 +65,7 @@ class Req(enum.IntEnum):
 
     OFF = 0      # 00b: no hints
     TPH = 1      # 01b: 8-bit ST, no TPH TLP Prefix
-    EXT = 3      # 11b: 16-bit ST with the prefix
+    EXT = 3      # 11b: may send the 16-bit ST with the prefix (IV, DS)
 
 
 def ctrl_value(mode: Mode, req: Req) -> int:
@@ -87,10 +88,12 @@ class Hint:
 NO_HINT = Hint(th=False, ph=0, st=0, ext=False)
 
 
-def record(seq: int, rid: int, offset: int, length: int, hint: Hint) -> dict[str, Any]:
-    """One x-query-tph-hints record, whole, as QMP returns it."""
-    return {"seq": seq, "requester-id": rid, "offset": offset, "length": length,
-            "th": hint.th, "ph": hint.ph, "st": hint.st, "ext": hint.ext}
+def record(seq: int, rid: int, offset: int, length: int, hint: Hint,
+           generation: int = 0) -> dict[str, Any]:
+    """One x-query-tph-hints record, whole, as QMP returns it; `generation`:
+    the device resets before it was made."""
+    return {"seq": seq, "generation": generation, "requester-id": rid, "offset": offset,
+            "length": length, "th": hint.th, "ph": hint.ph, "st": hint.st, "ext": hint.ext}
 
 
 class TphDev:
@@ -154,7 +157,7 @@ class TphDev:
         return self.qt.readl(self.bar0 + MSIX_TABLE + vector * MSIX_ENTRY_SIZE + 12)
 
     def dma(self, addr: int, length: int, *, pattern: int = 0x5A5A5A5A, index: int = 0,
-            ph: int = 0, st: int = 0, irq: bool = False) -> int:
+            ph: int = 0, st: int = 0, irq: bool = False, no_prefix: bool = False) -> int:
         """Run one DMA to bus address `addr` and return DMA_STATUS once it is done."""
         count = self.reg(REG_DMA_COUNT)
         self.set_reg(REG_DMA_ADDR_LO, addr & 0xFFFF_FFFF)
@@ -164,7 +167,8 @@ class TphDev:
         self.set_reg(REG_DMA_ST_INDEX, index)
         self.set_reg(REG_DMA_PH, ph)
         self.set_reg(REG_DMA_ST, st)
-        self.set_reg(REG_DMA_CMD, CMD_START | (CMD_IRQ if irq else 0))
+        self.set_reg(REG_DMA_CMD, CMD_START | (CMD_IRQ if irq else 0)
+                     | (CMD_NO_PREFIX if no_prefix else 0))
         assert self.reg(REG_DMA_STATUS) == ST_BUSY, f"{self.id}: DMA did not start"
         self.qt.clock_step(10 * DMA_DELAY_NS)
         status = self.reg(REG_DMA_STATUS)
@@ -186,8 +190,9 @@ class TphDev:
         assert self.vm.qmp_cmd("x-tph-hints-clear", path=self.id) == {}
 
     def assert_log(self, records: list[dict[str, Any]], total: int | None = None,
-                   dropped: int = 0) -> None:
-        """The whole log is exactly `records` (and its counters as given)."""
-        got = self.hints()
+                   dropped: int = 0, generation: int = 0) -> None:
+        """The whole log is exactly `records`, its counters as given and the
+        device's reset generation `generation`."""
         want_total = len(records) + dropped if total is None else total
-        assert got == {"records": records, "total": want_total, "dropped": dropped}
+        assert self.hints() == {"records": records, "total": want_total, "dropped": dropped,
+                                "generation": generation}

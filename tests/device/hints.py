@@ -3,7 +3,9 @@
 docs/specs/tph-testdev.rst, "Hints": Requester Enable 00b -> no hint;
 NS -> ST 0; IV and DS -> the ST table entry DMA_ST_INDEX (DS: DMA_ST
 without a table); Requester Enable 01b -> ST[7:0] without the TPH TLP
-Prefix; 11b -> the 16-bit ST with the prefix.
+Prefix; 11b -> the 16-bit ST with the prefix in IV and DS modes, unless
+the DMA was started with NO_PREFIX (then ST[7:0] without it); 11b in NS
+mode -> ST 0 without the prefix.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ MSI_BASE = 0x2000           # guest RAM: where the MSI-X messages land
 MSI_DATA = 0xFEED00
 
 
-def expected_hint(mode: Mode, req: Req, ph: int, st_entry: int) -> Hint:
-    """What a DMA carries in `mode` with Requester Enable `req`; `st_entry` as programmed."""
+def expected_hint(mode: Mode, req: Req, ph: int, st_entry: int,
+                  no_prefix: bool = False) -> Hint:
+    """What a DMA carries in `mode` with Requester Enable `req`; `st_entry` as
+    programmed; `no_prefix`: the DMA was started with DMA_CMD NO_PREFIX."""
     if req is Req.OFF:
         return NO_HINT
-    st = 0 if mode is Mode.NS else st_entry
-    if req is Req.TPH:
-        return Hint(th=True, ph=ph, st=st & 0xFF, ext=False)
-    return Hint(th=True, ph=ph, st=st, ext=True)
+    if mode is Mode.NS:
+        return Hint(th=True, ph=ph, st=0, ext=False)
+    if req is Req.TPH or no_prefix:
+        return Hint(th=True, ph=ph, st=st_entry & 0xFF, ext=False)
+    return Hint(th=True, ph=ph, st=st_entry, ext=True)
 
 
 def program_st_table(dev: TphDev, location: str, ext_tph: bool) -> None:
@@ -41,4 +46,6 @@ def program_st_table(dev: TphDev, location: str, ext_tph: bool) -> None:
             dev.set_msix_entry(i, MSI_BASE + 4 * i, MSI_DATA + i, 0)
         else:
             dev.set_msix_entry(i, MSI_BASE + 4 * i, MSI_DATA + i, st << 16 | (i & 1))
-            assert dev.msix_vector_ctrl(i) == st << 16 | (i & 1)
+            # ST Upper (bits 31:24) is RsvdP without Extended TPH Requester support
+            kept = st if ext_tph else st & 0xFF
+            assert dev.msix_vector_ctrl(i) == kept << 16 | (i & 1)

@@ -76,6 +76,8 @@ def test_dma_without_bus_master_enable(imp_ds: SwitchRig) -> None:
         assert r.imp.dma(r.exp.bar2, 64, index=INDEX, ph=PH) == ST_DONE | ST_ERROR | ST_ERR_DMA
     finally:
         r.ecam.enable_mem_master(r.imp.bdf)
+    # Nothing was sent, so there is no last hint (a rejected write has one)
+    assert r.imp.last_hint() == 0
     assert_nothing_recorded(r)
 
 
@@ -92,25 +94,42 @@ def test_dma_bad_arguments(imp_ds: SwitchRig, addr_off: int | None, length: int)
     assert_nothing_recorded(r)
 
 
-@pytest.mark.parametrize(("mode", "req"), [(Mode.DS, Req.EXT), (Mode.IV, Req.EXT),
-                                           (Mode.IV, Req.OFF)],
-                         ids=["DS", "IV", "IV-req-off"])
-def test_dma_st_index_beyond_table(imp_ds: SwitchRig, mode: Mode, req: Req) -> None:
-    """Entry 16 of a 16-entry table (IV: vector 16 of 16) does not exist, even with 00b in IV."""
+@pytest.mark.parametrize(("mode", "req", "irq"), [(Mode.DS, Req.EXT, False),
+                                                  (Mode.IV, Req.EXT, False),
+                                                  (Mode.IV, Req.OFF, True)],
+                         ids=["DS", "IV", "IV-req-off-irq"])
+def test_dma_st_index_beyond_table(imp_ds: SwitchRig, mode: Mode, req: Req, irq: bool) -> None:
+    """Entry 16 of a 16-entry table (IV: vector 16 of 16) does not exist: ERR_ST
+    alone when the index matters (a hint, or the completion vector in IV)."""
     r = imp_ds
     r.imp.set_ctrl(mode, req)
-    assert r.imp.dma(r.exp.bar2, 64, index=16, ph=PH) == ST_DONE | ST_ERROR | ST_ERR_ST
+    assert r.imp.dma(r.exp.bar2, 64, index=16, ph=PH, irq=irq) == ST_DONE | ST_ERROR | ST_ERR_ST
     assert r.imp.last_hint() == 0
     assert_nothing_recorded(r)
 
 
-def test_ds_index_ignored_without_hints(imp_ds: SwitchRig) -> None:
-    """DS with Requester Enable 00b: no ST is looked up, so a bad index is harmless."""
+@pytest.mark.parametrize("mode", [Mode.IV, Mode.DS, Mode.NS])
+def test_bad_index_ignored_without_hint_or_vector(imp_ds: SwitchRig, mode: Mode) -> None:
+    """Requester Enable 00b and no completion interrupt: the index is never
+    used, in any mode, so the DMA goes out untagged (one rule for IV and DS)."""
     r = imp_ds
-    r.imp.set_ctrl(Mode.DS, Req.OFF)
+    r.imp.set_ctrl(mode, Req.OFF)
     assert r.imp.dma(r.exp.bar2, 64, index=16, ph=PH) == ST_DONE
+    assert r.imp.last_hint() == 0
     r.exp.assert_log([record(0, r.imp.rid, 0, 64, NO_HINT)])
     r.exp.clear_hints()
+
+
+def test_bad_length_and_index_set_one_error_bit(imp_ds: SwitchRig) -> None:
+    """The first failing check wins: ERR_ARG alone, not ERR_ARG | ERR_ST."""
+    r = imp_ds
+    assert r.imp.dma(r.exp.bar2, 0, index=16, ph=PH) == ST_DONE | ST_ERROR | ST_ERR_ARG
+    r.ecam.enable_mem_master(r.imp.bdf, master=False)
+    try:
+        assert r.imp.dma(r.exp.bar2, 64, index=16, ph=PH) == ST_DONE | ST_ERROR | ST_ERR_ST
+    finally:
+        r.ecam.enable_mem_master(r.imp.bdf)
+    assert_nothing_recorded(r)
 
 
 # Invalid properties: QEMU exits at start-up with a message naming the property.
@@ -185,8 +204,9 @@ def test_qmp_path_forms(rig: SwitchRig, path: str) -> None:
     """The id and the QOM path name the same device."""
     rig.exp.clear_hints()
     rig.vm.qtest.writew(rig.exp.bar2 + 2, 0xBEEF)
-    want = {"records": [record(0, 0, 2, 2, NO_HINT)], "total": 1, "dropped": 0}
+    want = {"records": [record(0, 0, 2, 2, NO_HINT)], "total": 1,
+            "dropped": 0, "generation": 0}
     assert rig.vm.qmp_cmd("x-query-tph-hints", path=path) == want
     assert rig.vm.qmp_cmd("x-tph-hints-clear", path=path) == {}
     assert rig.vm.qmp_cmd("x-query-tph-hints", path=path) == {"records": [], "total": 0,
-                                                              "dropped": 0}
+                                                              "dropped": 0, "generation": 0}

@@ -124,7 +124,7 @@ def test_hint_follows_st_table_update(hint_rig: tuple[Config, SwitchRig]) -> Non
             r.imp.set_msix_entry(index, MSI_BASE + 4 * index, MSI_DATA + index, new << 16 | 1)
         r.exp.clear_hints()
         assert r.imp.dma(r.exp.bar2 + 0x40, 8, index=index, ph=2) == ST_DONE
-        stored = new if cfg.ext_tph or cfg.location == "msix" else new & 0xFF
+        stored = new if cfg.ext_tph else new & 0xFF
         r.exp.assert_log([record(0, r.imp.rid, 0x40, 8,
                                  expected_hint(Mode.DS, cfg.req, 2, stored))])
     finally:
@@ -146,3 +146,26 @@ def test_extended_request_needs_ext_tph(hint_rig: tuple[Config, SwitchRig]) -> N
     assert r.imp.dma(r.exp.bar2, 8, index=index, ph=3) == ST_DONE
     r.exp.assert_log([record(0, r.imp.rid, 0, 8,
                              expected_hint(Mode.DS, req, 3, ST_TABLE[index]))])
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.name)
+def test_no_prefix(hint_rig: tuple[Config, SwitchRig], mode: Mode) -> None:
+    """DMA_CMD NO_PREFIX with Requester Enable 11b sends ST[7:0] without the
+    TPH TLP Prefix (11b permits Extended TPH, it does not require it); with
+    01b, and in NS mode, it changes nothing."""
+    cfg, r = hint_rig
+    index = 10 + int(mode)
+    r.imp.set_ctrl(mode, cfg.req)
+    r.exp.clear_hints()
+    assert r.imp.dma(r.exp.bar2 + 0x80, 24, index=index, ph=3, no_prefix=True) == ST_DONE
+    hint = expected_hint(mode, cfg.req, 3, ST_TABLE[index], no_prefix=True)
+    assert not hint.ext
+    if mode is not Mode.NS:
+        assert hint.st == ST_TABLE[index] & 0xFF
+    r.exp.assert_log([record(0, r.imp.rid, 0x80, 24, hint)])
+    assert r.imp.last_hint() == hint.last_hint_reg
+    # The choice is per DMA: the next one without NO_PREFIX is extended again
+    r.exp.clear_hints()
+    assert r.imp.dma(r.exp.bar2 + 0x80, 24, index=index, ph=3) == ST_DONE
+    r.exp.assert_log([record(0, r.imp.rid, 0x80, 24,
+                             expected_hint(mode, cfg.req, 3, ST_TABLE[index]))])
