@@ -37,10 +37,9 @@
  *                                and detaches QUERIES times; prints every result
  *                                (see race_value() for what thread t writes)
  *   sleep MS
- *   pause                        print the step, then wait for a line on stdin
- *                                (the host inspects the devices meanwhile: the
- *                                exporter is reset, and its hint log cleared,
- *                                when its VFIO device is released)
+ *
+ * The exporter's hint log survives the reset vfio-pci does when tphctl
+ * releases the device: read it over QMP after tphctl exits.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -459,12 +458,6 @@ int main(int argc, char **argv)
 			r = close(xp.dmabuf) ? -errno : 0;
 			xp.dmabuf = -1;
 			emit(s, r, -r, NULL);
-		} else if (!strcmp(s, "pause")) {
-			char line[16];
-
-			emit(s, 0, 0, NULL);
-			if (!fgets(line, sizeof(line), stdin) && ferror(stdin))
-				r = -EIO;
 		} else if (!strcmp(s, "race")) {
 			need(argc, i, 2, s);
 			r = step_race((unsigned int)num(argv[i + 1]), (unsigned int)num(argv[i + 2]));

@@ -29,12 +29,12 @@ def _case(name: str) -> Scenario:
 
 def _seen(name: str) -> Seen:
     doc = next(s for s in RECORDED["scenarios"] if s["name"] == name)
-    return Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["snapshots"]), RID)
+    return Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["records"]), RID)
 
 
 def _rid_of_recording(name: str) -> int:
     doc = next(s for s in RECORDED["scenarios"] if s["name"] == name)
-    recs = [r for snap in doc["snapshots"] for r in snap]
+    recs = doc["records"]
     return int(recs[0]["requester-id"]) if recs else RID
 
 
@@ -67,10 +67,18 @@ def test_revoke_fails_when_a_dma_gets_through_while_revoked() -> None:
 
 def test_revoke_fails_when_the_exporter_records_after_the_revoke_point() -> None:
     seen = _seen("revoke-decode")
-    late = dict(seen.snapshots[0][0], seq=1)
-    seen.snapshots[1].append(late)
+    # The DMA refused while revoked did arrive: it is record 1, the remapped one 2
+    late = dict(seen.records[0], seq=1)
+    seen.records[1:] = [late, dict(seen.records[1], seq=2)]
     bad = _check("revoke-decode", seen)
-    assert any("hint log #2" in b for b in bad), bad
+    assert any(b.startswith("the hint log holds") for b in bad), bad
+
+
+def test_revoke_fails_when_the_reset_is_not_between_the_records() -> None:
+    seen = _seen("revoke-reset")
+    seen.records[1]["generation"] = seen.records[0]["generation"]
+    bad = _check("revoke-reset", seen)
+    assert any(b.startswith("the hint log holds") for b in bad), bad
 
 
 def test_revoke_fails_without_an_invalidation() -> None:

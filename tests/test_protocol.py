@@ -130,14 +130,14 @@ def test_a_recorded_run_parses(name: str) -> None:
 def test_every_scenario_reports_what_the_recorded_run_reported(name: str) -> None:
     doc = next(s for s in RECORDED["scenarios"] if s["name"] == name)
     case = next(c for c in matrix.full() if c.name == name)
-    seen = Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["snapshots"]), 0)
+    seen = Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["records"]), 0)
     assert (case.summary, case.describe_set(), case.received(seen)) == (
         doc["summary"], doc["set"], doc["received"])
 
 
 def _without(doc_name: str, step: str, field: str) -> Seen:
     doc = next(s for s in RECORDED["scenarios"] if s["name"] == doc_name)
-    seen = Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["snapshots"]), 0)
+    seen = Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["records"]), 0)
     del next(s for s in seen.steps if s["step"] == step)[field]
     return seen
 
@@ -164,13 +164,13 @@ def test_the_builder_makes_the_lines_tphctl_reads() -> None:
            .set(protocol.ST | protocol.ST_EXT, 0x12, 0x3456, 2)
            .set_raw("closed", protocol.ST, 0x11, 0x1111, 0, -1).tph_get().attach()
            .attach("eventfd").dma().dma("end-32", 64, 0x1).status().decode(False).decode(True)
-           .reset().close_device().race(4, 4000).pause().detach())
+           .reset().close_device().race(4, 4000).detach())
     assert seq.args == (
         "open", "0000:05:00.0", "probe", "get", "other", "0000:07:00.0",
         "set", "3", "0x12", "0x3456", "2", "set-raw", "closed", "1", "0x11", "0x1111", "0", "-1",
         "tph-get", "attach", "attach", "eventfd", "dma", "0", "64", "0xa5a5a5a5",
         "dma", "end-32", "64", "0x1", "status", "decode", "off", "decode", "on", "reset",
-        "close-device", "race", "4", "4000", "pause", "detach")
+        "close-device", "race", "4", "4000", "detach")
     assert (Seq().open("a b") + Seq().get()).command() == "tphctl -k open 'a b' get"
 
 

@@ -134,7 +134,7 @@ def test_dmesg_splats_are_found() -> None:
 
 
 def _run() -> Run:
-    seen = Seen([], [good_records(CASE)], RID)
+    seen = Seen([], good_records(CASE), RID)
     ok = runner.outcome(CASE, Status.PASS, 0.5, seen=seen, received=CASE.received(seen))
     bad = runner.outcome(hint_cases.matrix()[0], Status.FAIL, 0.25, ["exporter received [] ..."])
     return Run("tcg", [ok, bad], {"default": 1.5})

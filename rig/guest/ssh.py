@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -69,14 +68,9 @@ class GuestShell:
                          fix="see the console log; is dropbear in the image and the "
                              "network up?")
 
-    def run(self, command: str, timeout: float = 60.0,
-            on_pause: Callable[[], None] | None = None,
-            marker: str = '"step": "pause"') -> CmdResult:
-        """Run a command, at most `timeout` s of wall-clock time in all; with
-        on_pause, answer each marker line on stdin after calling it.
+    def run(self, command: str, timeout: float = 60.0) -> CmdResult:
+        """Run a command, at most `timeout` s of wall-clock time in all.
 
-        on_pause runs while the guest side waits (e.g. to read QEMU's view
-        of the devices before the command releases them); its time counts.
         At the deadline the channel is closed and GuestError raised.
         """
         if self.client is None:
@@ -94,7 +88,7 @@ class GuestShell:
             raise GuestError(f"guest command {command!r} failed over SSH: {exc or 'timeout'}",
                              fix=fix) from exc
         try:
-            res = collect(chan, command, deadline, on_pause, marker)
+            res = collect(chan, command, deadline)
         except _Deadline:
             log.debug("ssh: %r still running after %.1f s: channel closed", command, timeout)
             raise GuestError(f"guest command {command!r} did not finish in {timeout:g} s "
@@ -122,7 +116,6 @@ class Channel(Protocol):
     def recv(self, nbytes: int) -> bytes: ...
     def recv_stderr_ready(self) -> bool: ...
     def recv_stderr(self, nbytes: int) -> bytes: ...
-    def sendall(self, s: bytes) -> None: ...
     def exit_status_ready(self) -> bool: ...
     def recv_exit_status(self) -> int: ...
     def close(self) -> None: ...
@@ -132,9 +125,7 @@ class _Deadline(Exception):
     """The command's wall-clock deadline passed."""
 
 
-def collect(chan: Channel, command: str, deadline: float,
-            on_pause: Callable[[], None] | None = None,
-            marker: str = '"step": "pause"') -> CmdResult:
+def collect(chan: Channel, command: str, deadline: float) -> CmdResult:
     """Run `command` on the open session `chan`, reading stdout and stderr until
     it exits; _Deadline once time.monotonic() passes `deadline`.
 
@@ -173,6 +164,3 @@ def collect(chan: Channel, command: str, deadline: float,
         for raw in full:
             line = raw.decode(errors="replace") + "\n"
             lines.append(line)
-            if on_pause is not None and marker in line:
-                on_pause()
-                chan.sendall(b"\n")

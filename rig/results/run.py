@@ -52,7 +52,7 @@ class Outcome:
     received: str = ""              # what came back (the "received" column)
     failures: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)              # tphctl's JSON lines
-    snapshots: list[list[dict[str, Any]]] = field(default_factory=list)    # hint log per pause
+    records: list[dict[str, Any]] = field(default_factory=list)  # exporter's log after
     dmesg: list[str] = field(default_factory=list)                         # kernel reports
     output: str | None = None       # the directory with its raw output
     warnings: list[str] = field(default_factory=list)     # stall reports: not a verdict
@@ -61,16 +61,11 @@ class Outcome:
     def passed(self) -> bool:
         return self.status is Status.PASS
 
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        """The exporter's hint log as last read."""
-        return self.snapshots[-1] if self.snapshots else []
-
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "summary": self.summary, "topology": self.topology,
                 "set": self.set_text, "received": self.received, "status": self.status.value,
                 "passed": self.passed, "seconds": self.seconds, "failures": self.failures,
-                "steps": self.steps, "records": self.records, "snapshots": self.snapshots,
+                "steps": self.steps, "records": self.records,
                 "dmesg": self.dmesg, "output": self.output, "warnings": self.warnings}
 
     @classmethod
@@ -79,15 +74,15 @@ class Outcome:
         status = doc.get("status")
         if status is None:
             status = Status.PASS if doc.get("passed") else Status.FAIL
-        snapshots = doc.get("snapshots")
-        if snapshots is None:
-            snapshots = [doc["records"]] if doc.get("records") else []
+        records = doc.get("records")
+        if records is None:            # a report from when the log was read per pause
+            records = (doc.get("snapshots") or [[]])[-1]
         return cls(name=str(doc["name"]), topology=str(doc.get("topology", "")),
                    status=Status(status), seconds=float(doc.get("seconds", 0.0)),
                    summary=str(doc.get("summary", "")), set_text=str(doc.get("set", "")),
                    received=str(doc.get("received", "")),
                    failures=[str(f) for f in doc.get("failures", [])],
-                   steps=list(doc.get("steps", [])), snapshots=list(snapshots),
+                   steps=list(doc.get("steps", [])), records=list(records),
                    dmesg=[str(d) for d in doc.get("dmesg", [])], output=doc.get("output"),
                    warnings=[str(w) for w in doc.get("warnings", [])])
 

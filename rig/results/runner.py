@@ -62,8 +62,7 @@ class CmdOutput(Protocol):
 class Shell(Protocol):
     """What the runner uses of rig.guest.ssh.GuestShell."""
 
-    def run(self, command: str, timeout: float = ...,
-            on_pause: Callable[[], None] | None = ...) -> CmdOutput: ...
+    def run(self, command: str, timeout: float = ...) -> CmdOutput: ...
 
 
 class GuestVM(Protocol):
@@ -273,7 +272,7 @@ def outcome(case: Scenario, status: Status, seconds: float = 0.0,
     return Outcome(name=case.name, topology=case.topo.name, status=status,
                    seconds=round(seconds, 3), summary=case.summary, set_text=describe(case),
                    received=received, failures=list(failures), steps=seen.steps,
-                   snapshots=seen.snapshots, dmesg=list(dmesg),
+                   records=seen.records, dmesg=list(dmesg),
                    output=str(output) if output is not None else None)
 
 
@@ -295,7 +294,7 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     """Run one scenario in a booted guest and check it.
 
     outdir keeps its raw output: tphctl's lines (tphctl.out, stderr.out),
-    each QMP read of the hint log (qmp.json), and what the after-checks read
+    the exporter's hint log read after it (qmp.json), and what the after-checks read
     (dmesg.out). A check (or its received text) that raises makes the
     scenario an ERROR, its traceback in `log`. Guest and rig errors
     (GuestError, RigError) propagate: the caller knows the guest.
@@ -304,27 +303,41 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     assert shell is not None
     started = time.monotonic()
     vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
-    snapshots: list[list[dict[str, Any]]] = []
 
-    def read_hints() -> None:
-        snapshots.append(vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)["records"])
+    def read_log() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = vm.qmp_cmd("x-query-tph-hints",
+                                                   path=EXPORTER_PATH)["records"]
+        if outdir is not None:
+            _save_output(outdir, "qmp.json", json.dumps(records, indent=1) + "\n")
+        return records
 
     # `;` binds loosest: AFTER runs whatever the scenario's command list did.
+    # The log is read once the command is done: it survives the reset that
+    # releasing the VFIO device does.
     try:
-        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout,
-                        on_pause=read_hints)
-    finally:
-        if outdir is not None:
-            _save_output(outdir, "qmp.json", json.dumps(snapshots, indent=1) + "\n")
+        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):   # keep what reached the device; the error stands
+            read_log()
+        raise
+    lost: list[str] = []
+    try:
+        records = read_log()
+    except GuestError as exc:
+        if vm.alive():
+            raise
+        # QEMU died after the command: its steps still count (the caller
+        # makes this a crash), only the log is gone with it.
+        records, lost = [], [f"the exporter's hint log could not be read: {exc.message}"]
     out, after_out = split_after(res.stdout)
     if outdir is not None:
         _save_output(outdir, "tphctl.out", out)
         _save_output(outdir, "stderr.out", res.stderr)
         _save_output(outdir, "dmesg.out", after_out)
     steps, garbled = parse_steps(out)
-    seen = Seen(steps, snapshots, hint_cases.requester_id(bench.importer))
+    seen = Seen(steps, records, hint_cases.requester_id(bench.importer))
     splats, after = after_checks(after_out)
-    failures = [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
+    failures = lost + [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
     try:
         failures += case.check(seen)
         received = case.received(seen)

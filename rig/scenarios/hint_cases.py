@@ -130,9 +130,7 @@ class Case:
             seq += s.seq()
         for b in self.bad_sets:
             seq += b.seq()
-        # pause: the rig reads the exporter's hint log while tphctl still holds
-        # the VFIO device (releasing it resets the device, clearing the log).
-        return seq.attach().dma().status().pause().detach()
+        return seq.attach().dma().status().detach()
 
     def tphctl_steps(self, bench: Bench) -> list[str]:
         return list(self.seq(bench).args)

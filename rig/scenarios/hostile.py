@@ -159,7 +159,7 @@ class ModuleReload:
             f"grep -q '^tph_importer ' /proc/modules; r {Unloaded.NAME} $((!$?)); "
             f'insmod "$ko" >/dev/null 2>&1; r {Insmod.NAME} $?; '
             f"test -e /sys/bus/pci/drivers/tph_importer/{imp}; r {Rebound.NAME} $?; "
-            + use.pause().detach().command())
+            + use.detach().command())
 
     def check(self, seen: Seen) -> list[str]:
         steps = seen.read()

@@ -3,7 +3,9 @@
 A scenario names its topology, the guest command it runs (almost always
 one `tphctl` sequence, built with rig.scenarios.protocol), and checks what
 came back: the JSON line of each step, read as protocol records, and the
-exporter's hint log as QMP reported it at each `pause`.
+exporter's hint log as QMP reported it after the command exited (the log
+survives the reset vfio-pci does when the command releases the device;
+each record carries the device's reset generation).
 """
 
 from __future__ import annotations
@@ -36,12 +38,8 @@ class Seen:
     """What a scenario's command produced."""
 
     steps: list[dict[str, Any]]
-    snapshots: list[list[dict[str, Any]]] = field(default_factory=list)  # hint log per pause
-    rid: int = 0                                                          # importer's ID
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return self.snapshots[-1] if self.snapshots else []
+    records: list[dict[str, Any]] = field(default_factory=list)  # exporter's log, after
+    rid: int = 0                                                  # importer's ID
 
     def read(self) -> Steps:
         """The steps as records; ProtocolError names a missing or malformed field."""
@@ -59,7 +57,7 @@ class Scenario(Protocol):
     def topo(self) -> Topology: ...
 
     def command(self, bench: Bench) -> str:
-        """The shell command run in the guest; `pause` steps snapshot the hint log."""
+        """The shell command run in the guest; the rig reads the hint log after it."""
         ...
 
     def check(self, seen: Seen) -> list[str]:

@@ -192,8 +192,6 @@ Reset = _plain("reset", Step)
 CloseDevice = _plain("close-device", Step)
 CloseDmabuf = _plain("close-dmabuf", Step)
 Sleep = _plain("sleep", Step)
-Pause = _plain("pause", Step)
-
 # The rig's own shell steps (the importer module reload) print their outcome
 # in tphctl's format with this shell function: `r NAME STATUS`.
 SHELL_RESULT = 'r() { echo "{\\"step\\": \\"$1\\", \\"ret\\": $2, \\"errno\\": 0}"; }; '
@@ -204,7 +202,7 @@ Rebound = _plain("rebound", Result)
 
 TPHCTL: tuple[type[Line], ...] = (
     Open, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Detach, Status, Decode, Reset,
-    Poke, CloseDevice, CloseDmabuf, Race, RaceQueries, Sleep, Pause)
+    Poke, CloseDevice, CloseDmabuf, Race, RaceQueries, Sleep)
 SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound)
 KINDS: dict[str, type[Line]] = {k.NAME: k for k in (*TPHCTL, *SHELL)}
 # The steps tphctl takes on its command line (race-queries is only printed).
@@ -381,10 +379,6 @@ class Seq:
 
     def race(self, threads: int, queries: int) -> Seq:
         return self._then(Race, str(threads), str(queries))
-
-    def pause(self) -> Seq:
-        """The rig snapshots the exporter's hint log here."""
-        return self._then(Pause)
 
 
 # The formatter.
