@@ -9,10 +9,12 @@
  * when every step succeeded, else the errno of the first failing step
  * (with -k, every step still runs).
  *
- * Steps:
- *   open BDF                     VFIO device of the exporter (no-IOMMU group)
+ * Steps (`tphctl --help` prints this list: keep usage[] below the same):
+ *   open BDF|ROLE                VFIO device of the exporter (no-IOMMU group);
+ *                                a ROLE (exporter, spare) or QOM id is looked
+ *                                up in /etc/tphlab/devices
  *   get [REGION]                 VFIO_DEVICE_FEATURE_DMA_BUF of a whole BAR (2)
- *   other BDF                    open another vfio-pci device and get a dma-buf
+ *   other BDF|ROLE               open another vfio-pci device and get a dma-buf
  *                                of its BAR2 (fd "other" for set-raw)
  *   probe                        DMA_BUF_TPH PROBE
  *   set FLAGS ST ST_EXT PH       DMA_BUF_TPH SET on the current dma-buf
@@ -60,6 +62,58 @@
 #include <misc/tph_importer.h>
 
 #define IMPORTER_DEV "/dev/tph-importer"
+/* ROLE BDF QOMID lines (the rig writes it; TPHLAB_DEVICES overrides) */
+#define DEVICES_FILE "/etc/tphlab/devices"
+
+/* What tphctl -h prints: the steps, their arguments and an example */
+static const char usage[] =
+	"usage: tphctl [-k] STEP [ARGS] ...\n"
+	"       tphctl -h|--help\n"
+	"\n"
+	"Runs the steps in order in one process (file descriptors live as long as\n"
+	"it does); each prints one JSON object on a line of its own. Exit status 0\n"
+	"when every step succeeded, else the errno of the first failing one; -k\n"
+	"runs every step even so. A ROLE is a line of /etc/tphlab/devices (ROLE BDF\n"
+	"QOMID, written by the rig when it binds the devices; TPHLAB_DEVICES names\n"
+	"another file): exit status 2 if that file is missing, 19 if it lacks ROLE.\n"
+	"\n"
+	"Steps:\n"
+	"  open BDF|ROLE                VFIO device of the exporter (no-IOMMU group);\n"
+	"                               a ROLE (exporter, spare) or QOM id is looked\n"
+	"                               up in /etc/tphlab/devices\n"
+	"  get [REGION]                 VFIO_DEVICE_FEATURE_DMA_BUF of a whole BAR (2)\n"
+	"  other BDF|ROLE               open another vfio-pci device and get a dma-buf\n"
+	"                               of its BAR2 (fd \"other\" for set-raw)\n"
+	"  probe                        DMA_BUF_TPH PROBE\n"
+	"  set FLAGS ST ST_EXT PH       DMA_BUF_TPH SET on the current dma-buf\n"
+	"  set-raw FD FLAGS ST ST_EXT PH ARGSZ_DELTA\n"
+	"                               SET with any fd (\"dmabuf\", \"other\",\n"
+	"                               \"closed\", \"eventfd\" or a number) and argsz\n"
+	"                               changed by ARGSZ_DELTA bytes\n"
+	"  tph-get                      GET on the TPH feature (not supported)\n"
+	"  attach [FD]                  importer ATTACH (FD as for set-raw)\n"
+	"  dma OFFSET LEN PATTERN       importer DMA; OFFSET \"end\" or \"end-N\" counts\n"
+	"                               from the end of the attached dma-buf\n"
+	"  detach                       importer DETACH\n"
+	"  status                       importer STATUS\n"
+	"  decode on|off                exporter memory decode (PCI command bit 1)\n"
+	"  reset                        VFIO_DEVICE_RESET of the exporter\n"
+	"  poke OFFSET VALUE            CPU write of a 32-bit VALUE into the exporter's\n"
+	"                               BAR2 through VFIO (a write with no hint)\n"
+	"  close-device                 close the exporter's VFIO device fd\n"
+	"  close-dmabuf                 close the dma-buf fd\n"
+	"  race THREADS QUERIES         THREADS threads SET values in a loop while the\n"
+	"                               importer attaches, reads its TPH query result\n"
+	"                               and detaches QUERIES times; prints every result\n"
+	"                               (see race_value() for what thread t writes)\n"
+	"  sleep MS\n"
+	"\n"
+	"The exporter's hint log survives the reset vfio-pci does when tphctl\n"
+	"releases the device: read it with `rig hints` after tphctl exits.\n"
+	"\n"
+	"Example: a hinted DMA from the importer into the exporter's BAR2 (rig hints\n"
+	"then shows one record: TH=1 PH=1 ST=0xbeef ext, 128 bytes, from the importer):\n"
+	"  tphctl open exporter get set 2 0 0xbeef 1 attach dma 0 128 0x11223344 detach\n";
 
 struct vdev {
 	int container, group, device, dmabuf;
@@ -116,6 +170,44 @@ static int pick_fd(const char *s)
 		return fd;
 	}
 	return (int)num(s);
+}
+
+/*
+ * A BDF as given (it has a ':'), else the BDF of the line of DEVICES_FILE
+ * whose role or QOM id is `name`. A missing file or name ends tphctl with
+ * ENOENT or ENODEV, saying which.
+ */
+static const char *bdf_of(const char *name)
+{
+	const char *path = getenv("TPHLAB_DEVICES");
+	char line[256], role[64], bdf[64], qom[64], known[256] = "";
+	FILE *f;
+
+	if (strchr(name, ':'))
+		return name;
+	if (!path || !*path)
+		path = DEVICES_FILE;
+	f = fopen(path, "r");
+	if (!f) {
+		fprintf(stderr, "tphctl: %s is no PCI address, and %s, which names the "
+			"devices by role, cannot be read (%s): give a BDF, or bind the "
+			"devices with the rig (rig boot)\n", name, path, strerror(errno));
+		exit(ENOENT);
+	}
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%63s %63s %63s", role, bdf, qom) != 3 || role[0] == '#')
+			continue;
+		if (!strcmp(role, name) || !strcmp(qom, name)) {
+			fclose(f);
+			return strdup(bdf);
+		}
+		if (strlen(known) + strlen(role) + 2 < sizeof(known))
+			strcat(strcat(known, " "), role);
+	}
+	fclose(f);
+	fprintf(stderr, "tphctl: no device \"%s\" in %s (it names:%s)\n", name, path,
+		*known ? known : " none");
+	exit(ENODEV);
 }
 
 static int step_open(struct vdev *v, const char *bdf)
@@ -336,12 +428,16 @@ int main(int argc, char **argv)
 {
 	int keep_going = 0, first_err = 0, i = 1;
 
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		fputs(usage, stdout);
+		return 0;
+	}
 	if (argc > 1 && !strcmp(argv[1], "-k")) {
 		keep_going = 1;
 		i++;
 	}
 	if (i >= argc) {
-		fprintf(stderr, "usage: tphctl [-k] STEP [ARGS] ... (see the source's header)\n");
+		fputs(usage, stderr);
 		return EINVAL;
 	}
 	for (; i < argc; i++) {
@@ -350,12 +446,14 @@ int main(int argc, char **argv)
 
 		if (!strcmp(s, "open")) {
 			need(argc, i, 1, s);
+			argv[i + 1] = (char *)bdf_of(argv[i + 1]);
 			r = step_open(&xp, argv[++i]);
 			emit(s, r, -r, "\"bdf\": \"%s\", \"device_fd\": %d", argv[i], xp.device);
 		} else if (!strcmp(s, "other")) {
 			unsigned long long size = 0;
 
 			need(argc, i, 1, s);
+			argv[i + 1] = (char *)bdf_of(argv[i + 1]);
 			r = step_open(&other, argv[++i]);
 			if (!r)
 				r = step_get(&other, 2, &size);

@@ -13,18 +13,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from qemu.qmp import ExecuteError
+
 from rig.build import artifacts
 from rig.cli import options
 from rig.errors import RigError
 from rig.guest import boot_session, faults, kvm
 from rig.guest import vm as vm_mod
-from rig.guest.topology import EXPORTER_ID
+from rig.guest.kvm import Accel
+from rig.guest.topology import Device
 from rig.paths import run_dir
 from rig.progress import Progress
 from rig.results import report, runner
 from rig.results.run import EXIT_INTERNAL, Outcome, Problem, Run
 from rig.scenarios import hint_cases, matrix
 from rig.scenarios.kit import Scenario
+
+MIN_INTERVAL, MAX_INTERVAL = 0.05, 10.0       # rig hints --follow --interval bounds
 
 
 def select(cases: list[Scenario], patterns: list[str] | None) -> list[Scenario]:
@@ -55,7 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                            fix="pass values in range")
         cases.append(hint_cases.custom(st, ph))
     accel_name = args.accel
+    keeper = runner.Keeper() if args.keep_guest else None
     try:
+        if keeper is not None:
+            _no_session("--keep-guest")      # the kept guest becomes the `rig boot` one
         built = artifacts.build(options.build_request(args, "all"), progress)
         arts = built.guest()
         vm_mod.require_device(arts.qemu)
@@ -74,10 +82,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.note(f"boot {topo}: {stage} at {secs:.2f}s")
 
     opts = runner.Options(boot_timeout=args.boot_timeout, case_timeout=args.timeout,
-                          fault=args.inject)
+                          fault=args.inject, keeper=keeper)
     try:
         run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
     except BaseException as exc:      # run_matrix returns whatever happens; to be sure
+        if keeper is not None and keeper.kept is not None:
+            keeper.kept.vm.stop()
         run = _not_started(cases, accel.name, exc, "the rig broke while running")
         run.logs = rundir
         _write_reports(args, run, rundir)
@@ -92,6 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(p.render(), file=sys.stderr)
     if run.interrupted:
         print("interrupted", file=sys.stderr)
+    if keeper is not None:
+        _report_kept(keeper)
     if run.passed and not args.keep:
         shutil.rmtree(rundir, ignore_errors=True)
     elif not run.passed:
@@ -132,38 +144,100 @@ def _write_reports(args: argparse.Namespace, run: Run, rundir: Path | None) -> N
             print(f"error: cannot write {path}: {exc}", file=sys.stderr)
 
 
-def cmd_boot(args: argparse.Namespace) -> int:
+def _no_session(what: str) -> None:
+    """RigError if a guest of `rig boot` (or a kept one) is running: one at a time."""
     try:
         old = boot_session.load()
     except RigError:
-        old = None
-    if old is not None:
-        raise RigError(f"a guest is already running (pid {old.pid})", fix="rig stop")
+        return
+    raise RigError(f"{what}: a guest is already running (pid {old.pid}, topology "
+                   f"{old.topology})", fix="rig stop")
+
+
+def _session_text(sess: boot_session.Session) -> str:
+    """How to reach a running guest: its devices, then the commands."""
+    devs = "".join(f"  {d.role + ':':<9} {d.bdf}  QOM {d.qom_id} ({d.qom_path})\n"
+                   for d in sess.devices)
+    return (f"{devs}"
+            f"  ssh:      rig ssh [CMD]   (127.0.0.1:{sess.ssh_port}, key {sess.client_key})\n"
+            f"            in the guest: tphctl open exporter ...  (roles: "
+            f"/etc/tphlab/devices)\n"
+            f"  hints:    rig hints [--device ROLE] [--follow]\n"
+            f"  QMP:      {sess.qmp_socket}\n"
+            f"  console:  {sess.console_log}\n"
+            f"  stop:     rig stop")
+
+
+def _report_kept(keeper: runner.Keeper) -> None:
+    """--keep-guest: save the kept guest as the `rig boot` session, and say how to
+    reach it (or that no guest was kept)."""
+    kept = keeper.kept
+    if kept is None:
+        why = (f"the guest of {', '.join(keeper.stopped)}, where a scenario failed, died "
+               "or the run was interrupted"
+               if keeper.stopped else "no scenario failed")
+        print(f"--keep-guest: no guest kept ({why})", file=sys.stderr)
+        return
+    vm = cast(vm_mod.VM, kept.vm)
+    if not vm.alive():
+        print(f"--keep-guest: the guest of {kept.topo.name} is gone (console "
+              f"{vm.console})", file=sys.stderr)
+        return
+    try:
+        sess = keep_session(vm, kept.accel, kept.bench.devices())
+    except BaseException:
+        vm.stop()               # a guest nobody can find again is not left behind
+        raise
+    others = (f"; the guests of {', '.join(keeper.stopped)} stopped (one is kept)"
+              if keeper.stopped else "")
+    print(f"--keep-guest: the guest of topology {kept.topo.name} is still running "
+          f"({', '.join(kept.failed)} failed{others}), pid {sess.pid}\n"
+          f"{_session_text(sess)}", file=sys.stderr)
+
+
+def keep_session(vm: vm_mod.VM, accel: Accel, devices: list[Device]) -> boot_session.Session:
+    """Save a running guest as the `rig boot` session; the rig lets go of it
+    (its SSH connection closed, QEMU left running)."""
+    sess = boot_session.Session.of(vm, accel.name, devices)
+    sess.save()
+    if vm.shell:
+        vm.shell.close()
+        vm.shell = None
+    return sess
+
+
+def list_topologies() -> str:
+    """`rig boot --list-topologies`: each topology of the matrix, its settings and
+    its scenarios."""
+    lines = []
+    for topo, names in matrix.topologies():
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+        lines += [f"{topo.name}{' (rig boot default)' if topo == hint_cases.DEFAULT else ''}",
+                  f"    {topo.describe()}", f"    scenarios: {shown}"]
+    return "\n".join(lines)
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    if args.list_topologies:
+        print(list_topologies())
+        return 0
+    topo = matrix.topology(args.topology) if args.topology else hint_cases.DEFAULT
+    _no_session("rig boot")
     progress = Progress()
     built = artifacts.build(options.build_request(args, "all"), progress)
     arts = built.guest()
     vm_mod.require_device(arts.qemu)
     accel = options.choose_accel(args.accel, progress, arts)
-    vm, accel = runner.start_vm(arts, hint_cases.DEFAULT, run_dir("boot"), accel,
-                                lambda s, t: progress.note(f"boot: {s} at {t:.2f}s"))
-    assert vm.proc is not None
+    vm, accel = runner.start_vm(arts, topo, run_dir("boot"), accel,
+                                lambda s, t: progress.note(f"boot {topo.name}: {s} at {t:.2f}s"))
     try:
-        runner.bind_devices(vm)
+        bench = runner.bind_devices(vm)
+        sess = keep_session(vm, accel, bench.devices())
     except BaseException:
         vm.stop()
         raise
-    sess = boot_session.Session(vm.proc.pid, vm.ssh_port, str(vm.qmp_path), str(vm.console),
-                           str(arts.client_key), str(arts.host_key), accel.name)
-    sess.save()
-    if vm.shell:
-        vm.shell.close()
-    print(f"guest up in {vm.boot_seconds:.2f}s ({accel.name}; {accel.reason}), "
-          f"pid {sess.pid}\n"
-          f"  ssh:     rig ssh [CMD]   (127.0.0.1:{sess.ssh_port}, key {sess.client_key})\n"
-          f"  hints:   rig hints [--follow]\n"
-          f"  QMP:     {sess.qmp_socket}\n"
-          f"  console: {sess.console_log}\n"
-          f"  stop:    rig stop")
+    print(f"guest up in {vm.boot_seconds:.2f}s (topology {topo.name}; {accel.name}; "
+          f"{accel.reason}), pid {sess.pid}\n{_session_text(sess)}")
     return 0
 
 
@@ -185,38 +259,87 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     return res.rc
 
 
-def _fmt_record(r: dict[str, object]) -> str:
+HINTS_HEADER = f"{'seq':>6} {'gen':>4}  {'requester':<16}  {'offset':>10} {'length':>8}  hint"
+
+
+def _fmt_record(r: dict[str, object], sess: boot_session.Session | None = None) -> str:
+    """One hint record as `rig hints` prints it; the requester named by its role
+    when it is one of the guest's tph-testdevs."""
     rid = int(str(r["requester-id"]))
-    return (f"{r['seq']:>6}  {rid >> 8:02x}:{(rid >> 3) & 0x1f:02x}.{rid & 7}  "
-            f"{int(str(r['offset'])):#10x} {r['length']:>8}  TH={int(bool(r['th']))} "
-            f"PH={r['ph']} ST={int(str(r['st'])):#06x} {'ext' if r['ext'] else '8-bit'}")
+    role = sess.role_of(rid) if sess is not None else None
+    req = f"{rid >> 8:02x}:{(rid >> 3) & 0x1f:02x}.{rid & 7}" + (f" {role}" if role else "")
+    gen = r.get("generation", "-")                 # the device's resets before it
+    return (f"{r['seq']:>6} {gen:>4}  {req:<16}  {int(str(r['offset'])):#10x} {r['length']:>8}  "
+            f"TH={int(bool(r['th']))} PH={r['ph']} ST={int(str(r['st'])):#06x} "
+            f"{'ext' if r['ext'] else '8-bit'}")
+
+
+def _query_hints(sess: boot_session.Session, path: str, since: int) -> dict[str, Any]:
+    """One x-query-tph-hints, on a QMP connection of its own (QEMU's QMP takes
+    one client at a time: a `rig hints --follow` must not lock out another
+    `rig hints` or `rig stop`)."""
+    q = sess.qmp()
+    try:
+        return cast(dict[str, Any], q.cmd("x-query-tph-hints", path=path, since=since))
+    except ExecuteError as exc:
+        raise RigError(f"QMP x-query-tph-hints on {path} failed: {exc}",
+                       fix="name a tph-testdev: --device exporter|importer|spare, its "
+                           "QOM id or path") from exc
+    finally:
+        q.close()
 
 
 def cmd_hints(args: argparse.Namespace) -> int:
+    """What the device received: the hint log once (from --since SEQ), or with
+    --follow every record as it arrives, polled every --interval s, until
+    Ctrl-C or the guest stops."""
+    if not MIN_INTERVAL <= args.interval <= MAX_INTERVAL:
+        raise RigError(f"--interval {args.interval}: polls are {MIN_INTERVAL} to "
+                       f"{MAX_INTERVAL} s apart", fix="pass a value in range")
+    if args.since < 0:
+        raise RigError(f"--since {args.since}: a sequence number is 0 or more",
+                       fix="pass the seq of the first record to show")
     sess = boot_session.load()
-    q = sess.qmp()
-    path = f"/machine/peripheral/{args.device}"
-    since = 0
+    path, dev = sess.device(args.device)
+    since = args.since
+    last_total: int | None = None
+    dropped = 0
     if not args.json:
-        print(f"{'seq':>6}  requester  {'offset':>10} {'length':>8}  hint")
+        name = f"{dev.role} {dev.qom_id} ({dev.bdf})" if dev is not None else path
+        print(f"hints received by {name}" + (f", from seq {since}" if since else ""))
+        print(HINTS_HEADER, flush=True)
     try:
         while True:
-            res = cast(dict[str, Any], q.cmd("x-query-tph-hints", path=path, since=since))
+            try:
+                res = _query_hints(sess, path, since)
+            except RigError:
+                if args.follow and not sess.alive():
+                    print(f"the guest (pid {sess.pid}) stopped", file=sys.stderr)
+                    return 0
+                raise
             if args.json and not args.follow:
                 print(json.dumps(res, indent=2))
                 return 0
+            total = int(res["total"])
+            if last_total is not None and total < last_total:
+                # The log started again (total is the seq of the next record).
+                print("(the hint log was cleared)", file=sys.stderr, flush=True)
+                since, last_total = 0, None
+                continue
             for r in res["records"]:
-                print(json.dumps(r) if args.json else _fmt_record(r), flush=True)
-            # total is the seq of the next record: asking from it gives only new ones.
-            since = int(res["total"])
+                print(json.dumps(r) if args.json else _fmt_record(r, sess), flush=True)
             if not args.follow:
                 print(f"total {res['total']}, dropped {res['dropped']}")
                 return 0
-            time.sleep(0.5)
+            if int(res["dropped"]) > dropped:
+                print(f"({int(res['dropped']) - dropped} more record(s) dropped: the log "
+                      "was full)", file=sys.stderr, flush=True)
+                dropped = int(res["dropped"])
+            # Asking from total gives only the records that come after these.
+            since = last_total = total
+            time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
-    finally:
-        q.close()
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -243,9 +366,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r.add_argument("--inject", choices=tuple(faults.FAULTS), metavar="FAULT",
                    help="inject a fault to check how the rig fails: " + "; ".join(
                        f"{k}: {v}" for k, v in faults.FAULTS.items()))
+    r.add_argument("--keep-guest", action="store_true",
+                   help="leave the guest of the first topology with a failing scenario "
+                        "running (as `rig boot` does) for inspection; one guest at most")
     r.set_defaults(func=cmd_run)
     b = sub.add_parser("boot", help="boot the bench guest and leave it running")
     b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help=kvm.ACCEL_HELP)
+    b.add_argument("--topology", metavar="NAME",
+                   help="boot this topology of the matrix (default: default)")
+    b.add_argument("--list-topologies", action="store_true",
+                   help="name the matrix's topologies, their settings and scenarios")
     b.set_defaults(func=cmd_boot)
     for p in (r, b):
         options.add_build_args(p)
@@ -254,9 +384,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     s.add_argument("--timeout", type=float, default=60.0)
     s.set_defaults(func=cmd_ssh)
     h = sub.add_parser("hints", help="the hints the exporter received (QMP)")
-    h.add_argument("--json", action="store_true")
-    h.add_argument("--follow", action="store_true", help="keep printing new records")
-    h.add_argument("--device", default=EXPORTER_ID, help="tph-testdev id (default tphexp)")
+    h.add_argument("--json", action="store_true",
+                   help="the QMP reply as JSON (with --follow: one record a line)")
+    h.add_argument("--follow", action="store_true",
+                   help="keep printing records as they arrive, until Ctrl-C")
+    h.add_argument("--interval", type=float, default=0.5, metavar="S",
+                   help=f"--follow: seconds between polls ({MIN_INTERVAL} to {MAX_INTERVAL}, "
+                        "default 0.5)")
+    h.add_argument("--since", type=int, default=0, metavar="SEQ",
+                   help="only records from sequence number SEQ on")
+    h.add_argument("--device", default="exporter", metavar="DEV",
+                   help="a role (exporter, importer, spare), QOM id or QOM path "
+                        "(default exporter)")
     h.set_defaults(func=cmd_hints)
     t = sub.add_parser("stop", help="stop the guest `rig boot` started")
     t.set_defaults(func=cmd_stop)

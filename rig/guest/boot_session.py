@@ -1,16 +1,25 @@
-"""A guest left running by `rig boot`, found again by `rig ssh`, `rig hints`, `rig stop`."""
+"""A guest left running by `rig boot` (or `rig run --keep-guest`), found again by
+`rig ssh`, `rig hints`, `rig stop`.
+
+The session file names its topology and its tph-testdevs by role (exporter,
+importer, spare), QOM id and guest PCI address, as the guest's
+/etc/tphlab/devices does: `rig hints --device importer`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rig.errors import RigError
 from rig.guest.qemu import QemuProcess
 from rig.guest.qmp import Monitor
 from rig.guest.ssh import GuestShell
+from rig.guest.topology import ROLES, Device
+from rig.guest.vm import VM
 from rig.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -29,6 +38,44 @@ class Session:
     client_key: str
     host_key: str
     accel: str
+    topology: str = "default"
+    devices: tuple[Device, ...] = field(default=())    # empty in a session of an older rig
+
+    @classmethod
+    def of(cls, vm: VM, accel: str, devices: list[Device]) -> Session:
+        """The session of a booted guest (its QEMU running, its devices bound)."""
+        assert vm.proc is not None
+        return cls(vm.proc.pid, vm.ssh_port, str(vm.qmp_path), str(vm.console),
+                   str(vm.arts.client_key), str(vm.arts.host_key), accel, vm.topo.name,
+                   tuple(devices))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Session:
+        devices = tuple(Device(**d) for d in data.pop("devices", ()))
+        return cls(**data, devices=devices)
+
+    def device(self, name: str) -> tuple[str, Device | None]:
+        """`--device NAME`: a role (exporter, importer, spare), a QOM id or a QOM
+        path, as (its QOM path, the Device if the session knows it)."""
+        if name.startswith("/"):
+            return name, next((d for d in self.devices if d.qom_path == name), None)
+        for d in self.devices:
+            if name in (d.role, d.qom_id):
+                return d.qom_path, d
+        if not self.devices and name in ROLES:         # a session of an older rig
+            return f"/machine/peripheral/{ROLES[name]}", None
+        if not self.devices and name in ROLES.values():
+            return f"/machine/peripheral/{name}", None
+        known = ", ".join(f"{d.role} ({d.qom_id}, {d.bdf})" for d in self.devices)
+        what = (f"this guest (topology {self.topology}) has no {name}" if name in ROLES
+                else f"no tph-testdev {name!r} in this guest")
+        raise RigError(f"--device {name}: {what}",
+                       fix=f"name a role or QOM id of: {known or ', '.join(ROLES)}; "
+                           "or give a QOM path (/machine/peripheral/ID)")
+
+    def role_of(self, requester_id: int) -> str | None:
+        """The role of the device with this requester ID, if the session knows it."""
+        return next((d.role for d in self.devices if d.requester_id == requester_id), None)
 
     def save(self) -> None:
         p = state_path()
@@ -70,7 +117,11 @@ def load() -> Session:
         data = json.loads(state_path().read_text())
     except FileNotFoundError:
         raise RigError("no guest is running", fix="start one with `rig boot`") from None
-    s = Session(**data)
+    try:
+        s = Session.from_dict(data)
+    except TypeError as exc:
+        raise RigError(f"{state_path()} is not a session this rig reads ({exc})",
+                       fix=f"stop that guest by its pid, then remove {state_path()}") from None
     if not s.alive():
         state_path().unlink(missing_ok=True)
         raise RigError(f"the guest started by `rig boot` (pid {s.pid}) is gone; its console: "

@@ -7,12 +7,18 @@ p2pdma distance between them is a bus address; virtio-net for SSH.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 EXPORTER_ID = "tphexp"
 IMPORTER_ID = "tphimp"
 SPARE_ID = "tphspare"
+# Each tph-testdev's role, and its QOM id (its path: /machine/peripheral/ID).
+ROLES = {"exporter": EXPORTER_ID, "importer": IMPORTER_ID, "spare": SPARE_ID}
+# In the guest: one line per tph-testdev, "ROLE BDF QOMID", written when the
+# rig binds them (tphctl takes a role for a BDF through it).
+DEVICES_FILE = "/etc/tphlab/devices"
 # TCG: "max" gives the guest RDRAND (dropbear does not wait for entropy).
 # Without LA57: an interrupt that arrives while early boot re-reads the CPU
 # features can see 5-level paging off for a moment, and KASAN then reports
@@ -41,6 +47,62 @@ class Topology:
 
     def with_(self, **changes: object) -> Topology:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def roles(self) -> list[str]:
+        """The roles of its tph-testdevs, in ROLES' order."""
+        return [r for r in ROLES if r != "spare" or self.spare]
+
+    def describe(self) -> str:
+        """Its settings, as the QEMU properties and kernel words they become."""
+        parts = [f"root port completer {self.root_port_completer}",
+                 "exporter" + _props(self.exporter).replace(",", " "),
+                 "importer" + _props(self.importer).replace(",", " ")]
+        if self.spare:
+            parts.append("a spare")
+        if self.append:
+            parts.append("kernel " + " ".join(self.append))
+        if self.cpus != 1:
+            parts.append(f"{self.cpus} vCPUs")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A tph-testdev of a booted guest: its role, QOM id and guest PCI address."""
+
+    role: str
+    qom_id: str
+    bdf: str
+
+    @property
+    def qom_path(self) -> str:
+        return f"/machine/peripheral/{self.qom_id}"
+
+    @property
+    def requester_id(self) -> int | None:
+        """Its requester ID (bus << 8 | device << 3 | function); None for no BDF."""
+        m = re.fullmatch(r"(?:[0-9a-f]{4}:)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])",
+                         self.bdf.lower())
+        if not m:
+            return None
+        return int(m.group(1), 16) << 8 | int(m.group(2), 16) << 3 | int(m.group(3))
+
+
+def devices_text(devices: list[Device]) -> str:
+    """DEVICES_FILE's contents."""
+    lines = ["# ROLE BDF QOMID: the bench's tph-testdevs (written by the rig)"]
+    lines += [f"{d.role} {d.bdf} {d.qom_id}" for d in devices]
+    return "\n".join(lines) + "\n"
+
+
+def parse_devices(text: str) -> list[Device]:
+    """DEVICES_FILE's lines back as Devices (comments and blank lines skipped)."""
+    out = []
+    for ln in text.splitlines():
+        words = ln.split()
+        if len(words) == 3 and not words[0].startswith("#"):
+            out.append(Device(words[0], words[2], words[1]))
+    return out
 
 
 @dataclass(frozen=True)

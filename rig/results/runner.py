@@ -6,7 +6,8 @@ RUNDIR/run.log), and the next scenario still runs; CRASHED when its guest
 died or hung, and then its topology's remaining scenarios are NOT_RUN
 while the other topologies keep going. Ctrl-C stops the guests and leaves
 what had not finished NOT_RUN. run_matrix always returns the Run, so its
-reports can be written however it ended.
+reports can be written however it ended. With a Keeper (--keep-guest) the
+guest of the first topology with a failing scenario is left running.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import threading
 import time
 import traceback
@@ -208,8 +210,18 @@ def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
                      fix="check the topology's -device lines in the run's cmdline file")
 
 
+def devices_command(bench: Bench) -> str:
+    """The guest command that writes topology.DEVICES_FILE for `bench`."""
+    path = topology.DEVICES_FILE
+    text = topology.devices_text(bench.devices())
+    return (f"mkdir -p {shlex.quote(path.rpartition('/')[0])} && "
+            f"printf %s {shlex.quote(text)} > {shlex.quote(path)}")
+
+
 def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
-    """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer.
+    """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer,
+    and list them by role in the guest's /etc/tphlab/devices (`ROLE BDF QOMID`
+    lines: `tphctl open exporter`).
 
     A report in dmesg from booting or binding is an error. clear_log: empty
     dmesg after reading it (a scenario run, whose checks read what each
@@ -220,8 +232,8 @@ def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
     pci = vm.qmp_cmd("query-pci")
     bench = Bench(find_bdf(pci, topology.EXPORTER_ID), find_bdf(pci, topology.IMPORTER_ID),
                   find_bdf(pci, topology.SPARE_ID) if vm.topo.spare else None)
-    res = shell.run(f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''}",
-                    timeout=30)
+    res = shell.run(f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''} && "
+                    f"{devices_command(bench)}", timeout=30)
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer")
@@ -367,6 +379,46 @@ class Options:
     fault: str | None = None           # see faults.FAULTS
     jobs: int | None = None            # guests booted side by side
     vm_factory: VMFactory | None = None  # makes the guests; None: rig.guest.vm.VM
+    keeper: Keeper | None = None       # --keep-guest: where a failing topology's guest goes
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A guest --keep-guest left running: a scenario of its topology failed."""
+
+    vm: GuestVM
+    topo: topology.Topology
+    bench: Bench
+    accel: Accel
+    failed: tuple[str, ...]            # its scenarios that ended FAIL or ERROR
+
+
+class Keeper:
+    """--keep-guest: the first guest whose topology had a scenario end FAIL or
+    ERROR is not stopped when its scenarios are done (the later ones still run
+    first) but left running for inspection; one guest at most, the others stop
+    as usual. A guest that died, or a run interrupted before its guest was
+    kept, keeps nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.kept: Kept | None = None
+        self.stopped: list[str] = []   # topologies with a failure whose guest stopped anyway
+
+    def offer(self, candidate: Kept, ctl: Control) -> bool:
+        """Keep `candidate` if no guest is kept yet and the run is not halting
+        (then stop_all no longer stops it)."""
+        with self._lock:
+            if self.kept is None and ctl.untrack(candidate.vm):
+                self.kept = candidate
+                return True
+            self.stopped.append(candidate.topo.name)
+            return False
+
+    def pass_over(self, topo: str) -> None:
+        """A topology with a failure whose guest cannot be kept (it died)."""
+        with self._lock:
+            self.stopped.append(topo)
 
 
 @dataclass
@@ -410,6 +462,15 @@ class Control:
                 self._guests.append(vm)
             return vm
         return make
+
+    def untrack(self, vm: GuestVM) -> bool:
+        """Leave `vm` running from now on (stop_all no longer stops it); False
+        if the run is halting already."""
+        with self._lock:
+            if self.halted is not None:
+                return False
+            self._guests = [g for g in self._guests if g is not vm]
+            return True
 
     def stop_all(self) -> None:
         """Stop every guest (from the main thread, on Ctrl-C): its group's
@@ -533,22 +594,48 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         skip_rest(f"the guest ({topo.name}) did not boot: {_first_line(_what(exc))}")
         return result
     result.accel, result.boot = used, round(vm.boot_seconds, 3)
+    bench: Bench | None = None
     try:
-        _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest)
+        bench = _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest)
     except Exception as exc:      # a bug of the loop itself; the outcomes so far stand
         result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
         skip_rest(f"the rig broke in guest {topo.name} (see {log.path})")
     finally:
-        try:
-            vm.stop()
-        except Exception as exc:
-            log.exception(f"{topo.name}: stopping the guest", exc)
+        if not _keep(vm, topo, bench, used, result, opts, ctl):
+            try:
+                vm.stop()
+            except Exception as exc:
+                log.exception(f"{topo.name}: stopping the guest", exc)
     return result
+
+
+def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Accel,
+          result: GroupResult, opts: Options, ctl: Control) -> bool:
+    """Whether --keep-guest keeps this guest running (see Keeper)."""
+    failed = tuple(o.name for o in result.outcomes if o.status in (Status.FAIL, Status.ERROR))
+    if opts.keeper is None or bench is None or not failed:
+        return False
+    try:
+        alive = vm.alive()
+    except Exception:
+        alive = False
+    if not alive:
+        opts.keeper.pass_over(topo.name)
+        return False
+    if not opts.keeper.offer(Kept(vm, topo, bench, accel, failed), ctl):
+        ctl.log.write(f"{topo.name}: not kept (--keep-guest keeps one guest, or the run "
+                      "is halting): stopping it")
+        return False
+    ctl.log.write(f"{topo.name}: guest left running for inspection (--keep-guest; failed: "
+                  f"{', '.join(failed)})")
+    return True
 
 
 def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
                  rundir: Path, opts: Options, ctl: Control, result: GroupResult,
-                 done: Callable[[Outcome], None], skip_rest: Callable[[str], None]) -> None:
+                 done: Callable[[Outcome], None],
+                 skip_rest: Callable[[str], None]) -> Bench | None:
+    """Bind the devices and run the members; the Bench, None if binding failed."""
     log = ctl.log
 
     def guest_died(where: str, exc: BaseException) -> GuestError:
@@ -564,7 +651,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
     except Exception as exc:
         if ctl.halted is not None:
             skip_rest(ctl.halted)
-            return
+            return None
         where = f"guest {topo.name}, binding the devices"
         if isinstance(exc, GuestError) or not vm.alive():
             err = guest_died(where, exc)
@@ -572,11 +659,11 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         else:
             result.problems.append(_problem(exc, where, topo.name, log))
             skip_rest(f"{where} failed: {_first_line(_what(exc))}")
-        return
+        return None
     for case in members:
         if ctl.halted is not None:
             skip_rest(ctl.halted)
-            return
+            return bench
         where = f"guest {topo.name}, scenario {case.name}"
         started = time.monotonic()
         outdir = rundir / topo.name / "scenarios" / case.name
@@ -585,14 +672,14 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         except Exception as exc:
             if ctl.halted is not None:
                 skip_rest(ctl.halted)
-                return
+                return bench
             if isinstance(exc, GuestError) or not vm.alive():
                 err = guest_died(where, exc)
                 done(outcome(case, Status.CRASHED, time.monotonic() - started,
                              [f"{_first_line(err.message)}; console {vm.console}"],
                              output=outdir))
                 skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
-                return
+                return bench
             # The rig broke, not the guest: this case has no verdict, the next may.
             result.problems.append(_problem(exc, where, topo.name, log))
             suffix = "" if isinstance(exc, RigError) else f" (traceback in {log.path})"
@@ -601,7 +688,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             continue
         if ctl.halted is not None and not vm.alive():
             skip_rest(ctl.halted)         # stopped under it by Ctrl-C: no verdict
-            return
+            return bench
         if o.status is Status.ERROR:
             result.problems.append(Problem(EXIT_INTERNAL, f"{where}: {o.failures[-1]}",
                                            str(log.path), "this is a bug of the rig or of "
@@ -614,8 +701,9 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             o.failures.append(f"{_first_line(err.message)}; console {vm.console}")
             done(o)
             skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
-            return
+            return bench
         done(o)
+    return bench
 
 
 def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir: Path,

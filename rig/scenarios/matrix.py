@@ -6,6 +6,8 @@ importer module reload comes after every hostile input of its guest.
 
 from __future__ import annotations
 
+from rig.errors import RigError
+from rig.guest.topology import Topology
 from rig.scenarios import hint_cases, hostile, race, revoke
 from rig.scenarios.kit import Scenario
 
@@ -18,3 +20,25 @@ def full() -> list[Scenario]:
     if dup:
         raise ValueError(f"scenario names must be unique: {sorted(dup)}")
     return cases
+
+
+def topologies() -> list[tuple[Topology, list[str]]]:
+    """Every topology the matrix boots, in the order it boots them, with the
+    names of its scenarios (`rig boot --topology NAME` boots any of them)."""
+    out: dict[str, tuple[Topology, list[str]]] = {}
+    for c in full():
+        topo, names = out.setdefault(c.topo.name, (c.topo, []))
+        if topo != c.topo:
+            raise ValueError(f"two topologies are named {topo.name}: {topo} and {c.topo}")
+        names.append(c.name)
+    return list(out.values())
+
+
+def topology(name: str) -> Topology:
+    """The matrix's topology called `name`; RigError naming them all if none is."""
+    for topo, _ in topologies():
+        if topo.name == name:
+            return topo
+    names = ", ".join(t.name for t, _ in topologies())
+    raise RigError(f"--topology {name}: the matrix has no such topology",
+                   fix=f"pick one of: {names} (rig boot --list-topologies describes them)")
