@@ -9,10 +9,16 @@
  * when every step succeeded, else the errno of the first failing step
  * (with -k, every step still runs).
  *
+ * Slots: the dma-buf of get, set, set-raw "dmabuf", close-dmabuf and race,
+ * and the importer file of attach, dma, dma-start, detach and status, are
+ * those of the current slot (0 at the start). Each slot opens an importer
+ * file of its own, so each slot's attachment is its own.
+ *
  * Steps (`tphctl --help` prints this list: keep usage[] below the same):
  *   open BDF|ROLE                VFIO device of the exporter (no-IOMMU group);
  *                                a ROLE (exporter, spare) or QOM id is looked
  *                                up in /etc/tphlab/devices
+ *   slot N                       make slot N (0..3) the current one
  *   get [REGION]                 VFIO_DEVICE_FEATURE_DMA_BUF of a whole BAR (2)
  *   other BDF|ROLE               open another vfio-pci device and get a dma-buf
  *                                of its BAR2 (fd "other" for set-raw)
@@ -26,9 +32,17 @@
  *   attach [FD]                  importer ATTACH (FD as for set-raw)
  *   dma OFFSET LEN PATTERN       importer DMA; OFFSET "end" or "end-N" counts
  *                                from the end of the attached dma-buf
+ *   dma-start OFFSET LEN PATTERN COUNT
+ *                                a long DMA: one importer DMA ioctl of COUNT
+ *                                DMAs, in a thread; the steps after it run
+ *                                meanwhile
+ *   dma-wait                     wait for the dma-start thread; prints the
+ *                                DMA's result and how long the ioctl took
  *   detach                       importer DETACH
  *   status                       importer STATUS
- *   decode on|off                exporter memory decode (PCI command bit 1)
+ *   decode on|off                exporter memory decode (PCI command bit 1);
+ *                                prints how long the config write took (a
+ *                                revocation waits for the importer)
  *   reset                        VFIO_DEVICE_RESET of the exporter
  *   poke OFFSET VALUE            CPU write of a 32-bit VALUE into the exporter's
  *                                BAR2 through VFIO (a write with no hint)
@@ -81,6 +95,7 @@ static const char usage[] =
 	"  open BDF|ROLE                VFIO device of the exporter (no-IOMMU group);\n"
 	"                               a ROLE (exporter, spare) or QOM id is looked\n"
 	"                               up in /etc/tphlab/devices\n"
+	"  slot N                       make slot N (0..3) the current one\n"
 	"  get [REGION]                 VFIO_DEVICE_FEATURE_DMA_BUF of a whole BAR (2)\n"
 	"  other BDF|ROLE               open another vfio-pci device and get a dma-buf\n"
 	"                               of its BAR2 (fd \"other\" for set-raw)\n"
@@ -94,9 +109,17 @@ static const char usage[] =
 	"  attach [FD]                  importer ATTACH (FD as for set-raw)\n"
 	"  dma OFFSET LEN PATTERN       importer DMA; OFFSET \"end\" or \"end-N\" counts\n"
 	"                               from the end of the attached dma-buf\n"
+	"  dma-start OFFSET LEN PATTERN COUNT\n"
+	"                               a long DMA: one importer DMA ioctl of COUNT\n"
+	"                               DMAs, in a thread; the steps after it run\n"
+	"                               meanwhile\n"
+	"  dma-wait                     wait for the dma-start thread; prints the\n"
+	"                               DMA's result and how long the ioctl took\n"
 	"  detach                       importer DETACH\n"
 	"  status                       importer STATUS\n"
-	"  decode on|off                exporter memory decode (PCI command bit 1)\n"
+	"  decode on|off                exporter memory decode (PCI command bit 1);\n"
+	"                               prints how long the config write took (a\n"
+	"                               revocation waits for the importer)\n"
 	"  reset                        VFIO_DEVICE_RESET of the exporter\n"
 	"  poke OFFSET VALUE            CPU write of a 32-bit VALUE into the exporter's\n"
 	"                               BAR2 through VFIO (a write with no hint)\n"
@@ -119,9 +142,34 @@ struct vdev {
 	int container, group, device, dmabuf;
 };
 
+/* The exporter's dma-buf and the importer file of one slot */
+struct slot {
+	int dmabuf, importer;
+	unsigned long long attached_size;
+};
+
+#define NR_SLOTS 4
+
 static struct vdev xp = { -1, -1, -1, -1 }, other = { -1, -1, -1, -1 };
-static int importer_fd = -1;
-static unsigned long long attached_size;
+static struct slot slots[NR_SLOTS] = {
+	{ -1, -1, 0 }, { -1, -1, 0 }, { -1, -1, 0 }, { -1, -1, 0 } };
+static struct slot *cur = &slots[0];
+
+/* The dma-start thread */
+static struct {
+	pthread_t thread;
+	int running, fd, r;
+	long ms;
+	struct tph_importer_dma d;
+} bg;
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
 
 static void emit(const char *step, int ret, int err, const char *fmt, ...)
 {
@@ -159,7 +207,7 @@ static int pick_fd(const char *s)
 	int fd;
 
 	if (!strcmp(s, "dmabuf"))
-		return xp.dmabuf;
+		return cur->dmabuf;
 	if (!strcmp(s, "other"))
 		return other.dmabuf;
 	if (!strcmp(s, "eventfd"))
@@ -237,7 +285,8 @@ static int step_open(struct vdev *v, const char *bdf)
 	return v->device < 0 ? -errno : 0;
 }
 
-static int step_get(struct vdev *v, unsigned int region, unsigned long long *size)
+static int step_get(struct vdev *v, unsigned int region, unsigned long long *size,
+		    int *dmabuf)
 {
 	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = region };
 	struct {
@@ -260,7 +309,7 @@ static int step_get(struct vdev *v, unsigned int region, unsigned long long *siz
 	fd = ioctl(v->device, VFIO_DEVICE_FEATURE, &req);
 	if (fd < 0)
 		return -errno;
-	v->dmabuf = fd;
+	*dmabuf = fd;
 	*size = ri.size;
 	return 0;
 }
@@ -288,9 +337,19 @@ static int tph_feature(unsigned int op, int fd, unsigned int flags, unsigned int
 
 static int importer(void)
 {
-	if (importer_fd < 0)
-		importer_fd = open(IMPORTER_DEV, O_RDWR | O_CLOEXEC);
-	return importer_fd < 0 ? -errno : 0;
+	if (cur->importer < 0)
+		cur->importer = open(IMPORTER_DEV, O_RDWR | O_CLOEXEC);
+	return cur->importer < 0 ? -errno : 0;
+}
+
+static void *dma_thread(void *arg)
+{
+	long t0 = now_ms();
+
+	(void)arg;
+	bg.r = ioctl(bg.fd, TPH_IMPORTER_DMA, &bg.d) ? -errno : 0;
+	bg.ms = now_ms() - t0;
+	return NULL;
 }
 
 static int config_command(int on)
@@ -354,7 +413,7 @@ static void *race_write(void *arg)
 
 	for (k = 0; !race_stop; k++) {
 		race_value(w->t, k, &flags, &st, &st_ext, &ph);
-		r = tph_feature(VFIO_DEVICE_FEATURE_SET, xp.dmabuf, flags, st, st_ext, ph, 0);
+		r = tph_feature(VFIO_DEVICE_FEATURE_SET, cur->dmabuf, flags, st, st_ext, ph, 0);
 		if (r && !w->err)
 			w->err = -r;
 		w->sets++;
@@ -384,13 +443,13 @@ static int step_race(unsigned int threads, unsigned int queries)
 	}
 	printf("{\"step\": \"race-queries\", \"observed\": [");
 	for (n = 0; n < queries; n++) {
-		a = (struct tph_importer_attach){ .dmabuf_fd = xp.dmabuf };
-		if (ioctl(importer_fd, TPH_IMPORTER_ATTACH, &a)) {
+		a = (struct tph_importer_attach){ .dmabuf_fd = cur->dmabuf };
+		if (ioctl(cur->importer, TPH_IMPORTER_ATTACH, &a)) {
 			r = -errno;
 			break;
 		}
 		printf("%s[%d, %u, %u]", n ? ", " : "", a.ret, a.st, a.ph);
-		if (ioctl(importer_fd, TPH_IMPORTER_DETACH)) {
+		if (ioctl(cur->importer, TPH_IMPORTER_DETACH)) {
 			r = -errno;
 			n++;
 			break;
@@ -412,7 +471,7 @@ static int step_race(unsigned int threads, unsigned int queries)
 static unsigned long long dma_offset(const char *s)
 {
 	if (!strncmp(s, "end", 3))
-		return attached_size + (s[3] ? num(s + 3) : 0);
+		return cur->attached_size + (s[3] ? num(s + 3) : 0);
 	return (unsigned long long)num(s);
 }
 
@@ -456,7 +515,7 @@ int main(int argc, char **argv)
 			argv[i + 1] = (char *)bdf_of(argv[i + 1]);
 			r = step_open(&other, argv[++i]);
 			if (!r)
-				r = step_get(&other, 2, &size);
+				r = step_get(&other, 2, &size, &other.dmabuf);
 			emit(s, r, -r, "\"bdf\": \"%s\", \"fd\": %d", argv[i], other.dmabuf);
 		} else if (!strcmp(s, "get")) {
 			unsigned long long size = 0;
@@ -464,15 +523,26 @@ int main(int argc, char **argv)
 
 			if (i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9')
 				region = (unsigned int)num(argv[++i]);
-			r = step_get(&xp, region, &size);
+			r = step_get(&xp, region, &size, &cur->dmabuf);
 			emit(s, r, -r, "\"region\": %u, \"fd\": %d, \"size\": %llu", region,
-			     xp.dmabuf, size);
+			     cur->dmabuf, size);
+		} else if (!strcmp(s, "slot")) {
+			long n;
+
+			need(argc, i, 1, s);
+			n = num(argv[++i]);
+			if (n < 0 || n >= NR_SLOTS) {
+				fprintf(stderr, "tphctl: slot takes 0..%d\n", NR_SLOTS - 1);
+				return EINVAL;
+			}
+			cur = &slots[n];
+			emit(s, 0, 0, "\"slot\": %ld", n);
 		} else if (!strcmp(s, "probe")) {
 			r = tph_feature(VFIO_DEVICE_FEATURE_PROBE, -1, 0, 0, 0, 0, 0);
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "set")) {
 			need(argc, i, 4, s);
-			r = tph_feature(VFIO_DEVICE_FEATURE_SET, xp.dmabuf, num(argv[i + 1]),
+			r = tph_feature(VFIO_DEVICE_FEATURE_SET, cur->dmabuf, num(argv[i + 1]),
 					num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]), 0);
 			emit(s, r, -r, "\"flags\": %ld, \"st\": %ld, \"st_ext\": %ld, \"ph\": %ld",
 			     num(argv[i + 1]), num(argv[i + 2]), num(argv[i + 3]), num(argv[i + 4]));
@@ -485,10 +555,10 @@ int main(int argc, char **argv)
 			emit(s, r, -r, "\"fd\": \"%s\"", argv[i + 1]);
 			i += 6;
 		} else if (!strcmp(s, "tph-get")) {
-			r = tph_feature(VFIO_DEVICE_FEATURE_GET, xp.dmabuf, 0, 0, 0, 0, 0);
+			r = tph_feature(VFIO_DEVICE_FEATURE_GET, cur->dmabuf, 0, 0, 0, 0, 0);
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "attach")) {
-			struct tph_importer_attach a = { .dmabuf_fd = xp.dmabuf };
+			struct tph_importer_attach a = { .dmabuf_fd = cur->dmabuf };
 
 			/* Open the importer first: a "closed" fd must stay closed */
 			r = importer();
@@ -497,10 +567,10 @@ int main(int argc, char **argv)
 					     (argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') ||
 					     argv[i + 1][0] == '-'))
 				a.dmabuf_fd = pick_fd(argv[++i]);
-			if (!r && ioctl(importer_fd, TPH_IMPORTER_ATTACH, &a))
+			if (!r && ioctl(cur->importer, TPH_IMPORTER_ATTACH, &a))
 				r = -errno;
 			if (!r)
-				attached_size = a.size;
+				cur->attached_size = a.size;
 			emit(s, r, -r, "\"tph_ret\": %d, \"st\": %u, \"ph\": %u, \"ext\": %u, "
 			     "\"req_type\": %u, \"size\": %llu", a.ret, a.st, a.ph, a.ext,
 			     a.req_type, (unsigned long long)a.size);
@@ -511,34 +581,73 @@ int main(int argc, char **argv)
 			d.offset = dma_offset(argv[i + 1]);
 			d.len = (__u32)num(argv[i + 2]);
 			d.pattern = (__u32)strtoul(argv[i + 3], NULL, 0);
+			d.count = 1;
 			i += 3;
 			r = importer();
-			if (!r && ioctl(importer_fd, TPH_IMPORTER_DMA, &d))
+			if (!r && ioctl(cur->importer, TPH_IMPORTER_DMA, &d))
 				r = -errno;
 			emit(s, r, -r, "\"offset\": %llu, \"len\": %u, \"status\": %u, "
 			     "\"tph_ret\": %d, \"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, "
 			     "\"remapped\": %u", (unsigned long long)d.offset, d.len, d.status,
 			     d.ret, d.th, d.st, d.ph, d.ext, d.remapped);
+		} else if (!strcmp(s, "dma-start")) {
+			need(argc, i, 4, s);
+			if (bg.running) {
+				fprintf(stderr, "tphctl: dma-start while one runs\n");
+				return EINVAL;
+			}
+			memset(&bg.d, 0, sizeof(bg.d));
+			bg.d.offset = dma_offset(argv[i + 1]);
+			bg.d.len = (__u32)num(argv[i + 2]);
+			bg.d.pattern = (__u32)strtoul(argv[i + 3], NULL, 0);
+			bg.d.count = (__u32)num(argv[i + 4]);
+			i += 4;
+			r = importer();
+			bg.fd = cur->importer;
+			bg.r = 0;
+			bg.ms = 0;
+			if (!r) {
+				r = -pthread_create(&bg.thread, NULL, dma_thread, NULL);
+				bg.running = !r;
+			}
+			emit(s, r, -r, "\"count\": %u", bg.d.count);
+		} else if (!strcmp(s, "dma-wait")) {
+			if (!bg.running) {
+				fprintf(stderr, "tphctl: dma-wait without dma-start\n");
+				return EINVAL;
+			}
+			pthread_join(bg.thread, NULL);
+			bg.running = 0;
+			r = bg.r;
+			emit(s, r, -r, "\"offset\": %llu, \"len\": %u, \"count\": %u, "
+			     "\"done\": %u, \"status\": %u, \"tph_ret\": %d, \"th\": %u, "
+			     "\"st\": %u, \"ph\": %u, \"ext\": %u, \"remapped\": %u, \"ms\": %ld",
+			     (unsigned long long)bg.d.offset, bg.d.len, bg.d.count, bg.d.done,
+			     bg.d.status, bg.d.ret, bg.d.th, bg.d.st, bg.d.ph, bg.d.ext,
+			     bg.d.remapped, bg.ms);
 		} else if (!strcmp(s, "detach")) {
 			r = importer();
-			if (!r && ioctl(importer_fd, TPH_IMPORTER_DETACH))
+			if (!r && ioctl(cur->importer, TPH_IMPORTER_DETACH))
 				r = -errno;
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "status")) {
 			struct tph_importer_status st = { 0 };
 
 			r = importer();
-			if (!r && ioctl(importer_fd, TPH_IMPORTER_STATUS, &st))
+			if (!r && ioctl(cur->importer, TPH_IMPORTER_STATUS, &st))
 				r = -errno;
 			emit(s, r, -r, "\"attached\": %u, \"mapped\": %u, \"invalidations\": %u, "
 			     "\"maps\": %u, \"dmas\": %u, \"tph_ret\": %d, \"req_type\": %u, "
-			     "\"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u", st.attached,
-			     st.mapped, st.invalidations, st.maps, st.dmas, st.ret, st.req_type,
-			     st.th, st.st, st.ph, st.ext);
+			     "\"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, \"query_ret\": %d",
+			     st.attached, st.mapped, st.invalidations, st.maps, st.dmas, st.ret,
+			     st.req_type, st.th, st.st, st.ph, st.ext, st.query_ret);
 		} else if (!strcmp(s, "decode")) {
+			long t0 = now_ms();
+
 			need(argc, i, 1, s);
 			r = config_command(!strcmp(argv[++i], "on"));
-			emit(s, r, -r, "\"on\": %d", !strcmp(argv[i], "on"));
+			emit(s, r, -r, "\"on\": %d, \"ms\": %ld", !strcmp(argv[i], "on"),
+			     now_ms() - t0);
 		} else if (!strcmp(s, "poke")) {
 			need(argc, i, 2, s);
 			r = bar2_poke((unsigned long long)num(argv[i + 1]),
@@ -553,8 +662,8 @@ int main(int argc, char **argv)
 			xp.device = -1;
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "close-dmabuf")) {
-			r = close(xp.dmabuf) ? -errno : 0;
-			xp.dmabuf = -1;
+			r = close(cur->dmabuf) ? -errno : 0;
+			cur->dmabuf = -1;
 			emit(s, r, -r, NULL);
 		} else if (!strcmp(s, "race")) {
 			need(argc, i, 2, s);
@@ -570,7 +679,7 @@ int main(int argc, char **argv)
 			nanosleep(&ts, NULL);
 			emit(s, 0, 0, NULL);
 		} else {
-			fprintf(stderr, "tphctl: unknown step %s\n", s);
+			fprintf(stderr, "tphctl: unknown step %s (tphctl --help lists them)\n", s);
 			return EINVAL;
 		}
 		if (r && !first_err)

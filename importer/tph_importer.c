@@ -7,11 +7,29 @@
  * example one exported by vfio-pci) with the PCIe TLP Processing Hints
  * that the exporter returns from dma_buf_get_pci_tph().
  *
- * The attachment is dynamic and peer-to-peer. The hints are queried right
- * after each mapping, under the same hold of the reservation lock, and are
- * dropped together with the mapping when the exporter invalidates it; the
- * next DMA maps again and queries again. DMAs run under the reservation
- * lock, so an invalidation never overlaps one.
+ * Each open file has at most one attachment, and only that file can DMA
+ * through it or detach it. The attachment is dynamic and peer-to-peer. The
+ * hints are queried right after each mapping, under the same hold of the
+ * reservation lock, and are dropped together with the mapping when the
+ * exporter invalidates it; the next DMA maps again and queries again.
+ *
+ * The reservation lock is held to map, to query and to start a DMA, never
+ * while a DMA runs, so a revocation by the exporter waits for at most the
+ * DMA in flight. The invalidate_mappings callback stops the engine before
+ * it unmaps: it waits a bounded time for the DMA into the buffer, and if
+ * the engine is still busy clears Bus Master Enable, which keeps the
+ * device from issuing any further memory request; only then does it
+ * unmap.
+ *
+ * TPH is enabled on the device (Device Specific mode) while at least one
+ * attachment DMAs with hints, not per mapping, and each such attachment
+ * has an ST table entry of its own. Entries are written only while the
+ * engine is idle: pcie_tph_set_st_entry() clears TPH Requester Enable
+ * while it rewrites the table. tph-testdev tags every request while TPH
+ * Requester Enable is set, so an attachment without hints can DMA only
+ * while no other attachment of the device uses hints (else -EBUSY). With
+ * Requester Enable 11b and only an 8-bit tag from the exporter, the device
+ * sends the 8-bit tag without the TPH prefix (DMA_CMD NO_PREFIX).
  *
  * Test only, not for upstream: an out-of-tree module of the tphlab bench,
  * built with "make M=" against whichever kernel is under test. It needs
@@ -19,6 +37,7 @@
  * dma_buf_get_pci_tph() and pcie_tph_enabled_req_type().
  */
 #include <linux/bitfield.h>
+#include <linux/bitmap.h>
 #include <linux/delay.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-mapping.h>
@@ -33,6 +52,7 @@
 #include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/pci-tph.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <uapi/misc/tph_importer.h>
@@ -65,6 +85,7 @@ MODULE_IMPORT_NS("DMA_BUF");
 #define TPH_IMP_REG_DMA_ST		0x28	/* DS mode ST without a table */
 #define TPH_IMP_REG_DMA_CMD		0x2c	/* WO */
 #define  TPH_IMP_CMD_START		BIT(0)
+#define  TPH_IMP_CMD_NO_PREFIX		BIT(2)	/* 11b: ST[7:0], no prefix */
 #define TPH_IMP_REG_DMA_STATUS		0x30	/* RW1C */
 #define  TPH_IMP_STATUS_BUSY		BIT(0)
 #define  TPH_IMP_STATUS_DONE		BIT(1)
@@ -72,22 +93,54 @@ MODULE_IMPORT_NS("DMA_BUF");
 #define TPH_IMP_REG_DMA_COUNT		0x34	/* RO, completed DMAs */
 #define TPH_IMP_REG_DMA_LAST_HINT	0x38	/* RO */
 
-/* ST table entry that holds the tag of the attached dma-buf */
-#define TPH_IMP_ST_INDEX		0
+/* Most ST table entries used, one per attachment */
+#define TPH_IMP_MAX_ST			64
 
+/* How long a DMA may take before the engine is stopped */
 #define TPH_IMP_DMA_TIMEOUT_MS		2000
+/* How long an invalidation waits for a DMA, and then for the stop */
+#define TPH_IMP_QUIESCE_MS		100
+
+struct tph_imp_file;
 
 struct tph_imp {
 	struct list_head node;		/* in tph_imp_devices */
 	struct kref kref;		/* device binding and open files */
 	struct pci_dev *pdev;
 	void __iomem *regs;
-	bool gone;			/* unbound */
 
-	/* Attachment, under tph_imp_lock */
-	struct file *owner;
+	/*
+	 * Serializes the DMA engine, the ST table, TPH enable and the
+	 * attachments of every file of this device. Held for one DMA at
+	 * most, and never taken under a reservation lock.
+	 */
+	struct mutex lock;
+	bool gone;			/* unbound */
+	struct list_head files;		/* open files */
+	unsigned int tph_users;		/* attachments that DMA with hints */
+	unsigned int st_entries;	/* usable ST table entries, 0: none */
+	DECLARE_BITMAP(st_used, TPH_IMP_MAX_ST);
+
+	/*
+	 * The attachment the engine runs a DMA for, and whether Bus Master
+	 * Enable was cleared to stop it. Taken under a reservation lock by
+	 * the invalidate_mappings callback, so it nests inside both.
+	 */
+	struct mutex engine_lock;
+	struct tph_imp_file *busy;
+	bool stopped;			/* Bus Master Enable cleared */
+	bool dead;			/* did not stop: stays off */
+};
+
+struct tph_imp_file {
+	struct tph_imp *imp;
+	struct list_head node;		/* in imp->files, under imp->lock */
+
+	/* Attachment, under imp->lock */
 	struct dma_buf *dmabuf;
 	struct dma_buf_attachment *attach;
+	int st_index;			/* own ST table entry, -1: none */
+	bool tph_user;			/* counted in imp->tph_users */
 	u32 dmas;
 
 	/* Mapping and hints, under dmabuf->resv while attached */
@@ -95,20 +148,23 @@ struct tph_imp {
 	u32 invalidations;
 	u32 maps;
 	int tph_ret;
-	u8 req_type;
-	bool ext;
-	bool th;
+	bool query_ext;			/* namespace the device may use */
+	bool th;			/* the mapping DMAs with hints */
+	bool ext;			/* ... with a 16-bit tag and the prefix */
 	u16 st;
 	u8 ph;
 };
 
-/* Protects tph_imp_devices and every attachment */
+/* Protects tph_imp_devices */
 static DEFINE_MUTEX(tph_imp_lock);
 static LIST_HEAD(tph_imp_devices);
 
 static void tph_imp_free(struct kref *kref)
 {
-	kfree(container_of(kref, struct tph_imp, kref));
+	struct tph_imp *imp = container_of(kref, struct tph_imp, kref);
+
+	pci_dev_put(imp->pdev);
+	kfree(imp);
 }
 
 static bool tph_imp_engine_idle(struct tph_imp *imp)
@@ -116,171 +172,293 @@ static bool tph_imp_engine_idle(struct tph_imp *imp)
 	return !(readl(imp->regs + TPH_IMP_REG_DMA_STATUS) & TPH_IMP_STATUS_BUSY);
 }
 
-/* Make sure the DMA engine no longer accesses the dma-buf */
-static void tph_imp_quiesce(struct tph_imp *imp)
+static bool tph_imp_wait_idle(struct tph_imp *imp, unsigned int ms)
 {
-	unsigned long timeout = jiffies + msecs_to_jiffies(TPH_IMP_DMA_TIMEOUT_MS);
+	unsigned long timeout = jiffies + msecs_to_jiffies(ms);
 
 	while (!tph_imp_engine_idle(imp)) {
-		if (time_after(jiffies, timeout)) {
-			pci_warn(imp->pdev, "DMA engine still busy\n");
-			return;
-		}
-		usleep_range(50, 100);
+		if (time_after(jiffies, timeout))
+			return tph_imp_engine_idle(imp);
+		usleep_range(20, 50);
 	}
+	return true;
 }
 
-static int tph_imp_run_dma(struct tph_imp *imp, dma_addr_t addr, u32 len,
-			   u32 pattern, u32 *status)
+/*
+ * Make sure the engine no longer accesses @f's buffer. Called with
+ * engine_lock held. Wait for the DMA in flight; if it does not complete,
+ * clear Bus Master Enable, after which the device issues no memory request
+ * at all, and wait for the engine to give up.
+ */
+static void tph_imp_stop_engine(struct tph_imp *imp, struct tph_imp_file *f)
 {
-	unsigned long timeout = jiffies + msecs_to_jiffies(TPH_IMP_DMA_TIMEOUT_MS);
-	u32 count, st;
+	lockdep_assert_held(&imp->engine_lock);
 
-	count = readl(imp->regs + TPH_IMP_REG_DMA_COUNT);
+	if (imp->busy != f)
+		return;
+
+	if (!tph_imp_wait_idle(imp, TPH_IMP_QUIESCE_MS)) {
+		pci_warn(imp->pdev, "DMA engine still busy, clearing Bus Master Enable\n");
+		pci_clear_master(imp->pdev);
+		imp->stopped = true;
+		if (!tph_imp_wait_idle(imp, TPH_IMP_QUIESCE_MS)) {
+			pci_err(imp->pdev, "DMA engine does not stop, leaving Bus Master Enable off\n");
+			imp->dead = true;
+		}
+	}
+	imp->busy = NULL;
+}
+
+/* Start a DMA for @f; engine idle, imp->lock and @f's reservation lock held */
+static int tph_imp_start_dma(struct tph_imp_file *f, dma_addr_t addr, u32 len,
+			     u32 pattern)
+{
+	struct tph_imp *imp = f->imp;
+	u32 cmd = TPH_IMP_CMD_START;
+	int ret = 0;
+
+	lockdep_assert_held(&imp->lock);
+	dma_resv_assert_held(f->dmabuf->resv);
+
+	/* An 8-bit tag goes out without the prefix, also with Enable 11b */
+	if (f->th && !f->ext)
+		cmd |= TPH_IMP_CMD_NO_PREFIX;
 
 	writel(lower_32_bits(addr), imp->regs + TPH_IMP_REG_DMA_ADDR_LO);
 	writel(upper_32_bits(addr), imp->regs + TPH_IMP_REG_DMA_ADDR_HI);
 	writel(len, imp->regs + TPH_IMP_REG_DMA_LEN);
 	writel(pattern, imp->regs + TPH_IMP_REG_DMA_PATTERN);
-	writel(TPH_IMP_ST_INDEX, imp->regs + TPH_IMP_REG_DMA_ST_INDEX);
-	writel(imp->th ? imp->ph : 0, imp->regs + TPH_IMP_REG_DMA_PH);
-	writel(imp->th ? imp->st : 0, imp->regs + TPH_IMP_REG_DMA_ST);
-	writel(TPH_IMP_CMD_START, imp->regs + TPH_IMP_REG_DMA_CMD);
+	writel(f->st_index >= 0 ? f->st_index : 0,
+	       imp->regs + TPH_IMP_REG_DMA_ST_INDEX);
+	writel(f->th ? f->ph : 0, imp->regs + TPH_IMP_REG_DMA_PH);
+	writel(f->th ? f->st : 0, imp->regs + TPH_IMP_REG_DMA_ST);
+
+	mutex_lock(&imp->engine_lock);
+	if (imp->stopped && !imp->dead && tph_imp_engine_idle(imp)) {
+		/* Stopped by an invalidation; idle now, so it may master again */
+		pci_set_master(imp->pdev);
+		imp->stopped = false;
+	}
+	if (imp->stopped) {
+		ret = -EIO;
+	} else {
+		imp->busy = f;
+		writel(cmd, imp->regs + TPH_IMP_REG_DMA_CMD);
+	}
+	mutex_unlock(&imp->engine_lock);
+
+	return ret;
+}
+
+/* Wait for the DMA started for @f, without the reservation lock */
+static int tph_imp_wait_dma(struct tph_imp_file *f, u32 count, u32 *status)
+{
+	struct tph_imp *imp = f->imp;
+	unsigned long timeout = jiffies + msecs_to_jiffies(TPH_IMP_DMA_TIMEOUT_MS);
+	int ret = 0;
+	u32 st;
+
+	lockdep_assert_held(&imp->lock);
 
 	for (;;) {
 		st = readl(imp->regs + TPH_IMP_REG_DMA_STATUS);
-		if (st & TPH_IMP_STATUS_ERROR)
-			break;
 		if (!(st & TPH_IMP_STATUS_BUSY) &&
 		    readl(imp->regs + TPH_IMP_REG_DMA_COUNT) != count)
 			break;
 		if (time_after(jiffies, timeout)) {
-			*status = st;
-			return -ETIMEDOUT;
+			ret = -ETIMEDOUT;
+			break;
 		}
 		usleep_range(20, 50);
 	}
 
+	mutex_lock(&imp->engine_lock);
+	if (ret) {
+		/* Never leave the engine running into the buffer */
+		tph_imp_stop_engine(imp, f);
+	} else {
+		if (imp->busy == f && imp->stopped)
+			ret = -EIO;	/* an invalidation stopped it */
+		imp->busy = NULL;
+	}
+	mutex_unlock(&imp->engine_lock);
+
 	*status = st;
-	return st & TPH_IMP_STATUS_ERROR ? -EIO : 0;
+	if (!ret && (st & TPH_IMP_STATUS_ERROR))
+		ret = -EIO;
+	return ret;
+}
+
+static int tph_imp_query(struct tph_imp_file *f, bool *ext, u16 *st, u8 *ph)
+{
+	int ret;
+
+	*ext = f->query_ext;
+	ret = dma_buf_get_pci_tph(f->dmabuf, *ext, st, ph);
+	if (ret == -EOPNOTSUPP && *ext) {
+		/*
+		 * TPH Requester Enable 11b permits Extended TPH, it does not
+		 * require it: an 8-bit tag goes out without the TPH prefix.
+		 */
+		*ext = false;
+		ret = dma_buf_get_pci_tph(f->dmabuf, false, st, ph);
+	}
+	return ret;
+}
+
+static void tph_imp_put_tph(struct tph_imp_file *f)
+{
+	struct tph_imp *imp = f->imp;
+
+	lockdep_assert_held(&imp->lock);
+
+	if (f->tph_user) {
+		f->tph_user = false;
+		imp->tph_users--;
+	}
+	/* TPH Requester Enable 00b: requests go out without hints */
+	if (!imp->tph_users)
+		pcie_disable_tph(imp->pdev);
 }
 
 /*
  * Query the hints for a fresh mapping and program the device with them.
- * Called with the reservation lock held, right after the mapping was made:
- * the hints are valid exactly as long as that mapping.
+ * Called with imp->lock (the engine is idle) and the reservation lock
+ * held, right after the mapping was made: the hints go with that mapping.
+ * Falls back to DMA without hints unless the query itself failed.
  */
-static int tph_imp_setup_hints(struct tph_imp *imp)
+static int tph_imp_setup_hints(struct tph_imp_file *f)
 {
+	struct tph_imp *imp = f->imp;
 	struct pci_dev *pdev = imp->pdev;
-	u16 st = 0;
-	u8 ph = 0;
-	u32 loc;
+	unsigned int index;
+	bool ext;
+	u16 st;
+	u8 ph;
 	int ret;
 
-	dma_resv_assert_held(imp->dmabuf->resv);
+	lockdep_assert_held(&imp->lock);
+	dma_resv_assert_held(f->dmabuf->resv);
 
-	imp->th = false;
-	imp->st = 0;
-	imp->ph = 0;
+	f->th = false;
+	f->ext = false;
+	f->st = 0;
+	f->ph = 0;
 
 	/* Device Specific mode: the DMA engine names the ST table entry */
 	if (pcie_tph_enabled_req_type(pdev) == PCI_TPH_REQ_DISABLE) {
 		ret = pcie_enable_tph(pdev, PCI_TPH_ST_DS_MODE);
 		if (ret) {
-			imp->req_type = PCI_TPH_REQ_DISABLE;
-			imp->ext = false;
-			imp->tph_ret = ret;
-			return 0;
-		}
-	}
-
-	/* Ask for the Steering Tag namespace the device may use */
-	imp->req_type = pcie_tph_enabled_req_type(pdev);
-	imp->ext = imp->req_type == PCI_TPH_REQ_EXT_TPH;
-
-	ret = dma_buf_get_pci_tph(imp->dmabuf, imp->ext, &st, &ph);
-	imp->tph_ret = ret;
-	if (ret == -EOPNOTSUPP)
-		goto no_hints;
-	if (ret)
-		return ret;
-
-	imp->st = st;
-	imp->ph = ph;
-
-	/*
-	 * With an ST table the engine names entry TPH_IMP_ST_INDEX; without
-	 * one, Device Specific mode takes the tag from the DMA_ST register.
-	 */
-	loc = FIELD_PREP(PCI_TPH_CAP_LOC_MASK, pcie_tph_get_st_table_loc(pdev));
-	if (loc != PCI_TPH_LOC_NONE) {
-		ret = pcie_tph_set_st_entry(pdev, TPH_IMP_ST_INDEX, st);
-		if (ret) {
-			imp->tph_ret = ret;
+			f->tph_ret = ret;
 			goto no_hints;
 		}
 	}
 
-	imp->th = true;
+	/* Ask for the Steering Tag namespace the device may use */
+	f->query_ext = pcie_tph_enabled_req_type(pdev) == PCI_TPH_REQ_EXT_TPH;
+	ret = tph_imp_query(f, &ext, &st, &ph);
+	f->tph_ret = ret;
+	if (ret == -EOPNOTSUPP)
+		goto no_hints;
+	if (ret) {
+		tph_imp_put_tph(f);
+		return ret;
+	}
+
+	/*
+	 * With an ST table the engine names this attachment's own entry;
+	 * without one, Device Specific mode takes the tag from DMA_ST.
+	 */
+	if (imp->st_entries) {
+		if (f->st_index < 0) {
+			index = find_first_zero_bit(imp->st_used, imp->st_entries);
+			if (index >= imp->st_entries) {
+				f->tph_ret = -ENOSPC;
+				goto no_hints;
+			}
+			set_bit(index, imp->st_used);
+			f->st_index = index;
+		}
+		ret = pcie_tph_set_st_entry(pdev, f->st_index, st);
+		if (ret) {
+			f->tph_ret = ret;
+			/* On failure it turned TPH off: the others need it */
+			if (imp->tph_users > f->tph_user)
+				pcie_enable_tph(pdev, PCI_TPH_ST_DS_MODE);
+			goto no_hints;
+		}
+	}
+
+	f->th = true;
+	f->ext = ext;
+	f->st = st;
+	f->ph = ph;
+	if (!f->tph_user) {
+		f->tph_user = true;
+		imp->tph_users++;
+	}
 	return 0;
 
 no_hints:
-	/* TPH Requester Enable 00b: requests go out without hints */
-	pcie_disable_tph(pdev);
+	tph_imp_put_tph(f);
 	return 0;
 }
 
-static void tph_imp_unmap(struct tph_imp *imp)
+static void tph_imp_unmap(struct tph_imp_file *f)
 {
-	dma_resv_assert_held(imp->dmabuf->resv);
+	dma_resv_assert_held(f->dmabuf->resv);
 
-	imp->th = false;
-	if (!imp->sgt)
+	f->th = false;
+	if (!f->sgt)
 		return;
 
-	dma_buf_unmap_attachment(imp->attach, imp->sgt, DMA_BIDIRECTIONAL);
-	imp->sgt = NULL;
+	dma_buf_unmap_attachment(f->attach, f->sgt, DMA_BIDIRECTIONAL);
+	f->sgt = NULL;
 }
 
-static int tph_imp_map(struct tph_imp *imp)
+static int tph_imp_map(struct tph_imp_file *f)
 {
 	struct sg_table *sgt;
 	int ret;
 
-	dma_resv_assert_held(imp->dmabuf->resv);
+	lockdep_assert_held(&f->imp->lock);
+	dma_resv_assert_held(f->dmabuf->resv);
 
-	sgt = dma_buf_map_attachment(imp->attach, DMA_BIDIRECTIONAL);
+	sgt = dma_buf_map_attachment(f->attach, DMA_BIDIRECTIONAL);
 	if (IS_ERR(sgt))
 		return PTR_ERR(sgt);
-	imp->sgt = sgt;
+	f->sgt = sgt;
 
-	ret = tph_imp_setup_hints(imp);
+	ret = tph_imp_setup_hints(f);
 	if (ret) {
-		tph_imp_unmap(imp);
+		tph_imp_unmap(f);
 		return ret;
 	}
 
-	imp->maps++;
+	f->maps++;
 	return 0;
 }
 
 static void tph_imp_invalidate_mappings(struct dma_buf_attachment *attach)
 {
-	struct tph_imp *imp = attach->importer_priv;
+	struct tph_imp_file *f = attach->importer_priv;
+	struct tph_imp *imp = f->imp;
 
 	dma_resv_assert_held(attach->dmabuf->resv);
 
-	imp->invalidations++;
+	f->invalidations++;
 
 	/*
-	 * DMAs run under the reservation lock, so none is in flight here,
-	 * unless one timed out: wait for the engine before giving the memory
-	 * back. The hints go with the mapping; the next DMA maps again and
-	 * asks for them again.
+	 * A DMA into the buffer may be in flight: it was started under the
+	 * reservation lock, but runs without it. Stop the engine before the
+	 * memory goes back to the exporter. The hints go with the mapping;
+	 * the next DMA maps again and asks for them again.
 	 */
-	tph_imp_quiesce(imp);
-	tph_imp_unmap(imp);
+	mutex_lock(&imp->engine_lock);
+	tph_imp_stop_engine(imp, f);
+	mutex_unlock(&imp->engine_lock);
+
+	tph_imp_unmap(f);
 }
 
 static const struct dma_buf_attach_ops tph_imp_attach_ops = {
@@ -288,193 +466,264 @@ static const struct dma_buf_attach_ops tph_imp_attach_ops = {
 	.invalidate_mappings = tph_imp_invalidate_mappings,
 };
 
-static void tph_imp_detach(struct tph_imp *imp)
+static void tph_imp_detach(struct tph_imp_file *f)
 {
-	lockdep_assert_held(&tph_imp_lock);
+	struct tph_imp *imp = f->imp;
 
-	if (!imp->attach)
+	lockdep_assert_held(&imp->lock);
+
+	if (!f->attach)
 		return;
 
-	dma_resv_lock(imp->dmabuf->resv, NULL);
-	tph_imp_quiesce(imp);
-	tph_imp_unmap(imp);
-	dma_resv_unlock(imp->dmabuf->resv);
+	/* DMAs run under imp->lock: none of this file's is in flight */
+	dma_resv_lock(f->dmabuf->resv, NULL);
+	tph_imp_unmap(f);
+	dma_resv_unlock(f->dmabuf->resv);
 
-	dma_buf_detach(imp->dmabuf, imp->attach);
-	dma_buf_put(imp->dmabuf);
-	imp->attach = NULL;
-	imp->dmabuf = NULL;
-	imp->owner = NULL;
+	dma_buf_detach(f->dmabuf, f->attach);
+	dma_buf_put(f->dmabuf);
+	f->attach = NULL;
+	f->dmabuf = NULL;
 
-	pcie_disable_tph(imp->pdev);
+	if (f->st_index >= 0) {
+		clear_bit(f->st_index, imp->st_used);
+		f->st_index = -1;
+	}
+	tph_imp_put_tph(f);
 }
 
-static long tph_imp_ioctl_attach(struct tph_imp *imp, struct file *file,
+static long tph_imp_ioctl_attach(struct tph_imp_file *f,
 				 struct tph_importer_attach __user *uarg)
 {
+	struct tph_imp *imp = f->imp;
 	struct tph_importer_attach arg;
 	struct dma_buf_attachment *attach;
 	struct dma_buf *dmabuf;
 	int ret;
 
+	lockdep_assert_held(&imp->lock);
+
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
 		return -EFAULT;
 
-	if (imp->attach)
+	if (f->attach)
 		return -EBUSY;
 
 	dmabuf = dma_buf_get(arg.dmabuf_fd);
 	if (IS_ERR(dmabuf))
 		return PTR_ERR(dmabuf);
 
-	imp->dmabuf = dmabuf;
-	imp->sgt = NULL;
-	imp->invalidations = 0;
-	imp->maps = 0;
-	imp->dmas = 0;
-	imp->th = false;
+	f->dmabuf = dmabuf;
+	f->sgt = NULL;
+	f->invalidations = 0;
+	f->maps = 0;
+	f->dmas = 0;
+	f->tph_ret = 0;
+	f->th = false;
 
 	attach = dma_buf_dynamic_attach(dmabuf, &imp->pdev->dev,
-					&tph_imp_attach_ops, imp);
+					&tph_imp_attach_ops, f);
 	if (IS_ERR(attach)) {
 		ret = PTR_ERR(attach);
 		goto err_put;
 	}
-	imp->attach = attach;
+	f->attach = attach;
 
 	ret = dma_resv_lock_interruptible(dmabuf->resv, NULL);
 	if (ret)
 		goto err_detach;
 
-	ret = tph_imp_map(imp);
+	ret = tph_imp_map(f);
 	if (!ret) {
-		arg.ret = imp->tph_ret;
-		arg.st = imp->th ? imp->st : 0;
-		arg.ph = imp->th ? imp->ph : 0;
-		arg.ext = imp->ext;
-		arg.req_type = imp->req_type;
+		arg.ret = f->tph_ret;
+		arg.st = f->th ? f->st : 0;
+		arg.ph = f->th ? f->ph : 0;
+		arg.ext = f->th && f->ext;
+		arg.req_type = pcie_tph_enabled_req_type(imp->pdev);
 		arg.size = dmabuf->size;
 	}
 	dma_resv_unlock(dmabuf->resv);
 	if (ret)
 		goto err_detach;
 
-	imp->owner = file;
-
 	if (copy_to_user(uarg, &arg, sizeof(arg))) {
-		tph_imp_detach(imp);
+		tph_imp_detach(f);
 		return -EFAULT;
 	}
 
 	return 0;
 
 err_detach:
-	dma_buf_detach(dmabuf, attach);
-	imp->attach = NULL;
+	tph_imp_detach(f);
+	return ret;
+
 err_put:
-	imp->dmabuf = NULL;
+	f->dmabuf = NULL;
 	dma_buf_put(dmabuf);
-	pcie_disable_tph(imp->pdev);
 	return ret;
 }
 
-static long tph_imp_ioctl_dma(struct tph_imp *imp,
+/* The bus address of [offset, offset + len) of the mapping, if contiguous */
+static int tph_imp_dma_addr(struct tph_imp_file *f, u64 offset, u32 len,
+			    dma_addr_t *addr)
+{
+	struct scatterlist *sg;
+	unsigned int i;
+
+	for_each_sgtable_dma_sg(f->sgt, sg, i) {
+		if (offset < sg_dma_len(sg)) {
+			if (len > sg_dma_len(sg) - offset)
+				break;	/* spans two DMA segments */
+			*addr = sg_dma_address(sg) + offset;
+			return 0;
+		}
+		offset -= sg_dma_len(sg);
+	}
+	return -EINVAL;
+}
+
+/* One DMA of a TPH_IMPORTER_DMA; imp->lock held */
+static int tph_imp_dma_one(struct tph_imp_file *f, struct tph_importer_dma *arg)
+{
+	struct tph_imp *imp = f->imp;
+	struct dma_resv *resv = f->dmabuf->resv;
+	dma_addr_t addr;
+	u32 count = 0;
+	int ret;
+
+	lockdep_assert_held(&imp->lock);
+
+	ret = dma_resv_lock_interruptible(resv, NULL);
+	if (ret)
+		return ret;
+
+	if (!f->sgt) {
+		/* Invalidated: the old hints are stale, map and ask again */
+		ret = tph_imp_map(f);
+		if (ret)
+			goto out_unlock;
+		arg->remapped = 1;
+	}
+
+	arg->ret = f->tph_ret;
+	arg->th = f->th;
+	arg->st = f->th ? f->st : 0;
+	arg->ph = f->th ? f->ph : 0;
+	arg->ext = f->th && f->ext;
+
+	/* The device would tag this DMA with another attachment's TPH */
+	if (!f->th && imp->tph_users) {
+		ret = -EBUSY;
+		goto out_unlock;
+	}
+
+	ret = tph_imp_dma_addr(f, arg->offset, arg->len, &addr);
+	if (ret)
+		goto out_unlock;
+
+	count = readl(imp->regs + TPH_IMP_REG_DMA_COUNT);
+	ret = tph_imp_start_dma(f, addr, arg->len, arg->pattern);
+
+out_unlock:
+	dma_resv_unlock(resv);
+	if (ret)
+		return ret;
+
+	/* Without the reservation lock: a revocation may stop the engine */
+	return tph_imp_wait_dma(f, count, &arg->status);
+}
+
+static long tph_imp_ioctl_dma(struct tph_imp_file *f,
 			      struct tph_importer_dma __user *uarg)
 {
+	struct tph_imp *imp = f->imp;
 	struct tph_importer_dma arg;
-	struct scatterlist *sg;
-	dma_addr_t addr = 0;
-	bool found = false;
-	unsigned int i;
-	u64 off;
-	int ret;
+	u32 i, count;
+	int ret = 0;
 
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
 		return -EFAULT;
 
-	if (!imp->attach)
-		return -ENOTCONN;
-
-	if (!arg.len || arg.offset >= imp->dmabuf->size ||
-	    arg.len > imp->dmabuf->size - arg.offset ||
-	    arg.len > readl(imp->regs + TPH_IMP_REG_DMA_MAX))
-		return -EINVAL;
-
-	ret = dma_resv_lock_interruptible(imp->dmabuf->resv, NULL);
-	if (ret)
-		return ret;
-
+	count = arg.count ? arg.count : 1;
+	arg.done = 0;
+	arg.status = 0;
+	arg.ret = 0;
+	arg.st = 0;
+	arg.ph = 0;
+	arg.th = 0;
+	arg.ext = 0;
 	arg.remapped = 0;
-	if (!imp->sgt) {
-		/* Invalidated: the old hints are stale, map and ask again */
-		ret = tph_imp_map(imp);
-		if (ret)
-			goto out_unlock;
-		arg.remapped = 1;
-	}
-
-	off = arg.offset;
-	for_each_sgtable_dma_sg(imp->sgt, sg, i) {
-		if (off < sg_dma_len(sg)) {
-			if (arg.len <= sg_dma_len(sg) - off) {
-				addr = sg_dma_address(sg) + off;
-				found = true;
-			}
-			break;
-		}
-		off -= sg_dma_len(sg);
-	}
-	if (!found) {
-		/* The range spans two DMA segments */
-		ret = -EINVAL;
-		goto out_unlock;
-	}
-
-	ret = tph_imp_run_dma(imp, addr, arg.len, arg.pattern, &arg.status);
-	if (!ret)
-		imp->dmas++;
-
-	arg.ret = imp->tph_ret;
-	arg.th = imp->th;
-	arg.st = imp->th ? imp->st : 0;
-	arg.ph = imp->th ? imp->ph : 0;
-	arg.ext = imp->ext;
 	arg.pad = 0;
 
-out_unlock:
-	dma_resv_unlock(imp->dmabuf->resv);
+	for (i = 0; i < count; i++) {
+		if (i && signal_pending(current)) {
+			ret = -EINTR;
+			break;
+		}
 
-	if ((!ret || ret == -EIO) && copy_to_user(uarg, &arg, sizeof(arg)))
+		/* Taken per DMA, so other files get the engine in between */
+		mutex_lock(&imp->lock);
+		if (imp->gone) {
+			ret = -ENODEV;
+		} else if (!f->attach) {
+			ret = -ENOTCONN;
+		} else if (!arg.len || arg.offset >= f->dmabuf->size ||
+			   arg.len > f->dmabuf->size - arg.offset ||
+			   arg.len > readl(imp->regs + TPH_IMP_REG_DMA_MAX)) {
+			ret = -EINVAL;
+		} else {
+			ret = tph_imp_dma_one(f, &arg);
+			if (!ret)
+				f->dmas++;
+		}
+		mutex_unlock(&imp->lock);
+
+		if (ret)
+			break;
+		arg.done++;
+	}
+
+	/* Also on failure: how many DMAs completed, and the last status */
+	if (copy_to_user(uarg, &arg, sizeof(arg)))
 		return -EFAULT;
 
 	return ret;
 }
 
-static long tph_imp_ioctl_status(struct tph_imp *imp,
+static long tph_imp_ioctl_status(struct tph_imp_file *f,
 				 struct tph_importer_status __user *uarg)
 {
+	struct tph_imp *imp = f->imp;
 	struct tph_importer_status arg = {};
+	bool ext;
+	u16 st;
+	u8 ph;
 	int ret;
 
-	arg.dmas = imp->dmas;
-	if (imp->attach) {
-		ret = dma_resv_lock_interruptible(imp->dmabuf->resv, NULL);
+	lockdep_assert_held(&imp->lock);
+
+	arg.query_ret = -ENOTCONN;
+	if (f->attach) {
+		ret = dma_resv_lock_interruptible(f->dmabuf->resv, NULL);
 		if (ret)
 			return ret;
-		arg.size = imp->dmabuf->size;
+		arg.size = f->dmabuf->size;
 		arg.attached = 1;
-		arg.mapped = !!imp->sgt;
-		arg.th = imp->th;
+		arg.mapped = !!f->sgt;
+		arg.th = f->th;
+		arg.st = f->th ? f->st : 0;
+		arg.ph = f->th ? f->ph : 0;
+		arg.ext = f->th && f->ext;
+		/* Ask the exporter now, also while it has revoked the buffer */
+		arg.query_ret = tph_imp_query(f, &ext, &st, &ph);
 	}
-	arg.invalidations = imp->invalidations;
-	arg.maps = imp->maps;
-	arg.ret = imp->tph_ret;
-	arg.req_type = imp->req_type;
-	arg.st = imp->st;
-	arg.ph = imp->ph;
-	arg.ext = imp->ext;
-	if (imp->attach)
-		dma_resv_unlock(imp->dmabuf->resv);
+	arg.dmas = f->dmas;
+	arg.invalidations = f->invalidations;
+	arg.maps = f->maps;
+	arg.ret = f->tph_ret;
+	if (f->attach)
+		dma_resv_unlock(f->dmabuf->resv);
+	arg.req_type = pcie_tph_enabled_req_type(imp->pdev);
 
 	if (copy_to_user(uarg, &arg, sizeof(arg)))
 		return -EFAULT;
@@ -485,11 +734,16 @@ static long tph_imp_ioctl_status(struct tph_imp *imp,
 static long tph_imp_ioctl(struct file *file, unsigned int cmd,
 			  unsigned long arg)
 {
-	struct tph_imp *imp = file->private_data;
+	struct tph_imp_file *f = file->private_data;
+	struct tph_imp *imp = f->imp;
 	void __user *uarg = (void __user *)arg;
 	long ret;
 
-	mutex_lock(&tph_imp_lock);
+	/* The DMA takes imp->lock per DMA, so that revocations interleave */
+	if (cmd == TPH_IMPORTER_DMA)
+		return tph_imp_ioctl_dma(f, uarg);
+
+	mutex_lock(&imp->lock);
 
 	if (imp->gone) {
 		ret = -ENODEV;
@@ -498,31 +752,34 @@ static long tph_imp_ioctl(struct file *file, unsigned int cmd,
 
 	switch (cmd) {
 	case TPH_IMPORTER_ATTACH:
-		ret = tph_imp_ioctl_attach(imp, file, uarg);
-		break;
-	case TPH_IMPORTER_DMA:
-		ret = tph_imp_ioctl_dma(imp, uarg);
+		ret = tph_imp_ioctl_attach(f, uarg);
 		break;
 	case TPH_IMPORTER_DETACH:
-		ret = imp->attach ? 0 : -ENOTCONN;
-		tph_imp_detach(imp);
+		ret = f->attach ? 0 : -ENOTCONN;
+		tph_imp_detach(f);
 		break;
 	case TPH_IMPORTER_STATUS:
-		ret = tph_imp_ioctl_status(imp, uarg);
+		ret = tph_imp_ioctl_status(f, uarg);
 		break;
 	default:
 		ret = -ENOTTY;
 	}
 
 out:
-	mutex_unlock(&tph_imp_lock);
+	mutex_unlock(&imp->lock);
 	return ret;
 }
 
 static int tph_imp_open(struct inode *inode, struct file *file)
 {
 	struct tph_imp *imp, *found = NULL;
+	struct tph_imp_file *f;
 	unsigned int n = 0;
+
+	f = kzalloc_obj(*f);
+	if (!f)
+		return -ENOMEM;
+	f->st_index = -1;
 
 	mutex_lock(&tph_imp_lock);
 	list_for_each_entry(imp, &tph_imp_devices, node) {
@@ -533,27 +790,34 @@ static int tph_imp_open(struct inode *inode, struct file *file)
 		kref_get(&found->kref);
 	mutex_unlock(&tph_imp_lock);
 
-	if (!n)
-		return -ENODEV;
-	if (n > 1) {
-		pr_warn_ratelimited("tph_importer: %u devices bound, unbind all but one\n",
-				    n);
-		return -EBUSY;
+	if (n != 1) {
+		kfree(f);
+		if (n > 1)
+			pr_warn_ratelimited("tph_importer: %u devices bound, unbind all but one\n",
+					    n);
+		return n ? -EBUSY : -ENODEV;
 	}
 
-	file->private_data = found;
+	f->imp = found;
+	mutex_lock(&found->lock);
+	list_add_tail(&f->node, &found->files);
+	mutex_unlock(&found->lock);
+
+	file->private_data = f;
 	return nonseekable_open(inode, file);
 }
 
 static int tph_imp_release(struct inode *inode, struct file *file)
 {
-	struct tph_imp *imp = file->private_data;
+	struct tph_imp_file *f = file->private_data;
+	struct tph_imp *imp = f->imp;
 
-	mutex_lock(&tph_imp_lock);
-	if (imp->owner == file)
-		tph_imp_detach(imp);
-	mutex_unlock(&tph_imp_lock);
+	mutex_lock(&imp->lock);
+	tph_imp_detach(f);
+	list_del(&f->node);
+	mutex_unlock(&imp->lock);
 
+	kfree(f);
 	kref_put(&imp->kref, tph_imp_free);
 	return 0;
 }
@@ -572,10 +836,28 @@ static struct miscdevice tph_imp_misc = {
 	.fops = &tph_imp_fops,
 };
 
+/* How many ST table entries the attachments may use */
+static unsigned int tph_imp_st_entries(struct pci_dev *pdev, int vectors)
+{
+	u32 loc = FIELD_PREP(PCI_TPH_CAP_LOC_MASK, pcie_tph_get_st_table_loc(pdev));
+	unsigned int n = min_t(unsigned int, pcie_tph_get_st_table_size(pdev),
+			       TPH_IMP_MAX_ST);
+
+	switch (loc) {
+	case PCI_TPH_LOC_CAP:
+		return n;
+	case PCI_TPH_LOC_MSIX:
+		/* An entry is only writable for an allocated vector */
+		return vectors > 0 ? min_t(unsigned int, n, vectors) : 0;
+	default:
+		return 0;
+	}
+}
+
 static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
 	struct tph_imp *imp;
-	int ret;
+	int vectors, ret;
 
 	ret = pcim_enable_device(pdev);
 	if (ret)
@@ -585,7 +867,10 @@ static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (!imp)
 		return -ENOMEM;
 	kref_init(&imp->kref);
-	imp->pdev = pdev;
+	imp->pdev = pci_dev_get(pdev);
+	mutex_init(&imp->lock);
+	mutex_init(&imp->engine_lock);
+	INIT_LIST_HEAD(&imp->files);
 
 	imp->regs = pcim_iomap_region(pdev, 0, "tph_importer");
 	if (IS_ERR(imp->regs)) {
@@ -599,9 +884,16 @@ static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 
 	pci_set_master(pdev);
 
-	/* An ST table in the MSI-X table is only writable with MSI-X enabled */
-	if (pci_alloc_irq_vectors(pdev, 1, 1, PCI_IRQ_MSIX) < 0)
+	/*
+	 * An ST table in the MSI-X table is only writable with MSI-X enabled,
+	 * and an entry only for an allocated vector: one per entry.
+	 */
+	vectors = pci_alloc_irq_vectors(pdev, 1,
+					max_t(u16, pcie_tph_get_st_table_size(pdev), 1),
+					PCI_IRQ_MSIX);
+	if (vectors < 0)
 		pci_dbg(pdev, "no MSI-X\n");
+	imp->st_entries = tph_imp_st_entries(pdev, vectors);
 
 	pci_set_drvdata(pdev, imp);
 
@@ -609,24 +901,29 @@ static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	list_add_tail(&imp->node, &tph_imp_devices);
 	mutex_unlock(&tph_imp_lock);
 
-	pci_info(pdev, "tph-testdev, ID register %#010x\n",
-		 readl(imp->regs + TPH_IMP_REG_ID));
+	pci_info(pdev, "tph-testdev, ID register %#010x, %u ST table entries\n",
+		 readl(imp->regs + TPH_IMP_REG_ID), imp->st_entries);
 	return 0;
 
 err_free:
-	kfree(imp);
+	kref_put(&imp->kref, tph_imp_free);
 	return ret;
 }
 
 static void tph_imp_remove(struct pci_dev *pdev)
 {
 	struct tph_imp *imp = pci_get_drvdata(pdev);
+	struct tph_imp_file *f;
 
 	mutex_lock(&tph_imp_lock);
-	tph_imp_detach(imp);
-	imp->gone = true;
 	list_del(&imp->node);
 	mutex_unlock(&tph_imp_lock);
+
+	mutex_lock(&imp->lock);
+	list_for_each_entry(f, &imp->files, node)
+		tph_imp_detach(f);
+	imp->gone = true;
+	mutex_unlock(&imp->lock);
 
 	pcie_disable_tph(pdev);
 	pci_free_irq_vectors(pdev);

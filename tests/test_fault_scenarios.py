@@ -213,3 +213,50 @@ def test_without_the_mark_the_leak_check_did_not_run() -> None:
     assert runner.parse_steps(own)[0] and after == ""
     assert runner.after_checks(after)[1] == [
         "could not count live dma-bufs (is debugfs mounted in the guest?)"]
+
+
+def test_long_dma_fails_when_a_record_arrives_after_the_revoke_point() -> None:
+    seen = _seen("revoke-during-long-dma")
+    late = dict(seen.records[-2], seq=seen.records[-1]["seq"])
+    seen.records[-1:] = [late, dict(seen.records[-1], seq=late["seq"] + 1)]
+    bad = _check("revoke-during-long-dma", seen)
+    assert any(b.startswith("the hint log holds seq") for b in bad), bad
+
+
+def test_long_dma_fails_when_the_revocation_waits_for_it() -> None:
+    seen = _seen("revoke-during-long-dma")
+    next(s for s in seen.steps if s["step"] == "decode").update(ms=5000)
+    bad = _check("revoke-during-long-dma", seen)
+    assert any("the revocation (decode off) took 5000 ms" in b for b in bad), bad
+
+
+def test_long_dma_fails_when_the_dma_is_not_stopped() -> None:
+    seen = _seen("revoke-during-long-dma")
+    w = next(s for s in seen.steps if s["step"] == "dma-wait")
+    w.update(ret=0, errno=0, done=w["count"])
+    bad = _check("revoke-during-long-dma", seen)
+    assert any("expected ENODEV, stopped by the revocation" in b for b in bad), bad
+
+
+def test_two_attachments_fail_when_they_share_a_tag() -> None:
+    seen = _seen("two-attachments")
+    seen.records[1] = dict(seen.records[1], st=seen.records[0]["st"], ph=seen.records[0]["ph"])
+    bad = _check("two-attachments", seen)
+    assert any(b.startswith("the hint log holds") for b in bad), bad
+
+
+def test_revoke_fails_when_get_pci_tph_answers_while_revoked() -> None:
+    seen = _seen("revoke-decode")
+    _steps(seen, "status")[0].update(query_ret=0)
+    bad = _check("revoke-decode", seen)
+    assert any("the exporter's TPH query returned success, expected ENODEV" in b
+               for b in bad), bad
+
+
+@pytest.mark.parametrize("name", ["hostile-set-fd-minus-1", "hostile-set-closed-fd"])
+def test_a_bad_fd_answered_with_einval_fails(name: str) -> None:
+    seen = _seen(name)
+    st = next(s for s in seen.steps if s["step"] == "set-raw")
+    st.update(ret=-22, errno=22)
+    bad = _check(name, seen)
+    assert bad and any("EINVAL" in b and "EBADF" in b for b in bad), bad

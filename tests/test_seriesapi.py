@@ -42,28 +42,30 @@ def fake_tree(root: Path, upto: int) -> Path:
 
 
 def test_the_whole_series_meets_every_need(tmp_path: Path) -> None:
-    assert api_probe.missing(fake_tree(tmp_path, 3)) == []
+    assert api_probe.missing(fake_tree(tmp_path, len(PATCHES))) == []
     api_probe.check(tmp_path, "t")
 
 
 def test_a_tree_without_the_vfio_patch_names_symbol_file_and_patch(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as exc:
-        api_probe.check(fake_tree(tmp_path, 2), "--kernel-tree T")
+        api_probe.check(fake_tree(tmp_path, len(PATCHES) - 1), "--kernel-tree T")
     msg = exc.value.message
     assert "VFIO_DEVICE_FEATURE_DMA_BUF_TPH: not in include/uapi/linux/vfio.h" in msg
-    assert "3/3 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
+    assert "4/4 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
     assert "dma_buf_get_pci_tph" not in msg
 
 
 def test_each_patch_adds_what_it_is_named_for(tmp_path: Path) -> None:
+    # 1/4 (the completer-type hardening) adds no API; 2/4..4/4 one piece each
     names = [api_probe.PATCH_PCI, api_probe.PATCH_DMABUF, api_probe.PATCH_VFIO]
-    for upto in range(3):
+    assert len(PATCHES) == 4
+    for upto in range(len(PATCHES)):
         gone = api_probe.missing(fake_tree(tmp_path / str(upto), upto))
-        assert {n.added_by for n in gone} == set(names[upto:])
+        assert {n.added_by for n in gone} == set(names[max(0, upto - 1):])
 
 
 def test_the_v1_to_v7_shape_is_named(tmp_path: Path) -> None:
-    tree = fake_tree(tmp_path, 3)
+    tree = fake_tree(tmp_path, len(PATCHES))
     header = tree / "include/linux/dma-buf.h"
     header.write_text(re.sub(r"get_pci_tph", "get_tph", header.read_text()))
     with pytest.raises(SourceError, match=r"v1\.\.v7 shape: the dma-buf op is get_tph"):
@@ -76,7 +78,7 @@ def test_a_qemu_tree_without_the_device_is_named(tmp_path: Path) -> None:
 
 
 def test_rig_stops_in_seconds_on_such_a_tree(tmp_path: Path, cache_home: Path) -> None:
-    tree = fake_tree(tmp_path / "linux", 2)
+    tree = fake_tree(tmp_path / "linux", len(PATCHES) - 1)
     (tree / "Makefile").write_text("all:\n")
     res = subprocess.run([sys.executable, "-m", "rig", "build", "kernel", "--kernel-tree",
                           str(tree)], cwd=REPO, capture_output=True, text=True, timeout=60,

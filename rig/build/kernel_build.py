@@ -25,6 +25,9 @@ IMAGE = "arch/x86/boot/bzImage"
 CONFIGS: dict[str, tuple[str, ...]] = {
     "default": ("tphlab.config",),
     "debug": ("tphlab.config", "debug.config"),
+    # KCSAN excludes KASAN, so it is not part of debug: the race scenarios
+    # run under it (`rig run --kernel-config kcsan -k race`).
+    "kcsan": ("tphlab.config", "kcsan.config"),
 }
 
 

@@ -106,6 +106,11 @@ def cases() -> list[Hostile]:
     go), per SET a completer refuses, and per misuse of the importer."""
     good = Seq().set(ST | ST_EXT, 0x12, 0x1234, 1)
     attach = Seq().attach()
+    # Slot 0's file attached; slot 1 is another file of the importer, which
+    # must not reach slot 0's attachment. Slot 0's DMA afterwards must still
+    # work (every step but the hostile one must succeed).
+    other_file = good.attach().slot(1)
+    still_mine = Seq().slot(0) + DMA
     bad_sets = [Hostile(f"hostile-{b.name}", b.label, b.errno, b.seq(), other=b.fd == "other")
                 for b in BAD_SETS]
     return [
@@ -134,6 +139,12 @@ def cases() -> list[Hostile]:
                 Seq().dma(0, 0, 0x1), setup=attach),
         Hostile("hostile-detach-twice", "importer DETACH twice", ENOTCONN, Seq().detach(),
                 setup=attach.detach(), nth=1),
+        Hostile("hostile-dma-other-file", "importer DMA from a file that did not attach, "
+                "while another file is attached", ENOTCONN, DMA + still_mine,
+                setup=other_file),
+        Hostile("hostile-detach-other-file", "importer DETACH from a file that did not "
+                "attach, while another file is attached", ENOTCONN,
+                Seq().detach() + still_mine, setup=other_file),
     ]
 
 

@@ -86,6 +86,12 @@ class Open(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Slot(Step):
+    NAME = "slot"
+    slot: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Get(Step):
     NAME = "get"
     region: int = 2
@@ -141,6 +147,31 @@ class Dma(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DmaStart(Step):
+    """A long DMA started in a thread of tphctl; dma-wait reports how it ended."""
+
+    NAME = "dma-start"
+    count: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DmaWait(Step):
+    NAME = "dma-wait"
+    offset: int = 0
+    len: int = 0
+    count: int = 0
+    done: int = 0
+    status: int = 0
+    tph_ret: int = 0
+    th: int = 0
+    st: int = 0
+    ph: int = 0
+    ext: int = 0
+    remapped: int = 0
+    ms: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Status(Step):
     NAME = "status"
     attached: int = 0
@@ -154,12 +185,14 @@ class Status(Step):
     st: int = 0
     ph: int = 0
     ext: int = 0
+    query_ret: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class Decode(Step):
     NAME = "decode"
     on: int = 0
+    ms: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,8 +234,8 @@ Insmod = _plain("insmod", Result)
 Rebound = _plain("rebound", Result)
 
 TPHCTL: tuple[type[Line], ...] = (
-    Open, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Detach, Status, Decode, Reset,
-    Poke, CloseDevice, CloseDmabuf, Race, RaceQueries, Sleep)
+    Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, DmaStart, DmaWait, Detach,
+    Status, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race, RaceQueries, Sleep)
 SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound)
 KINDS: dict[str, type[Line]] = {k.NAME: k for k in (*TPHCTL, *SHELL)}
 # The steps tphctl takes on its command line (race-queries is only printed).
@@ -332,6 +365,10 @@ class Seq:
     def open(self, bdf: str) -> Seq:
         return self._then(Open, bdf)
 
+    def slot(self, n: int) -> Seq:
+        """The dma-buf and importer file of slot n (0..3) for the steps that follow."""
+        return self._then(Slot, str(n))
+
     def get(self) -> Seq:
         return self._then(Get)
 
@@ -361,6 +398,17 @@ class Seq:
             pattern: int = DMA_PATTERN) -> Seq:
         """offset: bytes, or "end" / "end-N" from the end of the attached dma-buf."""
         return self._then(Dma, str(offset), str(length), hex(pattern))
+
+    def dma_start(self, offset: int | str = 0, length: int = DMA_LEN,
+                  pattern: int = DMA_PATTERN, count: int = 1) -> Seq:
+        """count DMAs in one importer ioctl, in a thread; dma_wait() joins it."""
+        return self._then(DmaStart, str(offset), str(length), hex(pattern), str(count))
+
+    def dma_wait(self) -> Seq:
+        return self._then(DmaWait)
+
+    def sleep(self, ms: int) -> Seq:
+        return self._then(Sleep, str(ms))
 
     def detach(self) -> Seq:
         return self._then(Detach)

@@ -29,18 +29,26 @@ def written(t: int, k: int) -> tuple[int, int, int, int]:
     return flags, (t << 6 | (k & 0x3F)) & 0xFF, t << 12 | (k & 0xFFF), (t + k) & 3
 
 
-def whole(threads: int, ext: bool, ret: int, st: int, ph: int) -> bool:
-    """Could one SET alone have produced this query answer?"""
-    want_flag = ST_EXT if ext else ST
-    if ret == -errno.EOPNOTSUPP:
-        return True          # a SET without this namespace (every 8th of each thread)
-    if ret != 0:
-        return False
+def _one_set(threads: int, ext: bool, st: int, ph: int, st_only: bool = False) -> bool:
+    """Did one SET write this tag of this namespace (with st_only: and no 16-bit tag)?"""
     t, k = (st >> 12, st & 0xFFF) if ext else (st >> 6, st & 0x3F)
     if t >= threads:
         return False
     flags, st8, st16, wph = written(t, k)
-    return bool(flags & want_flag) and (st16 if ext else st8) == st and wph == ph
+    if st_only and flags != ST:
+        return False
+    return bool(flags & (ST_EXT if ext else ST)) and (st16 if ext else st8) == st and wph == ph
+
+
+def whole(threads: int, ext: bool, ret: int, st: int, ph: int) -> bool:
+    """Could one SET alone have produced this query answer?"""
+    if ret == -errno.EOPNOTSUPP:
+        return True          # a SET without this namespace (every 8th of each thread)
+    if ret != 0:
+        return False
+    # An extended importer that finds no 16-bit tag takes the 8-bit one (sent
+    # without the TPH prefix), which only a SET of ST alone leaves it.
+    return _one_set(threads, ext, st, ph) or (ext and _one_set(threads, False, st, ph, True))
 
 
 @dataclass(frozen=True)

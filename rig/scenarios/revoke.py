@@ -2,10 +2,14 @@
 
 The exporter takes its BARs away (memory decode off, VFIO_DEVICE_RESET,
 closing the VFIO device) while the importer holds a mapping. The importer's
-invalidate_mappings must run, a DMA while revoked must be refused, nothing
-may reach the exporter after the revoke point, and mapping again asks for
-the hints again and gets the value set last. A SET after attach only takes
-effect at the next mapping.
+invalidate_mappings must run, a DMA while revoked must be refused, the
+exporter must answer a TPH query with ENODEV while revoked (the importer's
+STATUS asks it), nothing may reach the exporter after the revoke point (the
+hint log's sequence numbers show it; the log survives device reset), and
+mapping again asks for the hints again and gets the value set last. A SET
+after attach only takes effect at the next mapping. A revocation while the
+importer runs a long DMA completes within a bound, and two attachments at
+once each DMA with their own Steering Tag.
 
 The rig reads the exporter's hint log once, after tphctl exits: the log
 survives device resets, its sequence numbers show what arrived and in
@@ -17,8 +21,17 @@ from __future__ import annotations
 
 import errno
 
+from rig.scenarios import protocol
 from rig.scenarios.hint_cases import DEFAULT
-from rig.scenarios.kit import Bench, Scripted, Seen, expect_errno, expect_ok, hint_of
+from rig.scenarios.kit import (
+    Bench,
+    Scripted,
+    Seen,
+    errname,
+    expect_errno,
+    expect_ok,
+    hint_of,
+)
 from rig.scenarios.protocol import (
     ST_EXT,
     Attach,
@@ -56,6 +69,17 @@ def _dma_hint(steps: Steps, nth: int, want: tuple[int, int], remapped: int) -> l
         return [f"DMA #{nth + 1}: importer sent {hint_text(bool(d.th), d.st, d.ph, bool(d.ext))}"
                 f" remapped={d.remapped}, expected {hint_text(True, *want, True)} "
                 f"remapped={remapped}"]
+    return []
+
+
+def _query(steps: Steps, nth: int, want: int) -> list[str]:
+    """Status nth's fresh TPH query of the exporter (get_pci_tph) returned want."""
+    st = steps.find(Status, nth)
+    if st is None:
+        return [f"status #{nth + 1} did not run"]
+    if st.query_ret != want:
+        return [f"importer status #{nth + 1}: the exporter's TPH query returned "
+                f"{errname(-st.query_ret)}, expected {errname(-want)}"]
     return []
 
 
@@ -97,12 +121,15 @@ def decode_steps(bench: Bench) -> Seq:
 def decode_check(seen: Seen) -> list[str]:
     s = seen.read()
     bad = _first_dma_ok(seen, s) + expect_ok(s, Decode) + _invalidated(s, 0, 1)
+    bad += _query(s, 0, -errno.ENODEV)         # get_pci_tph on a revoked buffer
     bad += expect_errno(s, Dma, errno.ENODEV, 1)
     st = s.find(Status, 1)
     if st is None or st.dmas != 1:
         bad.append(f"importer counted {st and st.dmas} DMAs while revoked, expected 1")
+    bad += _query(s, 1, -errno.ENODEV)
     bad += expect_ok(s, Set, 1) + expect_ok(s, Decode, 1)
     bad += _dma_hint(s, 2, B, 1)
+    bad += _query(s, 2, 0)                     # restored: hints again
     # Nothing arrived while revoked: the DMA after decode on is the next record
     bad += _log_is(seen, [(0, 0, A), (1, 0, B)])
     return bad
@@ -131,6 +158,7 @@ def close_steps(bench: Bench) -> Seq:
 def close_check(seen: Seen) -> list[str]:
     s = seen.read()
     bad = _first_dma_ok(seen, s) + expect_ok(s, CloseDevice) + _invalidated(s, 0, 1)
+    bad += _query(s, 0, -errno.ENODEV) + _query(s, 1, -errno.ENODEV)
     bad += expect_errno(s, Dma, errno.ENODEV, 1)
     bad += _log_is(seen, [(0, 0, A)])          # nothing after the device was closed
     bad += expect_ok(s, Detach)
@@ -155,6 +183,109 @@ def change_check(seen: Seen) -> list[str]:
     return bad
 
 
+# The long DMA: COUNT DMAs of CHUNK bytes in one importer ioctl, each DMA
+# started under the reservation lock and run without it. It would take far
+# longer than REVOKE_WITHIN_MS (each DMA polls with a sleep of 20 us or
+# more); the exporter revokes the buffer LONG_AFTER_MS into it.
+LONG = (0x1A3, 3)
+CHUNK = 16384
+COUNT = 200_000
+LONG_AFTER_MS = 500
+REVOKE_WITHIN_MS = 2000
+
+
+def long_steps(bench: Bench) -> Seq:
+    return (Seq().open(bench.exporter).get().set(ST_EXT, 0, *LONG).attach()
+            .dma_start(0, CHUNK, PATTERNS[0], COUNT).sleep(LONG_AFTER_MS)
+            .decode(False).dma_wait().status().decode(True)
+            .sleep(200).dma(pattern=PATTERNS[1]).detach())
+
+
+def _long_log(seen: Seen, done: int) -> list[str]:
+    """The log holds the long DMA's records up to its last (the oldest may have
+    been dropped), then the DMA after decode on as record `done`: nothing of
+    the long DMA arrived after the revoke point, also not once decode was on."""
+    recs = seen.records
+    seqs = [int(r["seq"]) for r in recs]
+    if not seqs or seqs != list(range(seqs[0], seqs[0] + len(seqs))) or seqs[-1] != done:
+        return [f"the hint log holds seq {seqs[:3]}..{seqs[-3:]}, expected a run ending at "
+                f"{done} (the importer completed {done} long DMAs, then one more)"]
+    bad = []
+    odd = [r for r in recs[:-1] if (r["requester-id"], hint_of(r), r["length"])
+           != (seen.rid, (True, *LONG, True), CHUNK)]
+    if odd:
+        bad.append(f"the hint log: {len(odd)} record(s) before the last are not the long "
+                   f"DMA's, e.g. {odd[0]}")
+    last = recs[-1]
+    if (last["requester-id"], hint_of(last)) != (seen.rid, (True, *LONG, True)) or (
+            last["length"] == CHUNK):
+        bad.append(f"the hint log's last record is not the DMA after decode on: {last}")
+    return bad
+
+
+def long_check(seen: Seen) -> list[str]:
+    s = seen.read()
+    bad = (expect_ok(s, Open) + expect_ok(s, Get) + expect_ok(s, Set) + expect_ok(s, Attach)
+           + expect_ok(s, protocol.DmaStart) + expect_ok(s, Decode))
+    off = s.find(Decode)
+    if off is not None and off.ms > REVOKE_WITHIN_MS:
+        bad.append(f"the revocation (decode off) took {off.ms} ms while the long DMA ran, "
+                   f"expected at most {REVOKE_WITHIN_MS} ms")
+    w = s.find(protocol.DmaWait)
+    if w is None:
+        return [*bad, "dma-wait did not run"]
+    if w.errno != errno.ENODEV or not 0 < w.done < w.count:
+        bad.append(f"the long DMA ended with {errname(w.errno)} after {w.done} of {w.count} "
+                   f"DMAs; expected ENODEV, stopped by the revocation after at least one")
+    if (bool(w.th), w.st, w.ph, bool(w.ext)) != (True, *LONG, True):
+        bad.append(f"the long DMA sent {hint_text(bool(w.th), w.st, w.ph, bool(w.ext))}, "
+                   f"expected {hint_text(True, *LONG, True)}")
+    bad += _invalidated(s, 0, 1) + _query(s, 0, -errno.ENODEV)
+    st = s.find(Status, 0)
+    if st is not None and st.dmas != w.done:
+        bad.append(f"importer counted {st.dmas} DMAs, the long DMA reported {w.done}")
+    bad += expect_ok(s, Decode, 1) + _dma_hint(s, 0, LONG, 1)
+    bad += _long_log(seen, w.done)
+    return bad
+
+
+T0 = (0x2B1, 1)    # (extended ST, PH) of slot 0's dma-buf
+T1 = (0x2B2, 2)    # of slot 1's, a second dma-buf of the same BAR
+
+
+def two_steps(bench: Bench) -> Seq:
+    p = PATTERNS
+    s0, s1 = Seq().slot(0), Seq().slot(1)
+    return (Seq().open(bench.exporter).get().set(ST_EXT, 0, *T0).attach()
+            + s1 + Seq().get().set(ST_EXT, 0, *T1).attach()
+            + s0 + Seq().dma(pattern=p[0]) + s1 + Seq().dma(pattern=p[1])
+            + s0 + Seq().dma(pattern=p[2]).decode(False).decode(True)
+            + s1 + Seq().dma(pattern=p[0]) + s0 + Seq().dma(pattern=p[1])
+            + s1 + Seq().detach().dma(pattern=p[2])
+            + s0 + Seq().dma(pattern=p[2]).status().detach())
+
+
+def two_check(seen: Seen) -> list[str]:
+    s = seen.read()
+    bad: list[str] = []
+    for kind, n in ((Open, 1), (Get, 2), (Set, 2), (Attach, 2), (Decode, 2), (Detach, 2)):
+        for i in range(n):
+            bad += expect_ok(s, kind, i)
+    # Each attachment its own ST table entry: interleaved DMAs keep their tags
+    bad += _dma_hint(s, 0, T0, 0) + _dma_hint(s, 1, T1, 0) + _dma_hint(s, 2, T0, 0)
+    # Both invalidated by the revocation, each maps again with its own hints
+    bad += _dma_hint(s, 3, T1, 1) + _dma_hint(s, 4, T0, 1)
+    # Slot 1 detached its own; slot 0's attachment is untouched
+    bad += expect_errno(s, Dma, errno.ENOTCONN, 5) + _dma_hint(s, 6, T0, 0)
+    st = s.find(Status)
+    if st is None or (st.attached, st.mapped) != (1, 1):
+        bad.append(f"slot 0's attachment after slot 1 detached: {st}")
+    # Every DMA that went out, in order, with its own tag; slot 1's refused one absent
+    bad += _log_is(seen, [(0, 0, T0), (1, 0, T1), (2, 0, T0), (3, 0, T1), (4, 0, T0),
+                          (5, 0, T0)])
+    return bad
+
+
 def _did(what: str) -> str:
     return f"ST_EXT={A[0]:#x} PH={A[1]}, attach, DMA; {what}"
 
@@ -176,4 +307,16 @@ def cases() -> list[Scripted]:
                  "until an invalidation, then sends the new one",
                  _did(f"SET ST_EXT={B[0]:#x} PH={B[1]}, DMA, invalidate, DMA"),
                  change_steps, change_check, DEFAULT),
+        Scripted("revoke-during-long-dma", f"memory decode off while a long DMA runs: done "
+                 f"within {REVOKE_WITHIN_MS} ms, the DMA stops with ENODEV, nothing recorded "
+                 "after the revoke point, also after decode on",
+                 f"ST_EXT={LONG[0]:#x} PH={LONG[1]}, attach, {COUNT} DMAs of {CHUNK}B; "
+                 f"decode off after {LONG_AFTER_MS} ms, decode on, DMA",
+                 long_steps, long_check, DEFAULT),
+        Scripted("two-attachments", "two dma-bufs attached by two importer files at once: "
+                 "each DMA with its own ST entry, both re-queried after a revoke, one file "
+                 "cannot touch the other's attachment",
+                 f"dma-buf 0 ST_EXT={T0[0]:#x} PH={T0[1]}, dma-buf 1 ST_EXT={T1[0]:#x} "
+                 f"PH={T1[1]}, interleaved DMAs, revoke, file 1 detaches, file 0 DMAs",
+                 two_steps, two_check, DEFAULT),
     ]

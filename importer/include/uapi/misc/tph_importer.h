@@ -8,8 +8,10 @@
  *
  * Usage: open /dev/tph-importer (exactly one device must be bound to the
  * driver), TPH_IMPORTER_ATTACH a dma-buf fd, TPH_IMPORTER_DMA into it as
- * often as needed, TPH_IMPORTER_DETACH. Closing the file that attached also
- * detaches.
+ * often as needed, TPH_IMPORTER_DETACH. Each open file has at most one
+ * attachment, and DMA, DETACH and STATUS act on the calling file's own
+ * attachment only; several files may be attached at once, to the same or
+ * to different dma-bufs. Closing a file detaches its attachment.
  */
 #ifndef _UAPI_MISC_TPH_IMPORTER_H
 #define _UAPI_MISC_TPH_IMPORTER_H
@@ -21,17 +23,20 @@
  * struct tph_importer_attach - argument of TPH_IMPORTER_ATTACH
  * @dmabuf_fd: in: the dma-buf to attach to
  * @ret: out: how the TPH query went: 0 if the device DMAs with the hints
- *	below; -EOPNOTSUPP if the exporter has no hints for the namespace
- *	asked for; another negative errno if TPH could not be enabled or the
- *	Steering Tag not be written on the importing device. In every non-zero
- *	case the device DMAs without hints (TPH Requester Enable 00b).
- * @st: out: Steering Tag written to ST table entry 0, or used from the
- *	device's DMA_ST register if it has no ST table (valid if @ret is 0)
+ *	below; -EOPNOTSUPP if the exporter has no hints for the namespaces the
+ *	device may use; another negative errno if TPH could not be enabled or
+ *	the Steering Tag not be written on the importing device, or -ENOSPC if
+ *	no ST table entry was free. In every non-zero case the device DMAs
+ *	into this buffer without hints.
+ * @st: out: Steering Tag, written to this attachment's own ST table entry,
+ *	or used from the device's DMA_ST register if it has no ST table
+ *	(valid if @ret is 0)
  * @ph: out: Processing Hint (valid if @ret is 0)
- * @ext: out: 1 if the 16-bit (Extended TPH) namespace was asked for, 0 if
- *	the 8-bit one
- * @req_type: out: TPH Requester Enable the importing device got from
- *	pcie_enable_tph(): 0 none, 1 TPH only, 3 TPH and Extended TPH
+ * @ext: out: 1 if @st is a 16-bit Extended TPH tag, sent with the TPH
+ *	prefix; 0 for an 8-bit tag (sent without it, also when the device is
+ *	enabled for Extended TPH) or no hint
+ * @req_type: out: TPH Requester Enable of the importing device after the
+ *	attach: 0 none, 1 TPH only, 3 TPH and Extended TPH
  * @size: out: size of the dma-buf in bytes
  */
 struct tph_importer_attach {
@@ -50,21 +55,34 @@ struct tph_importer_attach {
  * @len: in: number of bytes the device writes, at most the device's
  *	DMA_MAX (1 MiB for tph-testdev)
  * @pattern: in: 32-bit pattern the device writes, repeated
- * @status: out: device status register after the DMA
- * @ret: out: TPH query result of the mapping used, as in
+ * @count: in: number of DMAs of @len bytes at @offset to run one after the
+ *	other, a long DMA; 0 means 1. The reservation lock is held only to
+ *	start each of them, so the exporter can revoke the buffer in between;
+ *	the next one then finds the mapping gone and maps again, or fails
+ *	with -ENODEV while the buffer is revoked.
+ * @done: out: number of DMAs that completed successfully
+ * @status: out: device status register after the last DMA
+ * @ret: out: TPH query result of the mapping used last, as in
  *	&struct tph_importer_attach
  * @st: out: Steering Tag used (valid if @th is 1)
  * @ph: out: Processing Hint used (valid if @th is 1)
- * @th: out: 1 if the DMA carried TPH hints, 0 if not
- * @ext: out: 1 if @st is an Extended TPH (16-bit) tag
+ * @th: out: 1 if the DMAs carried TPH hints, 0 if not
+ * @ext: out: 1 if @st is an Extended TPH (16-bit) tag sent with the prefix
  * @remapped: out: 1 if the mapping had been invalidated by the exporter and
- *	was made again, with a new TPH query, for this DMA
+ *	was made again, with a new TPH query, for one of the DMAs
  * @pad: reserved, ignored
+ *
+ * The outputs are written back also when the ioctl fails (e.g. -ENODEV
+ * once the buffer was revoked, -EIO for a DMA the device reported as
+ * failed, -EBUSY for a buffer without hints while another attachment of the
+ * device DMAs with hints), unless the argument could not be read.
  */
 struct tph_importer_dma {
 	__u64 offset;
 	__u32 len;
 	__u32 pattern;
+	__u32 count;
+	__u32 done;
 	__u32 status;
 	__s32 ret;
 	__u16 st;
@@ -78,18 +96,23 @@ struct tph_importer_dma {
 /**
  * struct tph_importer_status - argument of TPH_IMPORTER_STATUS
  * @size: size of the attached dma-buf, 0 if none
- * @attached: 1 if a dma-buf is attached
+ * @attached: 1 if this file has a dma-buf attached
  * @mapped: 1 if the attachment is mapped (not invalidated since)
  * @invalidations: invalidate_mappings() calls since the last attach
  * @maps: mappings (each with a TPH query) since the last attach
  * @dmas: DMAs completed since the last attach
- * @ret: last TPH query result, as in &struct tph_importer_attach
- * @req_type: TPH Requester Enable at the last query (0, 1 or 3)
- * @st: last Steering Tag
- * @ph: last Processing Hint
+ * @ret: TPH query result of the last mapping, as in
+ *	&struct tph_importer_attach
+ * @req_type: TPH Requester Enable of the importing device now (0, 1 or 3)
+ * @st: Steering Tag the current mapping DMAs with, 0 if none
+ * @ph: Processing Hint the current mapping DMAs with, 0 if none
  * @th: 1 if the current mapping DMAs with hints
- * @ext: 1 if the last query asked for the Extended TPH namespace
+ * @ext: 1 if the current mapping DMAs with a 16-bit tag and the prefix
  * @pad: reserved, zero
+ * @query_ret: result of a TPH query of the exporter made for this call
+ *	(dma_buf_get_pci_tph() for the namespace the last mapping used, under
+ *	the reservation lock, mapped or not): 0, -EOPNOTSUPP, -ENODEV while
+ *	the exporter has revoked the buffer; -ENOTCONN if not attached
  */
 struct tph_importer_status {
 	__u64 size;
@@ -104,7 +127,8 @@ struct tph_importer_status {
 	__u8 ph;
 	__u8 th;
 	__u8 ext;
-	__u8 pad[7];
+	__u8 pad[3];
+	__s32 query_ret;
 };
 
 /*
@@ -119,7 +143,7 @@ struct tph_importer_status {
 #define TPH_IMPORTER_DMA	_IOWR(TPH_IMPORTER_MAGIC, 0x01, struct tph_importer_dma)
 /* Unmap and detach; -ENOTCONN if not attached */
 #define TPH_IMPORTER_DETACH	_IO(TPH_IMPORTER_MAGIC, 0x02)
-/* Report attachment state, counters and the last hints */
+/* Report attachment state, counters and the hints, and query the exporter */
 #define TPH_IMPORTER_STATUS	_IOR(TPH_IMPORTER_MAGIC, 0x03, struct tph_importer_status)
 
 #endif /* _UAPI_MISC_TPH_IMPORTER_H */
