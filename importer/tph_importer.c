@@ -943,6 +943,28 @@ static struct pci_driver tph_imp_driver = {
 	.remove = tph_imp_remove,
 };
 
+/*
+ * Writing 1 to /sys/module/tph_importer/parameters/inject_warn makes the
+ * module WARN: how `rig run --inject warn` checks that a kernel warning
+ * fails a run, also under load, where stall reports must not.
+ */
+static int tph_imp_inject_warn(const char *val, const struct kernel_param *kp)
+{
+	bool on;
+	int ret = kstrtobool(val, &on);
+
+	if (ret)
+		return ret;
+	WARN(on, "tph_importer: warning injected (rig run --inject warn)\n");
+	return 0;
+}
+
+static const struct kernel_param_ops tph_imp_inject_warn_ops = {
+	.set = tph_imp_inject_warn,
+};
+module_param_cb(inject_warn, &tph_imp_inject_warn_ops, NULL, 0200);
+MODULE_PARM_DESC(inject_warn, "write 1 to WARN (a test of the rig's dmesg checks)");
+
 static int __init tph_imp_init(void)
 {
 	int ret;

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -40,3 +41,34 @@ def test_three_runs_at_once_all_pass(tmp_path: Path) -> None:
         assert all(s["status"] == "PASS" for s in doc["scenarios"])
     # At least one of them had to wait for the machine's vCPU budget.
     assert any("vCPU slot" in err for _, err in outs)
+
+
+def test_a_warn_still_fails_its_run_under_load(tmp_path: Path) -> None:
+    """Two runs and one whose importer WARNs, at once: the WARN fails the scenario
+    that sees it in each of that run's guests (exit 1, every result kept), while
+    stall reports of the loaded machine stay warnings and the others pass."""
+    def argv(i: int, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "rig", "run", "--json", str(tmp_path / f"run{i}.json"),
+                *extra]
+
+    procs = [subprocess.Popen(a, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=dict(os.environ))
+             for a in (argv(0), argv(1, "--inject", "warn"), argv(2))]
+    outs = [p.communicate(timeout=3600) for p in procs]
+    for i in (0, 2):
+        assert procs[i].returncode == 0, f"run {i}: {outs[i][0][-3000:]}{outs[i][1][-3000:]}"
+    assert procs[1].returncode == 1, outs[1][0][-3000:] + outs[1][1][-3000:]
+    doc = json.loads((tmp_path / "run1.json").read_text())
+    scenarios = doc["scenarios"]
+    assert len(scenarios) == len(matrix.full()), "a result was lost"
+    firsts: dict[str, dict[str, object]] = {}
+    for s in scenarios:
+        firsts.setdefault(s["topology"], s)
+    for topo, s in firsts.items():
+        assert s["status"] == "FAIL", (topo, s["status"], s["failures"])
+        dmesg = cast(list[str], s["dmesg"])
+        assert any("WARNING:" in d and "tph_imp_inject_warn" in d for d in dmesg), (
+            topo, dmesg)
+    # Only the scenario that saw the WARN fails; the rest of each guest passes
+    failed = {s["name"] for s in scenarios if s["status"] != "PASS"}
+    assert failed == {s["name"] for s in firsts.values()}

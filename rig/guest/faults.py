@@ -1,9 +1,11 @@
 """Faults `rig run --inject` puts into the guests, to show how the rig fails.
 
-Each fault must end the run within its timeout with exit code 3 (the guest)
-or 2 (the rig), the console log's path and last lines printed, QEMU reaped
-and its ports closed. `explain` turns whatever error a dead or silent guest
-caused into that message.
+Each fault that kills or silences the guest must end the run within its
+timeout with exit code 3 (the guest) or 2 (the rig), the console log's path
+and last lines printed, QEMU reaped and its ports closed. `explain` turns
+whatever error a dead or silent guest caused into that message. `warn`
+leaves the guest alive: the kernel warning must fail the scenario that
+sees it in dmesg (exit 1), also when the machine is loaded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ FAULTS = {
     "kill-qemu": "SIGKILL QEMU once the devices are bound",
     "ssh-refused": "boot a guest whose SSH server never starts",
     "hang": "stop the guest's vCPUs (QMP stop) once the devices are bound",
+    "warn": "make the test importer WARN once the devices are bound (the run fails "
+            "on it, its guest lives on)",
 }
+WARN_PARAM = "/sys/module/tph_importer/parameters/inject_warn"
 NO_SSH = "tphlab.nossh=1"   # /init skips dropbear
 
 
@@ -44,6 +49,12 @@ def inject(vm: VM, fault: str | None) -> None:
         os.kill(vm.proc.pid, signal.SIGKILL)
     elif fault == "hang":
         vm.qmp_cmd("stop")
+    elif fault == "warn":
+        assert vm.shell is not None
+        res = vm.shell.run(f"echo 1 > {WARN_PARAM}", timeout=10)
+        if res.rc != 0:
+            raise RigError(f"--inject warn: writing {WARN_PARAM} failed: {res.stderr.strip()}",
+                           fix="the test importer of this tree lacks inject_warn: rebuild it")
 
 
 def explain(vm: VM, what: str, exc: RigError) -> GuestError:
