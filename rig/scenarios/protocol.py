@@ -156,6 +156,10 @@ class DmaStart(Step):
 
 @dataclass(frozen=True, kw_only=True)
 class DmaWait(Step):
+    """A dma-start's ioctl, joined. Dma's fields with count and done among
+    them and ms last: a record's fields are in the order tphctl prints them
+    (a record prints as the line it was read from), so no shared base."""
+
     NAME = "dma-wait"
     offset: int = 0
     len: int = 0
