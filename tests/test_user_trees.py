@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
 
 VFIO_FILE = "drivers/vfio/pci/vfio_pci_dmabuf.c"
-VFIO_PH = "priv->ph = tph.flags ? tph.ph : 0;"
+VFIO_PH = "priv->tph.ph = tph.flags ? tph.ph : 0;"
 QEMU_FILE = "hw/misc/tph-testdev.c"
 QEMU_PH = "r->ph = attrs.tph_ph;"
 PH_CASES = [f"st8-ph{p}" for p in range(4)]
@@ -109,7 +109,7 @@ def test_a_user_kernel_tree_runs_the_whole_matrix(ktree: Path, tmp_path: Path) -
 
 def test_an_uncommitted_edit_is_built_and_fails_the_ph_scenarios(ktree: Path,
                                                                  tmp_path: Path) -> None:
-    edit(ktree, VFIO_FILE, VFIO_PH, "priv->ph = tph.flags ? tph.ph ^ 1 : 0;")
+    edit(ktree, VFIO_FILE, VFIO_PH, "priv->tph.ph = tph.flags ? tph.ph ^ 1 : 0;")
     try:
         rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), "-k", "st8-ph")
         assert rc == 1
