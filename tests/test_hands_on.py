@@ -129,7 +129,7 @@ class RecordingShell(FakeShell):
 
 
 def test_bind_devices_writes_the_role_file_in_the_same_command(tmp_path: Path) -> None:
-    guest = FakeGuest(FakeLab(), A, tmp_path, "tcg")
+    guest = FakeGuest(FakeLab(), A, tmp_path, "tcg", _arts(tmp_path))
     guest.start()
     shell = RecordingShell(guest)
     guest.shell = shell
@@ -403,11 +403,10 @@ class KeepableGuest(FakeGuest):
     """A fake guest with what a session needs (pid, SSH port, QMP socket, keys)."""
 
     def __init__(self, lab: FakeLab, topo: Topology, rundir: Path, accel: str) -> None:
-        super().__init__(lab, topo, rundir, accel)
+        super().__init__(lab, topo, rundir, accel, _arts(rundir))
         self.proc = KeepableProc()
         self.ssh_port = 40123
         self.qmp_path = rundir / "qmp.sock"
-        self.arts = _arts(rundir)
         self.closed = False
 
     def start(self, timeout: float = 120.0,

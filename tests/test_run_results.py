@@ -95,7 +95,7 @@ class FakeLab:
     started: dict[str, threading.Event] = field(default_factory=dict)
 
     def factory(self, arts: Artifacts, topo: Topology, rundir: Path, accel: str) -> FakeGuest:
-        g = FakeGuest(self, topo, rundir, accel)
+        g = FakeGuest(self, topo, rundir, accel, arts)
         self.guests.append(g)
         return g
 
@@ -112,6 +112,7 @@ class FakeShell:
         if not g.alive():
             raise GuestError(f"guest command {command!r} failed over SSH: EOF")
         if command.startswith(("tphlab-bind", "dmesg")):
+            g.commands.append(command.split()[0])
             return CmdResult(0, "", "")
         name = command.split(";")[0].split()[1]
         g.lab.event(name).set()
@@ -132,8 +133,10 @@ class FakeShell:
 
 
 class FakeGuest:
-    def __init__(self, lab: FakeLab, topo: Topology, rundir: Path, accel: str) -> None:
+    def __init__(self, lab: FakeLab, topo: Topology, rundir: Path, accel: str,
+                 arts: Artifacts) -> None:
         self.lab, self.topo, self.rundir, self.accel = lab, topo, rundir, accel
+        self.arts = arts
         rundir.mkdir(parents=True, exist_ok=True)
         self.console = rundir / "console.log"
         self.stage = "qemu"
@@ -142,6 +145,23 @@ class FakeGuest:
         self.shell: FakeShell | None = None
         self.stopped = threading.Event()
         self.qmp_log: list[str] = []
+        self.commands: list[str] = []       # the set-up commands its shell ran
+        self.started_from: str | None = None   # "boot" or "snapshot", once up
+
+    # What rig.guest.snapshot and the runner use of a VM to save and restore it:
+    # the "snapshot" is a file naming the topology it was saved from.
+
+    def save(self, state: Path, timeout: float = 60.0) -> None:
+        if self.lab.fate.get("save") == "fail":
+            raise RigError("saving the guest: QEMU's migration failed: no space left")
+        state.write_text(f"guest {self.topo.name}\n")
+
+    def restore(self, state: Path, timeout: float = 30.0) -> None:
+        if state.read_text() != f"guest {self.topo.name}\n":
+            raise RigError("restoring the guest: QEMU's migration failed: "
+                           "Unable to read from file")
+        self.stage, self.boot_seconds, self.started_from = "ssh", 0.05, "snapshot"
+        self.shell = FakeShell(self)
 
     def start(self, timeout: float = 120.0,
               on_stage: Callable[[str, float], None] | None = None) -> None:
@@ -150,7 +170,7 @@ class FakeGuest:
         if err is not None:
             self.stage = "network"
             raise err
-        self.stage, self.boot_seconds = "ssh", 0.25
+        self.stage, self.boot_seconds, self.started_from = "ssh", 0.25, "boot"
         self.shell = FakeShell(self)
 
     def stop(self, timeout: float = 10.0) -> None:

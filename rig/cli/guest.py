@@ -18,7 +18,7 @@ from qemu.qmp import ExecuteError
 from rig.build import artifacts
 from rig.cli import options
 from rig.errors import RigError
-from rig.guest import boot_session, faults, kvm
+from rig.guest import boot_session, faults, kvm, snapshot
 from rig.guest import vm as vm_mod
 from rig.guest.kvm import Accel
 from rig.guest.topology import Device
@@ -82,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.note(f"boot {topo}: {stage} at {secs:.2f}s")
 
     opts = runner.Options(boot_timeout=args.boot_timeout, case_timeout=args.timeout,
-                          fault=args.inject, keeper=keeper)
+                          fault=args.inject, keeper=keeper,
+                          snapshots=None if args.no_snapshot else snapshot.Store())
     try:
         run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
     except BaseException as exc:      # run_matrix returns whatever happens; to be sure
@@ -366,6 +367,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r.add_argument("--inject", choices=tuple(faults.FAULTS), metavar="FAULT",
                    help="inject a fault to check how the rig fails: " + "; ".join(
                        f"{k}: {v}" for k, v in faults.FAULTS.items()))
+    r.add_argument("--no-snapshot", action="store_true",
+                   help="boot every guest: neither restore one from its snapshot nor save "
+                        "one (by default a guest is saved once booted and bound, and the "
+                        "next run with the same QEMU, kernel, image and topology restores "
+                        "it; a snapshot that does not restore is deleted and the guest "
+                        "boots)")
     r.add_argument("--keep-guest", action="store_true",
                    help="leave the guest of the first topology with a failing scenario "
                         "running (as `rig boot` does) for inspection; one guest at most")

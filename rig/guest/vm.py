@@ -31,6 +31,9 @@ STAGES = [
     ("ready", "tphlab-ready"),
 ]
 PANIC_MARKS = ("Kernel panic", "---[ end Kernel panic")
+# A snapshot is written with the guest's RAM at fixed offsets in the file
+# (mapped-ram): zero pages are never written, and both sides must agree.
+MIGRATION_CAPS = [{"capability": "mapped-ram", "state": True}]
 
 
 def free_port() -> int:
@@ -46,6 +49,15 @@ def console_tail(path: Path, lines: int = 30) -> str:
     except FileNotFoundError:
         return "    (no console output)"
     return "\n".join(f"    | {ln}" for ln in text[-lines:]) or "    (no console output)"
+
+
+def guest_argv(arts: Artifacts, topo: topology.Topology, accel: str,
+               tph_devices: bool = True) -> list[str]:
+    """A guest's command line without what is one run's own (its SSH port, QMP
+    socket and console file): what makes the guest, for a snapshot's key."""
+    boot = topology.Boot(arts.qemu, arts.bios, arts.datadir, arts.kernel, arts.initrd, accel,
+                         0, Path("QMP"), Path("CONSOLE"))
+    return topology.qemu_argv(boot, topo, tph_devices)
 
 
 class VM:
@@ -72,15 +84,21 @@ class VM:
                              self.accel, self.ssh_port, self.qmp_path, self.console)
         return topology.qemu_argv(boot, self.topo, self.tph_devices)
 
-    def start(self, timeout: float = 120.0,
-              on_stage: Callable[[str, float], None] | None = None) -> None:
-        """Start QEMU and wait until the guest answers over SSH."""
+    def _spawn(self, extra: list[str]) -> float:
+        """Start QEMU (argv() + extra); the time.monotonic() it started at."""
         for p in (self.console, self.qmp_path):
             p.unlink(missing_ok=True)
         started = time.monotonic()
-        argv = self.argv()
+        argv = self.argv() + extra
         (self.rundir / "cmdline").write_text(" ".join(argv) + "\n")
         self.proc = QemuProcess.spawn(argv, self.qemu_log)
+        return started
+
+    def start(self, timeout: float = 120.0,
+              on_stage: Callable[[str, float], None] | None = None) -> None:
+        """Start QEMU and wait until the guest answers over SSH."""
+        started = self._spawn([])
+        assert self.proc is not None
         deadline = started + timeout
         seen = 0
         while seen < len(STAGES):
@@ -112,18 +130,89 @@ class VM:
                                  f"{timeout:.0f} s; console {self.console}:\n"
                                  f"{console_tail(self.console)}")
             time.sleep(0.02)
-        self.shell = GuestShell(self.ssh_port, self.arts.client_key, self.arts.host_key)
+        self._connect_shell(max(5.0, deadline - time.monotonic()))
+        self.boot_seconds = time.monotonic() - started
+        self.stage = "ssh"
+        if on_stage:
+            on_stage("ssh", self.boot_seconds)
+
+    def _connect_shell(self, timeout: float) -> None:
+        """A fresh SSH connection on this run's port (the guest's sshd is up)."""
+        self.shell = GuestShell(self.ssh_port, self.arts.client_key, self.arts.host_key,
+                                persistent=True)
         try:
-            self.shell.connect(max(5.0, deadline - time.monotonic()))
+            self.shell.connect(timeout)
         except GuestError as exc:
             self.stop()
             raise GuestError(f"{exc.message}; console {self.console}:\n"
                              f"{console_tail(self.console)}", fix=exc.fix,
                              log=str(self.rundir)) from exc
+
+    # Snapshots (rig.guest.snapshot keeps them): QEMU's migration to a file.
+
+    def save(self, state: Path, timeout: float = 60.0) -> None:
+        """Save the running guest into `state` and run it on.
+
+        SSH is closed first (slirp does not migrate a host-forwarded
+        connection: a restored guest gets a fresh one), the guest is paused,
+        migrated to the file with mapped-ram, then continued and reconnected.
+        A failure raises RigError and leaves the guest running when it can.
+        """
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
+        deadline = time.monotonic() + timeout
+        try:
+            self.qmp_cmd("stop")
+            self.qmp_cmd("migrate-set-capabilities", capabilities=MIGRATION_CAPS)
+            self.qmp_cmd("migrate", uri=f"file:{state}")
+            self._migration_done("saving the guest", deadline)
+        finally:
+            self.qmp_cmd("cont")
+            self._connect_shell(max(5.0, deadline - time.monotonic()))
+
+    def restore(self, state: Path, timeout: float = 30.0) -> None:
+        """Start QEMU from a snapshot instead of booting: `-incoming defer`,
+        migrate-incoming from `state`, cont, and a fresh SSH connection.
+
+        RigError when QEMU refuses or cannot read the snapshot, or the
+        restored guest does not answer SSH within `timeout`; QEMU is stopped
+        then.
+        """
+        started = self._spawn(["-incoming", "defer"])
+        deadline = started + timeout
+        try:
+            self.qmp_cmd("migrate-set-capabilities", capabilities=MIGRATION_CAPS)
+            self.qmp_cmd("migrate-incoming", uri=f"file:{state}", **{"exit-on-error": False})
+            self._migration_done("restoring the guest", deadline)
+            self.qmp_cmd("cont")
+            self._connect_shell(max(1.0, deadline - time.monotonic()))
+        except RigError:
+            self.stop()
+            raise
         self.boot_seconds = time.monotonic() - started
         self.stage = "ssh"
-        if on_stage:
-            on_stage("ssh", self.boot_seconds)
+
+    def _migration_done(self, what: str, deadline: float) -> None:
+        """Wait for the migration to complete; RigError if it fails or the deadline passes."""
+        while True:
+            info = self.qmp_cmd("query-migrate")
+            status = info.get("status", "none")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                why = info.get("error-desc") or self._qemu_error() or status
+                raise RigError(f"{what}: QEMU's migration {status}: {why}",
+                               log=str(self.qemu_log))
+            if time.monotonic() > deadline:
+                raise RigError(f"{what}: the migration is still {status}", log=str(self.qemu_log))
+            time.sleep(0.005)
+
+    def _qemu_error(self) -> str:
+        try:
+            return self.qemu_log.read_text(errors="replace").strip()[-1000:]
+        except FileNotFoundError:
+            return ""
 
     def qmp(self) -> Monitor:
         """QEMU's QMP, connected on first use (within 30 s; commands time out after 30 s)."""

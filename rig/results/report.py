@@ -88,7 +88,9 @@ def table(run: Run, width: int = WIDTH) -> str:
     accel = f"{run.accel} ({run.accel_reason})" if run.accel_reason else run.accel
     out += _wrapped(f"accel {accel}", "  ", "    ", width)
     if run.boots:
-        out += _wrapped("boots: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.boots.items()),
+        out += _wrapped("boots: " + ", ".join(
+            f"{k} {v:.1f}s" + (" (restored)" if run.started.get(k) == "snapshot" else "")
+            for k, v in run.boots.items()),
                         "  ", "    ", width)
     for name, doc in run.sources.items():
         out += _wrapped(f"{name}: {describe_source(doc)}", "  ", "      ", width)

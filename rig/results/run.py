@@ -122,6 +122,8 @@ class Run:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     interrupted: bool = False    # Ctrl-C: what had not finished is NOT_RUN
+    # How each guest came up: "boot", or "snapshot" (restored from one)
+    started: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -147,7 +149,7 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         return {"accel": self.accel, "accel_reason": self.accel_reason, "passed": self.passed,
                 "exit_code": self.exit_code, "interrupted": self.interrupted,
-                "boots": self.boots,
+                "boots": self.boots, "started": self.started,
                 "logs": str(self.logs) if self.logs else None,
                 "sources": self.sources,
                 "errors": [p.to_dict() for p in self.problems],
@@ -163,7 +165,8 @@ class Run:
                        accel_reason=str(doc.get("accel_reason", "")),
                        sources=dict(doc.get("sources") or {}),
                        problems=[Problem.from_dict(p) for p in doc.get("errors", [])],
-                       interrupted=bool(doc.get("interrupted", False)))
+                       interrupted=bool(doc.get("interrupted", False)),
+                       started={str(k): str(v) for k, v in doc.get("started", {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"not a tphlab run report ({type(exc).__name__}: {exc})") from exc
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar, cast
 from rig import hostfacts
 from rig.build.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError
-from rig.guest import budget, faults, topology
+from rig.guest import budget, faults, snapshot, topology
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
@@ -48,6 +48,7 @@ AFTER = (f"printf '\\n%s\\n' {AFTER_MARK}; "
          "/sys/kernel/debug/dma_buf/bufinfo)\"")
 _DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
 RUN_LOG = "run.log"
+RESTORE_TIMEOUT = 15.0   # seconds from QEMU's start to SSH, for a restored guest
 
 
 class CmdOutput(Protocol):
@@ -218,6 +219,19 @@ def devices_command(bench: Bench) -> str:
             f"printf %s {shlex.quote(text)} > {shlex.quote(path)}")
 
 
+def bench_of(vm: GuestVM) -> Bench:
+    """The guest's tph-testdevs by role, at the addresses QEMU reports."""
+    pci = vm.qmp_cmd("query-pci")
+    return Bench(find_bdf(pci, topology.EXPORTER_ID), find_bdf(pci, topology.IMPORTER_ID),
+                 find_bdf(pci, topology.SPARE_ID) if vm.topo.spare else None)
+
+
+def bind_command(bench: Bench) -> str:
+    """The guest command that binds the bench's devices and lists them by role."""
+    return (f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''} && "
+            f"{devices_command(bench)}")
+
+
 def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
     """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer,
     and list them by role in the guest's /etc/tphlab/devices (`ROLE BDF QOMID`
@@ -229,11 +243,8 @@ def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
     """
     shell = vm.shell
     assert shell is not None
-    pci = vm.qmp_cmd("query-pci")
-    bench = Bench(find_bdf(pci, topology.EXPORTER_ID), find_bdf(pci, topology.IMPORTER_ID),
-                  find_bdf(pci, topology.SPARE_ID) if vm.topo.spare else None)
-    res = shell.run(f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''} && "
-                    f"{devices_command(bench)}", timeout=30)
+    bench = bench_of(vm)
+    res = shell.run(bind_command(bench), timeout=30)
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer")
@@ -380,6 +391,7 @@ class Options:
     jobs: int | None = None            # guests booted side by side
     vm_factory: VMFactory | None = None  # makes the guests; None: rig.guest.vm.VM
     keeper: Keeper | None = None       # --keep-guest: where a failing topology's guest goes
+    snapshots: snapshot.Store | None = None   # restore guests from (and save them to) it
 
 
 @dataclass(frozen=True)
@@ -427,6 +439,7 @@ class GroupResult:
     boot: float | None = None          # seconds to SSH, None if it did not boot
     outcomes: list[Outcome] = field(default_factory=list)   # one per member, in order
     problems: list[Problem] = field(default_factory=list)
+    started: str = "boot"              # "snapshot": restored from one
 
 
 class Control:
@@ -580,23 +593,34 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         skip_rest(ctl.no_boot)
         return result
     factory = ctl.track(opts.vm_factory or VM)
-    log.write(f"{topo.name}: booting")
-    try:
-        vm, used = boot(factory, arts, faults.boot_topology(topo, opts.fault),
-                        rundir / topo.name, accel, stage, opts.boot_timeout)
-    except Exception as exc:
-        if interrupted():
+    store = opts.snapshots if opts.fault is None else None
+    restored = (_restore(factory, store, arts, topo, rundir, accel, stage, log)
+                if store is not None else None)
+    ready: Bench | None = None
+    if restored is not None:
+        (vm, ready), used = restored, accel
+    else:
+        log.write(f"{topo.name}: booting")
+        try:
+            vm, used = boot(factory, arts, faults.boot_topology(topo, opts.fault),
+                            rundir / topo.name, accel, stage, opts.boot_timeout)
+        except Exception as exc:
+            if interrupted():
+                return result
+            problem = _problem(exc, f"guest {topo.name}", topo.name, log)
+            result.problems.append(problem)
+            if isinstance(exc, AccelError):    # --accel kvm: no guest will boot under KVM
+                ctl.refuse_boots(f"no guest was booted after: {_first_line(exc.message)}")
+            skip_rest(f"the guest ({topo.name}) did not boot: {_first_line(_what(exc))}")
             return result
-        problem = _problem(exc, f"guest {topo.name}", topo.name, log)
-        result.problems.append(problem)
-        if isinstance(exc, AccelError):    # --accel kvm: no guest will boot under KVM
-            ctl.refuse_boots(f"no guest was booted after: {_first_line(exc.message)}")
-        skip_rest(f"the guest ({topo.name}) did not boot: {_first_line(_what(exc))}")
-        return result
     result.accel, result.boot = used, round(vm.boot_seconds, 3)
+    result.started = "snapshot" if ready is not None else "boot"
     bench: Bench | None = None
     try:
-        bench = _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest)
+        save = None if store is None or ready is not None else (
+            lambda b: _save(store, vm, arts, used.name, b, stage, log))
+        bench = _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest,
+                             ready, save)
     except Exception as exc:      # a bug of the loop itself; the outcomes so far stand
         result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
         skip_rest(f"the rig broke in guest {topo.name} (see {log.path})")
@@ -607,6 +631,73 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
             except Exception as exc:
                 log.exception(f"{topo.name}: stopping the guest", exc)
     return result
+
+
+def _restore(factory: VMFactory, store: snapshot.Store, arts: Artifacts,
+             topo: topology.Topology, rundir: Path, accel: Accel,
+             stage: Callable[[str, float], None], log: RunLog) -> tuple[GuestVM, Bench] | None:
+    """The topology's guest restored from its snapshot, with its devices as bound
+    there; None when it has none, or the snapshot did not restore (it is
+    deleted then, and stage() and the run log say so)."""
+    try:
+        snap = store.find(snapshot.key_of(snapshot.inputs(arts, topo, accel.name)))
+    except OSError as exc:
+        log.write(f"{topo.name}: no snapshot lookup ({exc}): booting")
+        return None
+    if snap is None:
+        log.write(f"{topo.name}: no snapshot of this guest yet")
+        return None
+    vm = factory(arts, topo, rundir / topo.name, accel.name)
+    if not isinstance(vm, snapshot.Savable):
+        log.write(f"{topo.name}: this guest cannot be restored ({type(vm).__name__})")
+        vm.stop()
+        return None
+    real = vm
+    try:
+        real.restore(snap.state, timeout=RESTORE_TIMEOUT)
+        bench = bench_of(vm)
+        if bind_command(bench) != snap.meta().get("bind"):
+            raise RigError("its devices were bound at other addresses")
+    except (RigError, OSError, ValueError) as exc:
+        vm.stop()
+        store.delete(snap)
+        err = exc if isinstance(exc, RigError) else RigError(f"{type(exc).__name__}: {exc}")
+        msg = snapshot.describe_failure(snap, err)
+        log.write(f"{topo.name}: {msg}")
+        stage(msg, 0.0)
+        return None
+    log.write(f"{topo.name}: restored from snapshot {snap.key[:12]} in {vm.boot_seconds:.2f}s")
+    stage(f"restored from snapshot {snap.key[:12]}", vm.boot_seconds)
+    return vm, bench
+
+
+def _save(store: snapshot.Store, vm: GuestVM, arts: Artifacts, accel: str, bench: Bench,
+          stage: Callable[[str, float], None], log: RunLog) -> None:
+    """Save the guest, booted and bound, for the next run; a guest QEMU cannot
+    save runs on unsaved (the run log and stage() say why)."""
+    if not isinstance(vm, snapshot.Savable):
+        return
+    real = vm
+    started = time.monotonic()
+    try:
+        data = snapshot.inputs(arts, vm.topo, accel)
+        snap = store.save(real, snapshot.key_of(data),
+                          {"inputs": data, "bind": bind_command(bench),
+                           "boot_seconds": round(vm.boot_seconds, 3)})
+    except GuestError:
+        raise
+    except (RigError, OSError) as exc:
+        msg = exc.message if isinstance(exc, RigError) else f"{type(exc).__name__}: {exc}"
+        log.write(f"{topo_name(vm)}: no snapshot saved: {msg}")
+        stage(f"no snapshot saved: {_first_line(msg)}", time.monotonic() - started)
+        return
+    log.write(f"{topo_name(vm)}: saved snapshot {snap.key[:12]} in "
+              f"{time.monotonic() - started:.2f}s")
+    stage(f"saved snapshot {snap.key[:12]}", time.monotonic() - started)
+
+
+def topo_name(vm: GuestVM) -> str:
+    return vm.topo.name
 
 
 def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Accel,
@@ -634,8 +725,10 @@ def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Acce
 def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
                  rundir: Path, opts: Options, ctl: Control, result: GroupResult,
                  done: Callable[[Outcome], None],
-                 skip_rest: Callable[[str], None]) -> Bench | None:
-    """Bind the devices and run the members; the Bench, None if binding failed."""
+                 skip_rest: Callable[[str], None], ready: Bench | None = None,
+                 save: Callable[[Bench], None] | None = None) -> Bench | None:
+    """Bind the devices (unless `ready`: a restored guest's are bound), then
+    save() the guest, and run the members; the Bench, None if binding failed."""
     log = ctl.log
 
     def guest_died(where: str, exc: BaseException) -> GuestError:
@@ -645,7 +738,12 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         return err
 
     try:
-        bench = bind_devices(vm, clear_log=True)
+        if ready is not None:
+            bench = ready
+        else:
+            bench = bind_devices(vm, clear_log=True)
+            if save is not None:
+                save(bench)
         if opts.fault:
             faults.inject(cast(VM, vm), opts.fault)
     except Exception as exc:
@@ -778,6 +876,7 @@ def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir:
         if res.boot is None:
             continue
         run.boots[topo.name] = res.boot
+        run.started[topo.name] = res.started
         if res.accel.name != accel.name:
             fell_back.append(res.accel.reason)
         elif res.accel.name == "kvm":
