@@ -18,12 +18,14 @@ from rig.build import context, series
 from rig.build.artifacts import Artifacts
 from rig.build.cache import input_key
 from rig.errors import RigError
-from rig.guest import kvm
+from rig.guest import kvm, snapshot
 from rig.guest.topology import Topology
+from rig.guest.vm import VM
 from rig.paths import cache_root, kernel_series_dir, repo_root, run_dir
 from rig.progress import Progress
 from rig.qdev import device_figures
 from rig.results import runner
+from rig.results.run import Run
 from rig.scenarios import matrix
 
 
@@ -208,6 +210,10 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
             vm.stop()
     figs.append(figure("boot to SSH", boots, tg.get("boot_to_ssh")))
     figs.append(figure("QEMU peak RSS", rss, tg.get("qemu_rss_mib"), "MiB"))
+    restores = restore_ready(arts, accel, runs, progress)
+    figs.append(figure("guest ready (restore)", restores, tg.get("restore_ready")))
+    figs.append(figure("boot / restore", [statistics.median(boots) /
+                                          statistics.median(restores)], None, "x"))
 
     progress.note("device: DMA into the recording BAR and into RAM")
     rates = [device_figures.dma_rates(arts.qemu, arts.datadir) for _ in range(runs)]
@@ -220,26 +226,75 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
                        device_figures.query_latency(arts.qemu, arts.datadir, max(runs, 5)),
                        tg.get("query_4096")))
 
+    progress.note("matrix, every guest booted (--no-snapshot)")
+    t = time.monotonic()
+    booted = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"))
+    booted_s = time.monotonic() - t
+    accel = _followed(booted, accel, progress)
+    store = snapshot.Store()
     wholes: list[float] = []
     per_case: dict[str, list[float]] = {}
-    for i in range(runs):
-        progress.note(f"warm matrix {i + 1}/{runs}")
+    i = 0
+    while len(wholes) < runs:
+        i += 1
+        progress.note(f"warm matrix {i}: guests restored from their snapshots")
         t = time.monotonic()
-        run = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"))
-        wholes.append(time.monotonic() - t)
-        if run.accel != accel.name:
-            progress.note(f"accelerator: {run.accel} ({run.accel_reason})")
-            accel = kvm.Accel(run.accel, run.accel_reason, auto=True)
+        run = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"),
+                                opts=runner.Options(snapshots=store))
+        secs = time.monotonic() - t
+        accel = _followed(run, accel, progress)
+        if "boot" in run.started.values() and i == 1:
+            progress.note("  (a guest had no snapshot yet: saved now, this run not counted)")
+            continue
+        wholes.append(secs)
         for o in run.outcomes:
             per_case.setdefault(o.name, []).append(o.seconds)
-        if not run.passed:
-            progress.note("warning: a scenario failed during the bench")
     figs.append(figure("warm matrix", wholes, tg.get("warm_matrix")))
+    figs.append(figure("warm matrix, booting", [booted_s], None))
+    figs.append(figure("one scenario (matrix median)",
+                       [statistics.median(s) for s in zip(*per_case.values(), strict=True)],
+                       tg.get("one_scenario")))
     figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
     figs += edit_to_verdict(progress, runs, tg.get("edit_to_verdict"))
     figs += runs_at_once(progress)
 
     return accel, figs
+
+
+def _followed(run: Run, accel: kvm.Accel, progress: Progress) -> kvm.Accel:
+    """The accelerator the next runs use: the one this run fell back to, if any."""
+    if not run.passed:
+        progress.note("warning: a scenario failed during the bench")
+    if run.accel == accel.name:
+        return accel
+    progress.note(f"accelerator: {run.accel} ({run.accel_reason})")
+    return kvm.Accel(run.accel, run.accel_reason, auto=True)
+
+
+def restore_ready(arts: Artifacts, accel: kvm.Accel, runs: int,
+                  progress: Progress) -> list[float]:
+    """Seconds from QEMU's start to SSH for the default guest restored from a
+    snapshot (saved once, booted and bound, in a scratch store)."""
+    with tempfile.TemporaryDirectory(prefix="tphlab-bench-snap-") as tmp:
+        store = snapshot.Store(Path(tmp))
+        progress.note("restore: saving the default guest")
+        vm, used = runner.start_vm(arts, Topology(), run_dir("bench") / "save", accel)
+        try:
+            runner.bind_devices(vm)
+            key = snapshot.key_of(snapshot.inputs(arts, vm.topo, used.name))
+            snap = store.save(vm, key, {})
+        finally:
+            vm.stop()
+        out = []
+        for i in range(runs):
+            progress.note(f"restore {i + 1}/{runs}")
+            guest = VM(arts, Topology(), run_dir("bench") / f"restore{i}", used.name)
+            try:
+                guest.restore(snap.state)
+                out.append(guest.boot_seconds)
+            finally:
+                guest.stop()
+    return out
 
 
 def render(accel: kvm.Accel, runs: int, figs: list[Figure]) -> str:
