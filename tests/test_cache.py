@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import filelock
 import pytest
 
 from rig.build import cache, kernel_build, qemu_build, sources
@@ -117,3 +118,17 @@ def test_partial_dirs_are_purged(tmp_path: Path) -> None:
     assert c.lookup("qemu", "abc") is None
     c.purge_partials()
     assert not stale.exists()
+
+
+def test_a_build_that_waits_for_the_cache_lock_says_so(tmp_path: Path) -> None:
+    said: list[str] = []
+    held = filelock.FileLock(tmp_path / "lock")
+    # Another holder of the lock: the build waits (saying so), then times out.
+    with held, pytest.raises(cache.CacheError, match="locked by another rig build"), \
+            cache.Cache(tmp_path).locked(timeout=0.2, on_wait=said.append):
+        pass
+    assert len(said) == 1 and "waiting for another rig's build" in said[0]
+    said.clear()
+    with cache.Cache(tmp_path).locked(on_wait=said.append):
+        pass
+    assert said == [], "a free lock is taken without a word"

@@ -83,7 +83,7 @@ def build(request: Request, progress: Progress) -> Built:
         kernel_build.preflight(request.kernel)
     ctx = context.BuildContext(progress, force=request.force)
     results: dict[str, context.Result] = {}
-    with ctx.cache.locked():
+    with ctx.cache.locked(on_wait=progress.note):
         ctx.cache.purge_partials()
         if wants_qemu and request.qemu is not None:
             results["qemu"] = qemu_build.build(ctx, request.qemu, request.sanitize)

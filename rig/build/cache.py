@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +110,20 @@ class Cache:
             shutil.rmtree(d, ignore_errors=True)
 
     @contextmanager
-    def locked(self, timeout: float = 3600.0) -> Iterator[None]:
-        """One rig build at a time per cache (two would fight for 2 cores and the trees)."""
+    def locked(self, timeout: float = 3600.0,
+               on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One rig build at a time per cache (two would fight for 2 cores and the trees);
+        on_wait is told when another rig's build holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self.root / "lock", timeout=timeout)
         try:
-            lock.acquire(poll_interval=0.5)
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                if on_wait is not None:
+                    on_wait(f"waiting for another rig's build to finish (the lock "
+                            f"{self.root / 'lock'}, at most {timeout:.0f} s)")
+                lock.acquire(poll_interval=0.5)
         except filelock.Timeout:
             raise CacheError(f"the cache {self.root} is locked by another rig build",
                              fix="wait for it to end, or stop it") from None

@@ -40,7 +40,7 @@ def cmd_src(args: argparse.Namespace) -> int:
     comp = cast(sources.Component, args.component)
     dest = Path(args.dir or f"{comp}-src").resolve()
     ctx = context.BuildContext(Progress())
-    with ctx.cache.locked():
+    with ctx.cache.locked(on_wait=ctx.progress.note):
         srctree.make_src(ctx, options.source(args, comp), dest)
     print(f"{dest}: branch tphlab. Edit, commit, then: rig export {comp} {dest}")
     return 0
@@ -56,7 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     ctx = context.BuildContext(Progress())
-    with ctx.cache.locked():
+    with ctx.cache.locked(on_wait=ctx.progress.note):
         if args.what == "kernel-series":
             kreports = kernel_series.run(ctx, options.source(args, "kernel"))
             print(kernel_series.render(kreports))
