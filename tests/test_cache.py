@@ -8,7 +8,7 @@ import filelock
 import pytest
 
 from rig.build import cache, kernel_build, qemu_build, sources
-from rig.errors import BuildError, ConfigError
+from rig.errors import BuildError, CacheError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,7 +124,7 @@ def test_a_build_that_waits_for_the_cache_lock_says_so(tmp_path: Path) -> None:
     said: list[str] = []
     held = filelock.FileLock(tmp_path / "lock")
     # Another holder of the lock: the build waits (saying so), then times out.
-    with held, pytest.raises(cache.CacheError, match="locked by another rig build"), \
+    with held, pytest.raises(CacheError, match="locked by another rig build"), \
             cache.Cache(tmp_path).locked(timeout=0.2, on_wait=said.append):
         pass
     assert len(said) == 1 and "waiting for another rig's build" in said[0]
