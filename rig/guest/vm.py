@@ -187,7 +187,7 @@ class VM:
             self._migration_done("restoring the guest", deadline)
             self.qmp_cmd("cont")
             self._connect_shell(max(1.0, deadline - time.monotonic()))
-        except RigError:
+        except BaseException:
             self.stop()
             raise
         self.boot_seconds = time.monotonic() - started
