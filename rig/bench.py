@@ -278,7 +278,8 @@ def restore_ready(arts: Artifacts, accel: kvm.Accel, runs: int,
     with tempfile.TemporaryDirectory(prefix="tphlab-bench-snap-") as tmp:
         store = snapshot.Store(Path(tmp))
         progress.note("restore: saving the default guest")
-        vm, used = runner.start_vm(arts, Topology(), run_dir("bench") / "save", accel)
+        logs = run_dir("bench")
+        vm, used = runner.start_vm(arts, Topology(), logs / "save", accel)
         try:
             runner.bind_devices(vm)
             key = snapshot.key_of(snapshot.inputs(arts, vm.topo, used.name))
@@ -288,7 +289,7 @@ def restore_ready(arts: Artifacts, accel: kvm.Accel, runs: int,
         out = []
         for i in range(runs):
             progress.note(f"restore {i + 1}/{runs}")
-            guest = VM(arts, Topology(), run_dir("bench") / f"restore{i}", used.name)
+            guest = VM(arts, Topology(), logs / f"restore{i}", used.name)
             try:
                 guest.restore(snap.state)
                 out.append(guest.boot_seconds)

@@ -53,6 +53,13 @@ def importer_dir() -> Path:
 
 def run_dir(kind: str) -> Path:
     """A new directory for one run's logs: $cache/runs/KIND-TIME-PID."""
-    d = cache_root() / "runs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    d.mkdir(parents=True)
-    return d
+    base = cache_root() / "runs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):           # several in one second (the bench): -1, -2, ...
+        d = base.with_name(f"{base.name}-{n}") if n else base
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        return d
+    raise FileExistsError(f"{base}: a thousand run directories in one second")

@@ -132,3 +132,9 @@ def test_a_build_that_waits_for_the_cache_lock_says_so(tmp_path: Path) -> None:
     with cache.Cache(tmp_path).locked(on_wait=said.append):
         pass
     assert said == [], "a free lock is taken without a word"
+
+
+def test_run_directories_made_in_the_same_second_are_apart(cache_home: Path) -> None:
+    from rig.paths import run_dir
+    made = [run_dir("bench") for _ in range(3)]
+    assert len(set(made)) == 3 and all(d.is_dir() for d in made)
