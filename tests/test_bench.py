@@ -39,8 +39,7 @@ def test_every_target_names_a_figure_the_bench_prints() -> None:
     for accel in ("tcg", "kvm"):
         assert set(bench.targets(accel)) == {"noop_build", "boot_to_ssh", "restore_ready",
                                              "warm_matrix", "one_scenario",
-                                             "recording_overhead", "query_4096",
-                                             "edit_to_verdict"}
+                                             "query_4096", "edit_to_verdict"}
 
 
 @pytest.mark.integration
