@@ -653,9 +653,8 @@ def _restore(factory: VMFactory, store: snapshot.Store, arts: Artifacts,
         log.write(f"{topo.name}: this guest cannot be restored ({type(vm).__name__})")
         vm.stop()
         return None
-    real = vm
     try:
-        real.restore(snap.state, timeout=RESTORE_TIMEOUT)
+        vm.restore(snap.state, timeout=RESTORE_TIMEOUT)
         bench = bench_of(vm)
         if bind_command(bench) != snap.meta().get("bind"):
             raise RigError("its devices were bound at other addresses")
@@ -678,27 +677,22 @@ def _save(store: snapshot.Store, vm: GuestVM, arts: Artifacts, accel: str, bench
     save runs on unsaved (the run log and stage() say why)."""
     if not isinstance(vm, snapshot.Savable):
         return
-    real = vm
     started = time.monotonic()
     try:
         data = snapshot.inputs(arts, vm.topo, accel)
-        snap = store.save(real, snapshot.key_of(data),
+        snap = store.save(vm, snapshot.key_of(data),
                           {"inputs": data, "bind": bind_command(bench),
                            "boot_seconds": round(vm.boot_seconds, 3)})
     except GuestError:
         raise
     except (RigError, OSError) as exc:
         msg = exc.message if isinstance(exc, RigError) else f"{type(exc).__name__}: {exc}"
-        log.write(f"{topo_name(vm)}: no snapshot saved: {msg}")
+        log.write(f"{vm.topo.name}: no snapshot saved: {msg}")
         stage(f"no snapshot saved: {_first_line(msg)}", time.monotonic() - started)
         return
-    log.write(f"{topo_name(vm)}: saved snapshot {snap.key[:12]} in "
+    log.write(f"{vm.topo.name}: saved snapshot {snap.key[:12]} in "
               f"{time.monotonic() - started:.2f}s")
     stage(f"saved snapshot {snap.key[:12]}", time.monotonic() - started)
-
-
-def topo_name(vm: GuestVM) -> str:
-    return vm.topo.name
 
 
 def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Accel,
