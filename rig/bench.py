@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rig import proc
-from rig.build import context, series
+from rig.build import context, kernel_build, series
 from rig.build.artifacts import Artifacts
 from rig.build.cache import input_key
 from rig.errors import RigError
@@ -140,8 +140,7 @@ def edit_to_verdict(progress: Progress, runs: int, target: float | None) -> list
     first builds it is the cold figure.
     """
     tree = user_kernel_tree(progress)
-    cold = not (cache_root() / "work" / f"kernel-tree-{input_key({'t': str(tree)})}" /
-                "build").is_dir()
+    cold = not kernel_build.build_dir(tree).is_dir()
     path = tree / EDIT_FILE
     original = path.read_text()
     samples: list[float] = []

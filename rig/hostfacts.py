@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 
 from rig import proc
 from rig.errors import ToolError
@@ -17,10 +16,6 @@ def compiler_version(cc: str = "gcc") -> str:
     except ToolError:
         return "missing"
     return out.splitlines()[0] if out else "unknown"
-
-
-def ccache() -> str | None:
-    return shutil.which("ccache")
 
 
 def jobs() -> int:

@@ -11,13 +11,17 @@ drivers/vfio/pci/vfio_pci_dmabuf.c:130:5: warning: no previous prototype for 'f'
 /abs/tree/drivers/pci/tph.c:77:9: warning: incorrect type in argument 1 (different address spaces)
 drivers/pci/other.c:1:1: warning: not ours
 include/linux/pci.h:12: error: bad thing
+../drivers/vfio/pci/vfio_pci_core.c:9:1: warning: from a build directory inside the tree
+../../elsewhere/drivers/pci/tph.c:1:1: warning: not in the tree
 """
 
 
 def test_warnings_are_keyed_by_file_and_message_without_lines() -> None:
-    files = {"drivers/vfio/pci/vfio_pci_dmabuf.c", "drivers/pci/tph.c", "include/linux/pci.h"}
-    got = kernel_series.warnings_for(OUT, files, Path("/abs/tree"))
+    files = {"drivers/vfio/pci/vfio_pci_dmabuf.c", "drivers/pci/tph.c", "include/linux/pci.h",
+             "drivers/vfio/pci/vfio_pci_core.c"}
+    got = kernel_series.warnings_for(OUT, files, Path("/abs/tree"), Path("/abs/tree/.build"))
     assert got == {
+        ("drivers/vfio/pci/vfio_pci_core.c", "from a build directory inside the tree"),
         ("drivers/vfio/pci/vfio_pci_dmabuf.c",
          "no previous prototype for 'f' [-Wproto]"),
         ("drivers/pci/tph.c", "incorrect type in argument 1 (different address spaces)"),

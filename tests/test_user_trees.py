@@ -96,6 +96,31 @@ def edit(tree: Path, rel: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+def built_meta(component: str, *args: str) -> dict[str, Any]:
+    res = rig("build", component, "--json", *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    entry = Path(json.loads(res.stdout)["components"][component]["entry"])
+    meta: dict[str, Any] = json.loads((entry / "meta.json").read_text())
+    return meta
+
+
+def test_a_user_tree_of_our_code_compiles_from_the_compiler_cache(ktree: Path,
+                                                                   qtree: Path) -> None:
+    """Our scratch tree built first, a `rig src` tree of the same code at another
+    path compiles from ccache: each tree builds inside itself, so the compiler
+    sees the same relative paths."""
+    for component, flag, tree in (("qemu", "--qemu-tree", qtree),
+                                  ("kernel", "--kernel-tree", ktree)):
+        built_meta(component)
+        meta = built_meta(component, flag, str(tree))
+        hits, misses = meta["ccache"]["hits"], meta["ccache"]["misses"]
+        print(f"{component} tree {tree}: {hits} hits, {misses} misses, {meta['seconds']} s")
+        assert hits + misses > 100, f"{component}: the tree's build compiled almost nothing"
+        assert hits >= 0.9 * (hits + misses), f"{component}: {misses} misses of {hits + misses}"
+        assert meta["build_dir"] == str(tree / ".tphlab-build")
+        assert git(tree, "status", "--porcelain") == "", "the build directory shows in git"
+
+
 def test_a_user_kernel_tree_runs_the_whole_matrix(ktree: Path, tmp_path: Path) -> None:
     rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree))
     assert rc == 0

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from rig import proc, tools
-from rig.build import api_probe, context, kconfig, series, sources
+from rig.build import api_probe, compilecache, context, kconfig, series, sources
 from rig.build.cache import file_digest, files_inputs, input_key, tree_digest
 from rig.errors import ConfigError, SourceError
-from rig.hostfacts import ccache, compiler_version, jobs
+from rig.hostfacts import compiler_version, jobs
 from rig.paths import importer_dir, kernel_series_dir
 from rig.progress import kbuild_step
 
@@ -84,11 +84,19 @@ def key_inputs(src: sources.Source, config: str) -> dict[str, Any]:
 
 
 def make_args(tree: Path, bdir: Path) -> list[str]:
+    """make in tree with objects in bdir, through ccache: its settings are
+    command-line variables, which make exports to every recipe."""
     args = ["make", "-C", str(tree), f"O={bdir}", f"-j{jobs()}"]
-    cc = ccache()
-    if cc:
-        args.append(f"CC={cc} gcc")
+    if compilecache.wrapper():
+        args.append(f"CC={compilecache.compiler()}")
+        args += [f"{k}={v}" for k, v in compilecache.settings().items()]
     return args
+
+
+def build_dir(tree: Path, config: str = "default") -> Path:
+    """A configuration's build directory: inside the tree, beside its sources
+    (see compilecache), kept apart per configuration."""
+    return tree / compilecache.build_dir_name("" if config == "default" else f"-{config}")
 
 
 def preflight(src: sources.Source) -> None:
@@ -114,13 +122,13 @@ def build(ctx: context.BuildContext, src: sources.Source,
         what = (f"--kernel-tree {tree}" if src.kind == "tree" else
                 src.mails.describe() if src.mails is not None else "the kernel-patches/ series")
         api_probe.check(tree, what)
-        bdir = work / f"build{suffix}"
+        bdir = build_dir(tree, config)
         configure(ctx, tree, bdir, merged_fragment(config, work), log)
         dotconfig = kconfig.parse((bdir / ".config").read_text())
         if dotconfig.get("CONFIG_MODULES") != "y":
             raise ConfigError("the kernel has CONFIG_MODULES off: the test importer is a "
                               "module", fix="set CONFIG_MODULES=y in the config fragment")
-        steps = compile_kernel(ctx, tree, bdir, ["bzImage", "modules"], log)
+        compiled = compile_kernel(ctx, tree, bdir, ["bzImage", "modules"], log)
         shutil.copy2(bdir / IMAGE, out / "bzImage")
         shutil.copy2(bdir / ".config", out / "config")
         arts = {"kernel": "bzImage", "config": "config", "headers": "headers",
@@ -138,7 +146,8 @@ def build(ctx: context.BuildContext, src: sources.Source,
                                                                       kernel_series_dir()))),
                 "config": config,
                 "guest_inputs": guest_inputs,
-                "tree": str(tree), "build_dir": str(bdir), "steps": steps}
+                "tree": str(tree), "build_dir": str(bdir), "steps": compiled.steps,
+                "ccache": compiled.meta()}
 
     return context.finish(ctx, f"kernel{suffix}", key, produce, src.cacheable)
 
@@ -196,10 +205,11 @@ def configure(ctx: context.BuildContext, tree: Path, bdir: Path, fragment: Path,
 
 
 def compile_kernel(ctx: context.BuildContext, tree: Path, bdir: Path, targets: list[str],
-                   log: Path) -> int:
-    """Run make with a step count; return how many steps it took."""
+                   log: Path) -> compilecache.Compiled:
+    """Run make with a step count; return how many steps it took and ccache's hits."""
     estimate = _read_estimate(bdir)
     ctx.progress.begin(f"kernel: make {' '.join(targets)}")
+    before = compilecache.stats()
     count = [0]
 
     def on_line(line: str) -> None:
@@ -212,8 +222,9 @@ def compile_kernel(ctx: context.BuildContext, tree: Path, bdir: Path, targets: l
              what="kernel build", fix="see the log; a patch of kernel-patches/ may not compile")
     if count[0] > estimate:
         (bdir / "tphlab-steps").write_text(str(count[0]))
-    ctx.progress.done(f"{count[0]} steps")
-    return count[0]
+    done = compilecache.counted(before, count[0])
+    ctx.progress.done(done.describe("0 steps"))
+    return done
 
 
 def _read_estimate(bdir: Path) -> int:

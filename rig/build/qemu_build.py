@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rig import proc, tools
-from rig.build import api_probe, context, series, sources
+from rig.build import api_probe, compilecache, context, series, sources
 from rig.build.cache import input_key
 from rig.errors import ToolError
 from rig.hostfacts import compiler_version
@@ -101,16 +101,16 @@ def build(ctx: context.BuildContext, src: sources.Source,
     suffix = "-sanitize" if sanitize else ""
 
     def produce(out: Path) -> dict[str, Any]:
-        work, log, tree = context.source_tree(ctx, src, qemu_series_dir(),
+        _work, log, tree = context.source_tree(ctx, src, qemu_series_dir(),
                                                 f"qemu-build{suffix}", prepare_source)
         api_probe.check_qemu(tree, src.mails.describe() if src.mails is not None else
                              f"QEMU {src.describe()}")
-        bdir = work / f"build{suffix}"
+        bdir = build_dir(tree, suffix)
         configure(ctx, tree, bdir, log, configure_flags(sanitize))
         targets = [BINARY]
         if (tree / (QTEST + ".c")).is_file():
             targets.append(QTEST)
-        steps = compile_targets(ctx, bdir, targets, log)
+        compiled = compile_targets(ctx, bdir, targets, log)
         shutil.copy2(bdir / BINARY, out / BINARY)
         collect_firmware(tree, out / "share")
         arts = {"qemu": BINARY, "bios": "share/qboot.rom", "datadir": "share"}
@@ -121,7 +121,7 @@ def build(ctx: context.BuildContext, src: sources.Source,
                 "source_detail": src.detail(len(context.series_for(src,
                                                                       qemu_series_dir()))),
                 "sanitize": sanitize, "tree": str(tree), "build_dir": str(bdir),
-                "steps": steps}
+                "steps": compiled.steps, "ccache": compiled.meta()}
 
     return context.finish(ctx, f"qemu{suffix}", key, produce, src.cacheable)
 
@@ -132,27 +132,36 @@ def preflight(src: sources.Source) -> None:
         api_probe.check_qemu(Path(src.location), f"--qemu-tree {src.location}")
 
 
+def build_dir(tree: Path, suffix: str = "") -> Path:
+    """The build directory: inside the tree, beside its sources (see compilecache)."""
+    return tree / compilecache.build_dir_name(suffix)
+
+
 def configure(ctx: context.BuildContext, tree: Path, bdir: Path, log: Path,
               flags: list[str] | None = None) -> None:
     flags = CONFIGURE_FLAGS if flags is None else flags
     state_path = bdir / "tphlab-configure.json"
-    wanted = {"flags": flags, "tree": str(tree), "python": sys.executable}
+    cc = compilecache.compiler()
+    wanted = {"flags": flags, "tree": str(tree), "python": sys.executable, "cc": cc}
     if (bdir / "build.ninja").is_file() and series.read_state(state_path) == wanted:
         return
     shutil.rmtree(bdir, ignore_errors=True)
     bdir.mkdir(parents=True)
+    # Inside the tree: git (and so the tree's content key) ignores it.
+    (bdir / ".gitignore").write_text("# the rig's build directory\n*\n")
     ctx.progress.begin("qemu: configure")
-    proc.run([tree / "configure", f"--python={sys.executable}", *flags],
-             cwd=bdir, log=log, timeout=600, what="QEMU configure",
+    proc.run([tree / "configure", f"--python={sys.executable}", f"--cc={cc}", *flags],
+             cwd=bdir, log=log, env=compilecache.settings(), timeout=600, what="QEMU configure",
              fix="run `rig doctor` for missing build dependencies")
     series.write_state(state_path, wanted)
     ctx.progress.done("configured")
 
 
 def compile_targets(ctx: context.BuildContext, bdir: Path, targets: list[str],
-                    log: Path) -> int:
-    """Run ninja with its step count; return how many steps it took."""
+                    log: Path) -> compilecache.Compiled:
+    """Run ninja with its step count; return how many steps it took and ccache's hits."""
     ctx.progress.begin(f"qemu: ninja {' '.join(targets)}")
+    before = compilecache.stats()
     steps = [0]
 
     def on_line(line: str) -> None:
@@ -162,6 +171,8 @@ def compile_targets(ctx: context.BuildContext, bdir: Path, targets: list[str],
             ctx.progress.step(st[0], st[1])
 
     proc.run(["ninja", "-C", bdir, *targets], log=log, on_line=on_line, timeout=3600,
+             env=compilecache.settings(),
              what="QEMU build", fix="see the log; a patch of qemu-device/ may not compile")
-    ctx.progress.done(f"{steps[0]} steps" if steps[0] else "up to date")
-    return steps[0]
+    done = compilecache.counted(before, steps[0])
+    ctx.progress.done(done.describe("up to date"))
+    return done

@@ -50,18 +50,36 @@ def checkpatch(tree: Path, patch: Path, log: Path) -> list[str]:
             if ln.startswith(("ERROR:", "WARNING:", "CHECK:", "total:"))] or [out[-400:]]
 
 
-def warnings_for(text: str, files: set[str], root: Path) -> set[tuple[str, str]]:
-    """(file, message) pairs of compiler/sparse warnings on `files`; line numbers dropped."""
+def warnings_for(text: str, files: set[str], root: Path,
+                 bdir: Path | None = None) -> set[tuple[str, str]]:
+    """(file, message) pairs of compiler/sparse warnings on `files`; line numbers dropped.
+
+    A file is named as the compiler was given it: absolute, relative to the
+    tree, or relative to the build directory bdir (Kbuild's `../` for a
+    build directory inside the tree).
+    """
     found = set()
     for ln in text.splitlines():
         m = _WARN.match(ln.strip())
         if not m:
             continue
-        name = m.group("file")
-        rel = str(Path(name).resolve().relative_to(root)) if name.startswith("/") else name
+        rel = tree_relative(m.group("file"), root, bdir)
         if rel in files:
             found.add((rel, re.sub(r"\s+", " ", m.group("msg"))))
     return found
+
+
+def tree_relative(name: str, root: Path, bdir: Path | None) -> str:
+    if name.startswith("/"):
+        path = Path(name)
+    elif name.startswith("../") and bdir is not None:
+        path = bdir / name
+    else:
+        return name
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return name
 
 
 def objects(files: set[str], tree: Path, bdir: Path | None = None) -> list[str]:
@@ -82,8 +100,8 @@ def kerneldoc_warnings(tree: Path, files: set[str], log: Path) -> set[str]:
     return {_DOC_LINE.sub(r"\g<head> ", ln.strip()) for ln in out.splitlines() if ln.strip()}
 
 
-def checker_warnings(tree: Path, make: list[str], objs: list[str], files: set[str],
-                     log: Path) -> set[tuple[str, str]]:
+def checker_warnings(tree: Path, bdir: Path, make: list[str], objs: list[str],
+                     files: set[str], log: Path) -> set[tuple[str, str]]:
     """W=1 and sparse (C=2) findings on files when building objs (make has CHECK=)."""
     if not objs:
         return set()
@@ -92,7 +110,7 @@ def checker_warnings(tree: Path, make: list[str], objs: list[str], files: set[st
         raise RigError("Kbuild turned sparse off: the installed sparse cannot check this "
                        "kernel", fix="install a newer sparse (Debian sid has 0.6.5)",
                        log=str(log))
-    return warnings_for(out, files, tree)
+    return warnings_for(out, files, tree, bdir)
 
 
 def run(ctx: context.BuildContext, src: sources.Source) -> list[PatchReport]:
@@ -101,10 +119,10 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[PatchReport]:
         raise RigError("rig check kernel-series checks a series (kernel-patches/ or "
                        "--kernel-series), not a tree", fix="drop --kernel-tree")
     patches = context.series_for(src, kernel_series_dir())
-    work, log, tree = context.source_tree(ctx, src, kernel_series_dir(), "kernel-check",
+    _work, log, tree = context.source_tree(ctx, src, kernel_series_dir(), "kernel-check",
                                             work_name="kernel-check")
     commits = series.git(tree, "rev-list", "--reverse", f"{series.BASE_TAG}..HEAD").split()
-    bdir = work / "build"
+    bdir = kernel_build.build_dir(tree)
     # The fragment selects DMA_SHARED_BUFFER (through DMABUF_HEAPS), so every
     # commit compiles vfio-pci's dma-buf code that the series touches.
     fragment = kernel_fragment()
@@ -121,7 +139,7 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[PatchReport]:
         kernel_build.compile_kernel(ctx, tree, bdir, TARGETS, log)
         base_objs = objects(all_touched, tree, bdir)
         base_docs = kerneldoc_warnings(tree, all_touched, log)
-        base_warn = checker_warnings(tree, make, base_objs, all_touched, log)
+        base_warn = checker_warnings(tree, bdir, make, base_objs, all_touched, log)
         for patch, commit in zip(patches, commits, strict=True):
             rep = PatchReport(patch.name)
             reports.append(rep)
@@ -141,7 +159,7 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[PatchReport]:
                 rep.build = exc.message
                 continue
             objs = objects(touched, tree, bdir)
-            got = checker_warnings(tree, make, objs, touched, log)
+            got = checker_warnings(tree, bdir, make, objs, touched, log)
             rep.new_warnings = sorted(f"{f}: {m}" for f, m in got - base_warn)
             ctx.progress.note(f"{patch.name}: {'clean' if rep.clean else 'problems'}")
     finally:

@@ -31,10 +31,10 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[QemuPatchReport]
         raise RigError("rig check qemu-series checks the series in qemu-device/",
                        fix="drop --qemu-tree")
     patches = context.series_for(src, qemu_series_dir())
-    work, log, tree = context.source_tree(ctx, src, qemu_series_dir(), "qemu-check",
+    _work, log, tree = context.source_tree(ctx, src, qemu_series_dir(), "qemu-check",
                                             qemu_build.prepare_source, work_name="qemu-check")
     commits = series.git(tree, "rev-list", "--reverse", f"{series.BASE_TAG}..HEAD").split()
-    bdir = work / "build"
+    bdir = qemu_build.build_dir(tree)
     reports: list[QemuPatchReport] = []
     try:
         for patch, commit in zip(patches, commits, strict=True):

@@ -1,0 +1,121 @@
+"""The compiler cache (ccache) that every C build of the rig shares.
+
+Each tree is built in a directory of its own inside the tree (BUILD_DIR),
+so the compiler sees the same relative paths in every tree: a scratch tree
+in the cache, the series check's tree and a user's tree of the same code
+then give ccache the same command lines, and a second tree's build is
+mostly cache hits. Absolute paths are made relative (base_dir /) and the
+working directory is left out of the hash (the build directories differ);
+debug info then names the directory of the first tree that compiled an
+object. Depend mode keeps a miss as cheap as a plain compile, which a cold
+machine's first build is made of.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from rig import proc
+from rig.errors import RigError
+from rig.paths import cache_root
+
+# The build directory of a tree, a direct subdirectory of it (Kbuild uses
+# relative paths only there); a configuration suffix keeps others apart.
+BUILD_DIR = ".tphlab-build"
+MAX_SIZE = "16G"
+
+
+def wrapper() -> str | None:
+    """ccache's path, or None when it is not installed (builds are then uncached)."""
+    return shutil.which("ccache")
+
+
+def compiler(cc: str = "gcc") -> str:
+    """The C compiler command, through ccache when it is installed."""
+    cc_path = wrapper()
+    return f"{cc_path} {cc}" if cc_path else cc
+
+
+def settings() -> dict[str, str]:
+    """ccache's configuration for the rig's builds, as environment variables.
+
+    CCACHE_DIR set by the caller (CI keeps one between jobs) is kept; it is
+    otherwise inside the rig's cache, so emptying that cache empties it too.
+    """
+    return {
+        "CCACHE_DIR": os.environ.get("CCACHE_DIR") or str(cache_root() / "ccache"),
+        "CCACHE_BASEDIR": "/",
+        "CCACHE_NOHASHDIR": "1",
+        # A miss runs the compiler once: the dependencies come from its -MD
+        # file, not from a second run of the preprocessor.
+        "CCACHE_DEPEND": "1",
+        "CCACHE_MAXSIZE": MAX_SIZE,
+    }
+
+
+def build_dir_name(suffix: str = "") -> str:
+    return BUILD_DIR + suffix
+
+
+@dataclass(frozen=True)
+class Stats:
+    """ccache's counters: compilations taken from the cache and compiled."""
+    hits: int = 0
+    misses: int = 0
+
+    def since(self, before: Stats) -> Stats:
+        return Stats(self.hits - before.hits, self.misses - before.misses)
+
+    def describe(self) -> str:
+        total = self.hits + self.misses
+        if not total:
+            return "ccache: nothing compiled"
+        return f"ccache: {self.hits}/{total} compilations were hits ({100 * self.hits // total}%)"
+
+
+def parse_stats(text: str) -> Stats:
+    """`ccache --print-stats` (one `name<TAB>value` per line) as Stats."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("\t")
+        if value.strip().isdigit():
+            counts[name.strip()] = int(value)
+    hits = counts.get("direct_cache_hit", 0) + counts.get("preprocessed_cache_hit", 0)
+    return Stats(hits, counts.get("cache_miss", 0))
+
+
+def stats() -> Stats | None:
+    """The counters now, or None without ccache (or one too old to print them)."""
+    cc = wrapper()
+    if cc is None:
+        return None
+    try:
+        res = proc.run_captured([cc, "--print-stats"], timeout=60, env=settings())
+    except RigError:
+        return None
+    return parse_stats(res.stdout) if res.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What one make or ninja run did: its steps, and ccache's part in them."""
+    steps: int
+    cache: Stats | None
+
+    def describe(self, idle: str) -> str:
+        if not self.steps:
+            return idle
+        return f"{self.steps} steps" + (f"; {self.cache.describe()}" if self.cache else "")
+
+    def meta(self) -> dict[str, int]:
+        return {} if self.cache is None else {"hits": self.cache.hits,
+                                              "misses": self.cache.misses}
+
+
+def counted(before: Stats | None, steps: int) -> Compiled:
+    """A run's Compiled, from the counters before it and now."""
+    after = stats() if before is not None else None
+    return Compiled(steps, after.since(before) if after is not None and before is not None
+                    else None)

@@ -1,0 +1,89 @@
+"""The compiler cache every build shares: its settings, counters and build directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rig.build import compilecache, kernel_build, qemu_build
+
+# `ccache --print-stats` of ccache 4.7, shortened.
+PRINT_STATS = """\
+autoconf_test\t0
+cache_miss\t4
+cache_size_kibibyte\t32
+direct_cache_hit\t2
+direct_cache_miss\t4
+preprocessed_cache_hit\t1
+preprocessed_cache_miss\t4
+stats_updated_timestamp\t1764667000
+"""
+
+
+def test_the_counters_are_read_from_print_stats() -> None:
+    got = compilecache.parse_stats(PRINT_STATS)
+    assert got == compilecache.Stats(hits=3, misses=4)
+    assert got.since(compilecache.Stats(1, 1)) == compilecache.Stats(2, 3)
+    assert "2/5 compilations were hits (40%)" in compilecache.Stats(2, 3).describe()
+    assert compilecache.parse_stats("garbage\nno tabs here\n") == compilecache.Stats(0, 0)
+
+
+def test_a_run_says_its_steps_and_hits() -> None:
+    run = compilecache.Compiled(120, compilecache.Stats(100, 20))
+    assert run.describe("up to date") == \
+        "120 steps; ccache: 100/120 compilations were hits (83%)"
+    assert run.meta() == {"hits": 100, "misses": 20}
+    assert compilecache.Compiled(0, None).describe("up to date") == "up to date"
+    assert compilecache.Compiled(5, None).meta() == {}
+
+
+def test_settings_live_in_the_rig_cache_unless_ccache_dir_is_set(
+        cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CCACHE_DIR", raising=False)
+    got = compilecache.settings()
+    assert got["CCACHE_DIR"] == str(cache_home / "ccache")
+    # Paths relative, the working directory out of the hash: trees share objects.
+    assert got["CCACHE_BASEDIR"] == "/" and got["CCACHE_NOHASHDIR"] == "1"
+    monkeypatch.setenv("CCACHE_DIR", "/ci/ccache")
+    assert compilecache.settings()["CCACHE_DIR"] == "/ci/ccache"
+
+
+def test_kernel_make_goes_through_ccache_with_its_settings(
+        cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compilecache, "wrapper", lambda: "/usr/bin/ccache")
+    args = kernel_build.make_args(Path("/t"), Path("/t/.tphlab-build"))
+    assert "CC=/usr/bin/ccache gcc" in args
+    assert f"CCACHE_DIR={cache_home / 'ccache'}" in args and "CCACHE_BASEDIR=/" in args
+    monkeypatch.setattr(compilecache, "wrapper", lambda: None)
+    args = kernel_build.make_args(Path("/t"), Path("/t/.tphlab-build"))
+    assert not any(a.startswith(("CC=", "CCACHE")) for a in args), "no ccache: plain gcc"
+
+
+def test_every_tree_builds_in_a_directory_of_its_own_inside_it() -> None:
+    tree = Path("/src/linux")
+    assert kernel_build.build_dir(tree) == tree / ".tphlab-build"
+    assert kernel_build.build_dir(tree, "debug") == tree / ".tphlab-build-debug"
+    assert qemu_build.build_dir(Path("/q")) == Path("/q/.tphlab-build")
+    assert qemu_build.build_dir(Path("/q"), "-sanitize") == Path("/q/.tphlab-build-sanitize")
+
+
+def test_two_trees_of_the_same_code_share_their_objects(
+        tmp_path: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout's point: a second tree at another path compiles from the cache."""
+    monkeypatch.delenv("CCACHE_DIR", raising=False)
+    env = compilecache.settings()
+    for name in ("a/deep/er", "b"):
+        tree = tmp_path / name
+        (tree / "inc").mkdir(parents=True)
+        (tree / "inc/h.h").write_text("#define X 3\n")
+        (tree / "f.c").write_text('#include "h.h"\nint f(void) { return X; }\n')
+        bdir = tree / compilecache.build_dir_name()
+        bdir.mkdir()
+        subprocess.run([*compilecache.compiler().split(), "-g", f"-I{tree}/inc", "-c",
+                        str(tree / "f.c"), "-o", "f.o"], cwd=bdir, check=True,
+                       env={**os.environ, **env})
+    stats = compilecache.stats()
+    assert stats == compilecache.Stats(hits=1, misses=1)
