@@ -87,3 +87,19 @@ def test_two_trees_of_the_same_code_share_their_objects(
                        env={**os.environ, **env})
     stats = compilecache.stats()
     assert stats == compilecache.Stats(hits=1, misses=1)
+
+
+def test_qemu_is_configured_with_only_our_devices(cache_home: Path, tmp_path: Path) -> None:
+    """--with-devices-x86_64 names a path from the tree's configs/devices/x86_64-softmmu/
+    that reaches a copy of rig/data/qemu-devices.mak; the tree is not written."""
+    tree = tmp_path / "qemu"
+    (tree / "configs/devices/x86_64-softmmu").mkdir(parents=True)
+    flag = qemu_build.devices_flag(tree)
+    assert flag == qemu_build.devices_flag(tree), "one path for one devices file"
+    name = flag.split("=", 1)[1]
+    mak = tree / "configs/devices/x86_64-softmmu" / f"{name}.mak"
+    assert mak.resolve().read_text() == qemu_build.DEVICES.read_text()
+    assert mak.resolve().is_relative_to(cache_home)
+    assert "CONFIG_TPH_TESTDEV=y" in qemu_build.DEVICES.read_text()
+    assert "--without-default-devices" in qemu_build.configure_flags(False)
+    assert sorted(p.name for p in tree.rglob("*")) == ["configs", "devices", "x86_64-softmmu"]

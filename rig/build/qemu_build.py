@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -9,17 +10,19 @@ from typing import Any
 
 from rig import proc, tools
 from rig.build import api_probe, compilecache, context, series, sources
-from rig.build.cache import input_key
+from rig.build.cache import file_digest, input_key
 from rig.errors import ToolError
 from rig.hostfacts import compiler_version
-from rig.paths import qemu_series_dir
+from rig.paths import DATA_DIR, cache_root, qemu_series_dir
 from rig.progress import ninja_step
 
 # The smallest configuration that builds with Debian's +ds tarball (no
-# python/wheels, no firmware blobs, no dtc subproject).
+# python/wheels, no firmware blobs, no dtc subproject), with only the
+# devices of DEVICES (configure() adds --with-devices-x86_64).
 CONFIGURE_FLAGS = [
     "--target-list=x86_64-softmmu",
     "--without-default-features",
+    "--without-default-devices",
     "--enable-kvm",
     "--enable-tcg",
     "--enable-slirp",
@@ -30,8 +33,9 @@ CONFIGURE_FLAGS = [
 # `rig build qemu --sanitize`: AddressSanitizer and UBSan, for fuzzing the
 # device (cached apart, in a build directory of its own).
 SANITIZE_FLAGS = ["--enable-asan", "--enable-ubsan"]
+DEVICES = DATA_DIR / "qemu-devices.mak"
 # Bump when the artifacts change in a way the inputs do not show.
-RECIPE = "4"
+RECIPE = "5"
 BINARY = "qemu-system-x86_64"
 QTEST = "tests/qtest/tph-testdev-test"
 EDK2_BLOB = "pc-bios/edk2-x86_64-code.fd.bz2"
@@ -86,6 +90,7 @@ def key_inputs(src: sources.Source, sanitize: bool = False) -> dict[str, Any]:
         "source": src.identity(),
         "series": context.series_key(patches),
         "configure": configure_flags(sanitize),
+        "devices": file_digest(DEVICES),
         "compiler": compiler_version(),
         "python": sys.version.split()[0],
     }
@@ -137,9 +142,27 @@ def build_dir(tree: Path, suffix: str = "") -> Path:
     return tree / compilecache.build_dir_name(suffix)
 
 
+def devices_flag(tree: Path) -> str:
+    """--with-devices-x86_64 naming DEVICES.
+
+    configure takes a name under the tree's configs/devices/x86_64-softmmu/;
+    a relative path from there reaches a copy of DEVICES kept in the cache
+    (named by its digest: the path, and so the configuration, stays the same
+    for every checkout of the repository), and the tree is left as it is.
+    """
+    copy = cache_root() / "qemu-devices" / f"tphlab-{file_digest(DEVICES)[:16]}.mak"
+    if not copy.is_file():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_suffix(".tmp")
+        shutil.copy2(DEVICES, tmp)
+        tmp.replace(copy)
+    rel = os.path.relpath(copy.with_suffix(""), tree / "configs/devices/x86_64-softmmu")
+    return f"--with-devices-x86_64={rel}"
+
+
 def configure(ctx: context.BuildContext, tree: Path, bdir: Path, log: Path,
               flags: list[str] | None = None) -> None:
-    flags = CONFIGURE_FLAGS if flags is None else flags
+    flags = [*(CONFIGURE_FLAGS if flags is None else flags), devices_flag(tree)]
     state_path = bdir / "tphlab-configure.json"
     cc = compilecache.compiler()
     wanted = {"flags": flags, "tree": str(tree), "python": sys.executable, "cc": cc}
