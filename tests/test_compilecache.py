@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -94,6 +95,9 @@ def test_qemu_is_configured_with_only_our_devices(cache_home: Path, tmp_path: Pa
     that reaches a copy of rig/data/qemu-devices.mak; the tree is not written."""
     tree = tmp_path / "qemu"
     (tree / "configs/devices/x86_64-softmmu").mkdir(parents=True)
+    (tree / "hw/misc").mkdir(parents=True)
+    symbols = re.findall(r"^CONFIG_(\w+)=y", qemu_build.DEVICES.read_text(), re.M)
+    (tree / "hw/misc/Kconfig").write_text("".join(f"config {s}\n    bool\n" for s in symbols))
     flag = qemu_build.devices_flag(tree)
     assert flag == qemu_build.devices_flag(tree), "one path for one devices file"
     name = flag.split("=", 1)[1]
@@ -102,4 +106,10 @@ def test_qemu_is_configured_with_only_our_devices(cache_home: Path, tmp_path: Pa
     assert mak.resolve().is_relative_to(cache_home)
     assert "CONFIG_TPH_TESTDEV=y" in qemu_build.DEVICES.read_text()
     assert "--without-default-devices" in qemu_build.configure_flags(False)
-    assert sorted(p.name for p in tree.rglob("*")) == ["configs", "devices", "x86_64-softmmu"]
+    assert sorted(p.name for p in tree.rglob("*")) == ["Kconfig", "configs", "devices", "hw",
+                                                        "misc", "x86_64-softmmu"]
+    # A commit before the device's: its symbol is left out, not an error.
+    (tree / "hw/misc/Kconfig").write_text("".join(f"config {s}\n    bool\n" for s in symbols
+                                                  if s != "TPH_TESTDEV"))
+    early = qemu_build.devices_for(tree)
+    assert "TPH_TESTDEV" not in early and "CONFIG_Q35=y" in early

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -142,6 +144,21 @@ def build_dir(tree: Path, suffix: str = "") -> Path:
     return tree / compilecache.build_dir_name(suffix)
 
 
+def devices_for(tree: Path) -> str:
+    """DEVICES without the symbols the tree's Kconfig does not define: a commit of
+    the series before tph-testdev's has no TPH_TESTDEV, and minikconf rejects
+    an unknown symbol."""
+    defined: set[str] = set()
+    for kconfig in tree.glob("hw/**/Kconfig"):
+        defined.update(re.findall(r"^config (\w+)", kconfig.read_text(), re.M))
+    keep = []
+    for line in DEVICES.read_text().splitlines():
+        m = re.match(r"CONFIG_(\w+)=", line)
+        if m is None or m.group(1) in defined:
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
 def devices_flag(tree: Path) -> str:
     """--with-devices-x86_64 naming DEVICES.
 
@@ -150,11 +167,13 @@ def devices_flag(tree: Path) -> str:
     (named by its digest: the path, and so the configuration, stays the same
     for every checkout of the repository), and the tree is left as it is.
     """
-    copy = cache_root() / "qemu-devices" / f"tphlab-{file_digest(DEVICES)[:16]}.mak"
+    text = devices_for(tree)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    copy = cache_root() / "qemu-devices" / f"tphlab-{digest}.mak"
     if not copy.is_file():
         copy.parent.mkdir(parents=True, exist_ok=True)
         tmp = copy.with_suffix(".tmp")
-        shutil.copy2(DEVICES, tmp)
+        tmp.write_text(text)
         tmp.replace(copy)
     rel = os.path.relpath(copy.with_suffix(""), tree / "configs/devices/x86_64-softmmu")
     return f"--with-devices-x86_64={rel}"
