@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rig.build import compilecache, kernel_build, qemu_build
+from rig.errors import ConfigError
 
 # `ccache --print-stats` of ccache 4.7, shortened.
 PRINT_STATS = """\
@@ -108,8 +109,12 @@ def test_qemu_is_configured_with_only_our_devices(cache_home: Path, tmp_path: Pa
     assert "--without-default-devices" in qemu_build.configure_flags(False)
     assert sorted(p.name for p in tree.rglob("*")) == ["Kconfig", "configs", "devices", "hw",
                                                         "misc", "x86_64-softmmu"]
-    # A commit before the device's: its symbol is left out, not an error.
+    # A commit before the device's: its symbol is left out in the series check,
+    # an error naming the file for a build (a typo must not drop a device).
     (tree / "hw/misc/Kconfig").write_text("".join(f"config {s}\n    bool\n" for s in symbols
                                                   if s != "TPH_TESTDEV"))
-    early = qemu_build.devices_for(tree)
+    early = qemu_build.devices_for(tree, strict=False)
     assert "TPH_TESTDEV" not in early and "CONFIG_Q35=y" in early
+    with pytest.raises(ConfigError) as exc:
+        qemu_build.devices_for(tree)
+    assert "TPH_TESTDEV" in exc.value.message and "qemu-devices.mak" in (exc.value.fix or "")

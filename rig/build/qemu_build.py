@@ -13,7 +13,7 @@ from typing import Any
 from rig import proc, tools
 from rig.build import api_probe, compilecache, context, series, sources
 from rig.build.cache import file_digest, input_key
-from rig.errors import ToolError
+from rig.errors import ConfigError, ToolError
 from rig.hostfacts import compiler_version
 from rig.paths import DATA_DIR, cache_root, qemu_series_dir
 from rig.progress import ninja_step
@@ -144,22 +144,32 @@ def build_dir(tree: Path, suffix: str = "") -> Path:
     return tree / compilecache.build_dir_name(suffix)
 
 
-def devices_for(tree: Path) -> str:
-    """DEVICES without the symbols the tree's Kconfig does not define: a commit of
-    the series before tph-testdev's has no TPH_TESTDEV, and minikconf rejects
-    an unknown symbol."""
+def devices_for(tree: Path, strict: bool = True) -> str:
+    """DEVICES for the tree; minikconf rejects a symbol its Kconfig lacks.
+
+    strict: every symbol must be defined in the tree's hw/**/Kconfig. Off
+    for a commit in the middle of the series (as for the kernel's fragment),
+    where tph-testdev's TPH_TESTDEV does not exist yet: it is left out.
+    """
     defined: set[str] = set()
     for kconfig in tree.glob("hw/**/Kconfig"):
         defined.update(re.findall(r"^config (\w+)", kconfig.read_text(), re.M))
-    keep = []
+    keep, missing = [], []
     for line in DEVICES.read_text().splitlines():
         m = re.match(r"CONFIG_(\w+)=", line)
         if m is None or m.group(1) in defined:
             keep.append(line)
+        else:
+            missing.append(m.group(1))
+    if strict and missing:
+        raise ConfigError(f"{tree} defines no Kconfig symbol {', '.join(missing)}, which "
+                          f"{DEVICES.name} asks for",
+                          fix=f"apply the series to the tree (tph-testdev is TPH_TESTDEV), or "
+                              f"fix the name in rig/data/{DEVICES.name}")
     return "\n".join(keep) + "\n"
 
 
-def devices_flag(tree: Path) -> str:
+def devices_flag(tree: Path, strict: bool = True) -> str:
     """--with-devices-x86_64 naming DEVICES.
 
     configure takes a name under the tree's configs/devices/x86_64-softmmu/;
@@ -167,7 +177,7 @@ def devices_flag(tree: Path) -> str:
     (named by its digest: the path, and so the configuration, stays the same
     for every checkout of the repository), and the tree is left as it is.
     """
-    text = devices_for(tree)
+    text = devices_for(tree, strict)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     copy = cache_root() / "qemu-devices" / f"tphlab-{digest}.mak"
     if not copy.is_file():
@@ -180,8 +190,9 @@ def devices_flag(tree: Path) -> str:
 
 
 def configure(ctx: context.BuildContext, tree: Path, bdir: Path, log: Path,
-              flags: list[str] | None = None) -> None:
-    flags = [*(CONFIGURE_FLAGS if flags is None else flags), devices_flag(tree)]
+              flags: list[str] | None = None, strict: bool = True) -> None:
+    """configure in bdir, redone only when an input changed; strict as devices_for's."""
+    flags = [*(CONFIGURE_FLAGS if flags is None else flags), devices_flag(tree, strict)]
     state_path = bdir / "tphlab-configure.json"
     cc = compilecache.compiler()
     wanted = {"flags": flags, "tree": str(tree), "python": sys.executable, "cc": cc}
