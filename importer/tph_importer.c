@@ -21,15 +21,19 @@
  * device from issuing any further memory request; only then does it
  * unmap.
  *
- * TPH is enabled on the device (Device Specific mode) while at least one
- * attachment DMAs with hints, not per mapping, and each such attachment
- * has an ST table entry of its own. Entries are written only while the
- * engine is idle: pcie_tph_set_st_entry() clears TPH Requester Enable
- * while it rewrites the table. tph-testdev tags every request while TPH
- * Requester Enable is set, so an attachment without hints can DMA only
- * while no other attachment of the device uses hints (else -EBUSY). With
- * Requester Enable 11b and only an 8-bit tag from the exporter, the device
- * sends the 8-bit tag without the TPH prefix (DMA_CMD NO_PREFIX).
+ * TPH is enabled on the device (Device Specific mode, or Interrupt Vector
+ * mode with st_mode=iv) while at least one attachment DMAs with hints, not
+ * per mapping, and each such attachment has an ST table entry of its own.
+ * In Interrupt Vector mode that entry is the attachment's completion
+ * vector: the engine is given its index, and the tag comes from that
+ * vector's entry of the ST table (in the MSI-X table with st-location=msix).
+ * Entries are written only while the engine is idle: pcie_tph_set_st_entry()
+ * clears TPH Requester Enable while it rewrites the table. tph-testdev tags
+ * every request while TPH Requester Enable is set, so an attachment without
+ * hints can DMA only while no other attachment of the device uses hints
+ * (else -EBUSY). With Requester Enable 11b and only an 8-bit tag from the
+ * exporter, the device sends the 8-bit tag without the TPH prefix (DMA_CMD
+ * NO_PREFIX).
  *
  * Test only, not for upstream: an out-of-tree module of the tphlab bench,
  * built with "make M=" against whichever kernel is under test. It needs
@@ -54,6 +58,8 @@
 #include <linux/pci-tph.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
 #include <linux/uaccess.h>
 #include <uapi/misc/tph_importer.h>
 
@@ -154,6 +160,36 @@ struct tph_imp_file {
 	u16 st;
 	u8 ph;
 };
+
+/*
+ * ST Mode the importer enables TPH in: Device Specific (the engine's
+ * DMA_ST_INDEX names an ST table entry) or Interrupt Vector (it names the
+ * completion vector, whose ST table entry holds the tag).
+ */
+static int tph_imp_mode = PCI_TPH_ST_DS_MODE;
+
+static int tph_imp_mode_set(const char *val, const struct kernel_param *kp)
+{
+	if (sysfs_streq(val, "ds"))
+		tph_imp_mode = PCI_TPH_ST_DS_MODE;
+	else if (sysfs_streq(val, "iv"))
+		tph_imp_mode = PCI_TPH_ST_IV_MODE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int tph_imp_mode_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", tph_imp_mode == PCI_TPH_ST_IV_MODE ? "iv" : "ds");
+}
+
+static const struct kernel_param_ops tph_imp_mode_ops = {
+	.set = tph_imp_mode_set,
+	.get = tph_imp_mode_get,
+};
+module_param_cb(st_mode, &tph_imp_mode_ops, NULL, 0444);
+MODULE_PARM_DESC(st_mode, "ST Mode to enable TPH in: ds (default) or iv (Interrupt Vector)");
 
 /* Protects tph_imp_devices */
 static DEFINE_MUTEX(tph_imp_lock);
@@ -345,9 +381,9 @@ static int tph_imp_setup_hints(struct tph_imp_file *f)
 	f->st = 0;
 	f->ph = 0;
 
-	/* Device Specific mode: the DMA engine names the ST table entry */
+	/* The DMA engine names the ST table entry, or in IV mode the vector */
 	if (pcie_tph_enabled_req_type(pdev) == PCI_TPH_REQ_DISABLE) {
-		ret = pcie_enable_tph(pdev, PCI_TPH_ST_DS_MODE);
+		ret = pcie_enable_tph(pdev, tph_imp_mode);
 		if (ret) {
 			f->tph_ret = ret;
 			goto no_hints;
@@ -367,8 +403,13 @@ static int tph_imp_setup_hints(struct tph_imp_file *f)
 
 	/*
 	 * With an ST table the engine names this attachment's own entry;
-	 * without one, Device Specific mode takes the tag from DMA_ST.
+	 * without one, Device Specific mode takes the tag from DMA_ST, and
+	 * Interrupt Vector mode has nowhere to take it from.
 	 */
+	if (!imp->st_entries && tph_imp_mode == PCI_TPH_ST_IV_MODE) {
+		f->tph_ret = -ENOSPC;
+		goto no_hints;
+	}
 	if (imp->st_entries) {
 		if (f->st_index < 0) {
 			index = find_first_zero_bit(imp->st_used, imp->st_entries);
@@ -384,7 +425,7 @@ static int tph_imp_setup_hints(struct tph_imp_file *f)
 			f->tph_ret = ret;
 			/* On failure it turned TPH off: the others need it */
 			if (imp->tph_users > f->tph_user)
-				pcie_enable_tph(pdev, PCI_TPH_ST_DS_MODE);
+				pcie_enable_tph(pdev, tph_imp_mode);
 			goto no_hints;
 		}
 	}
@@ -836,22 +877,38 @@ static struct miscdevice tph_imp_misc = {
 	.fops = &tph_imp_fops,
 };
 
+/*
+ * How many entries the device's ST table has.  pcie_tph_get_st_table_size()
+ * only counts a table in the TPH capability: a table in the MSI-X table has
+ * one entry per MSI-X vector.
+ */
+static unsigned int tph_imp_st_table_size(struct pci_dev *pdev)
+{
+	u32 loc = FIELD_PREP(PCI_TPH_CAP_LOC_MASK, pcie_tph_get_st_table_loc(pdev));
+	int n;
+
+	switch (loc) {
+	case PCI_TPH_LOC_CAP:
+		return pcie_tph_get_st_table_size(pdev);
+	case PCI_TPH_LOC_MSIX:
+		n = pci_msix_vec_count(pdev);
+		return n > 0 ? n : 0;
+	default:
+		return 0;
+	}
+}
+
 /* How many ST table entries the attachments may use */
 static unsigned int tph_imp_st_entries(struct pci_dev *pdev, int vectors)
 {
 	u32 loc = FIELD_PREP(PCI_TPH_CAP_LOC_MASK, pcie_tph_get_st_table_loc(pdev));
-	unsigned int n = min_t(unsigned int, pcie_tph_get_st_table_size(pdev),
+	unsigned int n = min_t(unsigned int, tph_imp_st_table_size(pdev),
 			       TPH_IMP_MAX_ST);
 
-	switch (loc) {
-	case PCI_TPH_LOC_CAP:
-		return n;
-	case PCI_TPH_LOC_MSIX:
-		/* An entry is only writable for an allocated vector */
+	/* An entry in the MSI-X table is only writable for an allocated vector */
+	if (loc == PCI_TPH_LOC_MSIX)
 		return vectors > 0 ? min_t(unsigned int, n, vectors) : 0;
-	default:
-		return 0;
-	}
+	return n;
 }
 
 static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
@@ -889,7 +946,7 @@ static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	 * and an entry only for an allocated vector: one per entry.
 	 */
 	vectors = pci_alloc_irq_vectors(pdev, 1,
-					max_t(u16, pcie_tph_get_st_table_size(pdev), 1),
+					max_t(unsigned int, tph_imp_st_table_size(pdev), 1),
 					PCI_IRQ_MSIX);
 	if (vectors < 0)
 		pci_dbg(pdev, "no MSI-X\n");

@@ -118,7 +118,8 @@ def test_cases_are_grouped_by_topology_in_order() -> None:
     gs = runner.groups(hint_cases.matrix())
     names = [t.name for t, _ in gs]
     assert names == ["default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
-                     "pci-notph", "exporter-tph-completer"]
+                     "pci-notph", "exporter-tph-completer", "importer-iv-msix",
+                     "rciep-epyc"]
     assert sum(len(m) for _, m in gs) == len(hint_cases.matrix())
 
 

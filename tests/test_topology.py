@@ -54,3 +54,20 @@ def test_scenario_variations_reach_the_command_line() -> None:
 def test_without_the_device_only_the_switch_is_built() -> None:
     devs = _devices(topology.qemu_argv(_boot(), topology.Topology(), tph_devices=False))
     assert not any("tph-testdev" in d or "x-tph-completer" in d for d in devs)
+
+
+def test_rcieps_sit_on_the_root_bus_with_the_cpu_model_asked_for() -> None:
+    topo = topology.Topology(name="rciep", placement="rciep", cpu_model="EPYC", spare=True)
+    for accel in ("tcg", "kvm"):
+        argv = topology.qemu_argv(_boot(accel), topo)
+        devs = _devices(argv)
+        assert not any(d.startswith(("pcie-root-port", "x3130", "xio3130")) for d in devs)
+        tph = [d for d in devs if d.startswith("tph-testdev,")]
+        assert [d.split(",")[1:3] for d in tph] == [["id=tphexp", "bus=pcie.0"],
+                                                    ["id=tphimp", "bus=pcie.0"],
+                                                    ["id=tphspare", "bus=pcie.0"]]
+        assert argv[argv.index("-cpu") + 1] == "EPYC"
+    assert "RCIEPs on pcie.0" in topo.describe() and "CPU EPYC" in topo.describe()
+    plain = topology.qemu_argv(_boot(), topology.Topology())
+    assert plain[plain.index("-cpu") + 1] == topology.TCG_CPU
+    assert topology.qemu_argv(_boot("kvm"), topology.Topology()).count("host") == 1

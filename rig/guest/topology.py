@@ -44,6 +44,12 @@ class Topology:
     memory_mb: int = 512
     spare: bool = False                        # a third tph-testdev, for vfio-pci
     cpus: int = 1
+    # "switch": the endpoints behind a switch under a root port; "rciep":
+    # both on pcie.0, Root Complex Integrated Endpoints (no root port).
+    placement: str = "switch"
+    # The CPU model, when the topology needs one: p2pdma between devices on
+    # the host bridge needs a CPU its whitelist takes (AMD Zen: EPYC).
+    cpu_model: str | None = None
 
     def with_(self, **changes: object) -> Topology:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -63,6 +69,10 @@ class Topology:
             parts.append("kernel " + " ".join(self.append))
         if self.cpus != 1:
             parts.append(f"{self.cpus} vCPUs")
+        if self.placement != "switch":
+            parts.append(f"endpoints as {self.placement.upper()}s on pcie.0")
+        if self.cpu_model:
+            parts.append(f"CPU {self.cpu_model}")
         return "; ".join(parts)
 
 
@@ -122,8 +132,21 @@ def _props(props: dict[str, str]) -> str:
     return "".join(f",{k}={v}" for k, v in sorted(props.items()))
 
 
+def _rciep_args(topo: Topology, tph_devices: bool) -> list[str]:
+    """Both endpoints (and the spare) on the root bus: RCiEPs, no port between."""
+    if not tph_devices:
+        return []
+    args = ["-device", f"tph-testdev,id={EXPORTER_ID},bus=pcie.0,addr=0x5{_props(topo.exporter)}",
+            "-device", f"tph-testdev,id={IMPORTER_ID},bus=pcie.0,addr=0x6{_props(topo.importer)}"]
+    if topo.spare:
+        args += ["-device", f"tph-testdev,id={SPARE_ID},bus=pcie.0,addr=0x7"]
+    return args
+
+
 def device_args(topo: Topology, tph_devices: bool) -> list[str]:
-    """The PCI devices: the switch with both endpoints, then the NIC."""
+    """The PCI devices: the switch with both endpoints (or the RCiEPs), then the NIC."""
+    if topo.placement == "rciep":
+        return _rciep_args(topo, tph_devices)
     rp = "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1,addr=0x4"
     if tph_devices and topo.root_port_completer != "none":
         rp += f",x-tph-completer={topo.root_port_completer}"
@@ -144,8 +167,9 @@ def device_args(topo: Topology, tph_devices: bool) -> list[str]:
 def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]:
     append = " ".join([*BASE_APPEND, *(TCG_APPEND if boot.accel != "kvm" else []),
                        *topo.append])
-    accel = ["-accel", "kvm", "-cpu", "host"] if boot.accel == "kvm" else [
-        "-accel", "tcg", "-cpu", TCG_CPU]
+    default_cpu = "host" if boot.accel == "kvm" else TCG_CPU
+    accel = ["-accel", "kvm" if boot.accel == "kvm" else "tcg",
+             "-cpu", topo.cpu_model or default_cpu]
     return [
         str(boot.qemu), "-machine", "q35", *accel, "-L", str(boot.datadir),
         "-bios", str(boot.bios),

@@ -47,6 +47,18 @@ EXPORTER_NO_COMPLETER = Topology(name="exporter-no-completer",
                                  exporter={"tph-completer": "none"})
 NOTPH = Topology(name="pci-notph", append=("pci=notph",))
 EXPORTER_TPH_ONLY = Topology(name="exporter-tph-completer", exporter={"tph-completer": "tph"})
+# Both endpoints Root Complex Integrated Endpoints on pcie.0: TPH is enabled
+# without a Root Port to ask (pcie_enable_tph() skips that check for an
+# RCiEP), and the p2pdma path goes through the host bridge, which Linux
+# accepts on AMD Zen CPUs only.
+RCIEP = Topology(name="rciep-epyc", placement="rciep", cpu_model="EPYC")
+# The importer supports only Interrupt Vector mode and keeps its ST table in
+# the MSI-X table; the test importer enables TPH in that mode (st_mode=iv).
+# A hint reaching the exporter here can only have taken its tag from the
+# completion vector's MSI-X entry: Device Specific mode cannot be enabled.
+IMPORTER_IV = Topology(name="importer-iv-msix",
+                       importer={"ext-tph": "on", "st-location": "msix", "st-modes": "iv"},
+                       append=("tph_importer.st_mode=iv",))
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,22 @@ def matrix() -> list[Case]:
              topo=EXPORTER_TPH_ONLY,
              sets=(SET_EXT_8BIT_COMPLETER, TphSet(ST, st=0x44, ph=1)),
              wire=Hint(0x44, 1, False)),
+        Case("iv-msix-ext", "Interrupt Vector mode, ST table in MSI-X: the 16-bit tag is "
+             "written to the completion vector's MSI-X entry and reaches the wire",
+             topo=IMPORTER_IV, sets=(TphSet(ST | ST_EXT, st=0x5C, st_ext=0xC5C5, ph=3),),
+             wire=Hint(0xC5C5, 3, True)),
+        Case("iv-msix-8bit", "Interrupt Vector mode, ST table in MSI-X, only the 8-bit tag "
+             "set: it arrives without the prefix", topo=IMPORTER_IV,
+             sets=(TphSet(ST, st=0x6D, ph=1),), wire=Hint(0x6D, 1, False)),
+        Case("rciep-ext-st", "RCiEPs on the host bridge: no Root Port to check, the 16-bit "
+             "tag reaches the wire with the prefix", topo=RCIEP,
+             sets=(TphSet(ST | ST_EXT, st=0x2E, st_ext=0xE2E2, ph=2),),
+             wire=Hint(0xE2E2, 2, True)),
+        Case("rciep-st8", "RCiEPs on the host bridge, only the 8-bit tag set: it arrives "
+             "without the prefix", topo=RCIEP, sets=(TphSet(ST, st=0x3F, ph=0),),
+             wire=Hint(0x3F, 0, False)),
+        Case("rciep-no-tph", "RCiEPs on the host bridge, nothing set: no hint", topo=RCIEP,
+             attach_ret=-EOPNOTSUPP),
     ]
     return cases
 

@@ -26,11 +26,14 @@
  *	below; -EOPNOTSUPP if the exporter has no hints for the namespaces the
  *	device may use; another negative errno if TPH could not be enabled or
  *	the Steering Tag not be written on the importing device, or -ENOSPC if
- *	no ST table entry was free. In every non-zero case the device DMAs
- *	into this buffer without hints.
- * @st: out: Steering Tag, written to this attachment's own ST table entry,
- *	or used from the device's DMA_ST register if it has no ST table
- *	(valid if @ret is 0)
+ *	no ST table entry was free (or, in Interrupt Vector mode, the device
+ *	has no ST table). In every non-zero case the device DMAs into this
+ *	buffer without hints.
+ * @st: out: Steering Tag, written to this attachment's own ST table entry
+ *	(in Interrupt Vector mode, the entry of its completion vector, which
+ *	the MSI-X table holds when the device keeps its ST table there), or
+ *	used from the device's DMA_ST register if it has no ST table (valid if
+ *	@ret is 0)
  * @ph: out: Processing Hint (valid if @ret is 0)
  * @ext: out: 1 if @st is a 16-bit Extended TPH tag, sent with the TPH
  *	prefix; 0 for an 8-bit tag (sent without it, also when the device is
