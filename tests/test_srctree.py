@@ -81,3 +81,14 @@ def test_export_refuses_a_tree_without_the_base_tag(tmp_path: Path) -> None:
     git(tree, "commit", "-qm", "x")
     with pytest.raises(SeriesError, match="not a `rig src` tree"):
         srctree.export("kernel", tree, tmp_path / "out")
+
+
+def test_the_cover_letter_is_from_the_series_author_not_the_rig(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)  # commits by t <t@t.invalid>
+    out = tmp_path / "series"
+    out.mkdir()
+    (out / series.COVER_LETTER).write_text(COVER)
+    srctree.export("kernel", tree, out)
+    head = (out / series.COVER_LETTER).read_text().splitlines()[:4]
+    assert "From: t <t@t.invalid>" in head
+    assert not any("rig@tphlab.invalid" in line for line in head)

@@ -67,7 +67,11 @@ def export(component: sources.Component, tree: Path, out: Path | None = None) ->
     if count == 0:
         raise SeriesError(f"{tree} has no commits on top of {series.BASE_TAG}",
                           fix="commit your changes first")
-    args = list(FORMAT_PATCH)
+    # The cover letter is from the series' author, not from the rig
+    first = series.git(tree, "log", "--reverse", "--format=%an%x00%ae",
+                       f"{series.BASE_TAG}..HEAD").splitlines()[0]
+    name, email = first.split("\0")
+    args = ["-c", f"user.name={name}", "-c", f"user.email={email}", *FORMAT_PATCH]
     had_cover = (out / series.COVER_LETTER).is_file()
     if had_cover:
         desc = series.git(tree, "config", "--default", "", "branch.tphlab.description")
