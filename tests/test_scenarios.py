@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import xmlschema
 
+from rig.guest.dma_status import ST_DONE, ST_ERR_DMA, ST_ERROR
 from rig.results import report, runner
 from rig.results.run import Run, Status
 from rig.scenarios import hint_cases, protocol
@@ -35,8 +36,8 @@ def good_steps(case: Case) -> list[dict[str, Any]]:
               protocol.SetRaw(ret=-b.errno, errno=b.errno, fd=b.fd) for b in case.bad_sets]
     lines += [protocol.Attach(tph_ret=case.attach_ret, st=st, ph=ph, ext=ext, req_type=3,
                               size=1 << 20),
-              protocol.Dma(len=protocol.DMA_LEN, tph_ret=case.attach_ret, th=int(w is not None),
-                           st=st, ph=ph, ext=ext)]
+              protocol.Dma(len=protocol.DMA_LEN, status=ST_DONE, tph_ret=case.attach_ret,
+                           th=int(w is not None), st=st, ph=ph, ext=ext)]
     return [ln.line() for ln in lines]
 
 
@@ -57,12 +58,20 @@ def test_matching_run_passes_for_every_case() -> None:
 
 
 @pytest.mark.parametrize("field,value", [("st", 0x43), ("ph", 1), ("ext", True), ("th", False),
-                                         ("requester-id", 0x0300), ("length", 32)])
+                                         ("requester-id", 0x0300), ("length", 32),
+                                         ("malformed", True)])
 def test_any_wrong_field_on_the_wire_fails(field: str, value: object) -> None:
     recs = good_records(CASE)
     recs[0][field] = value
     bad = hint_cases.check(CASE, good_steps(CASE), recs, RID)
     assert bad and "exporter received" in bad[0]
+
+
+def test_a_dma_the_device_failed_fails_the_case() -> None:
+    steps = good_steps(CASE)
+    next(s for s in steps if s["step"] == "dma")["status"] = ST_DONE | ST_ERROR | ST_ERR_DMA
+    bad = hint_cases.check(CASE, steps, good_records(CASE), RID)
+    assert bad == ["the importer's DMA ended with status DONE|ERROR|ERR_DMA, expected DONE"]
 
 
 def test_missing_or_extra_records_fail() -> None:
@@ -119,7 +128,7 @@ def test_cases_are_grouped_by_topology_in_order() -> None:
     names = [t.name for t, _ in gs]
     assert names == ["default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
                      "pci-notph", "exporter-tph-completer", "importer-iv-msix",
-                     "rciep-epyc"]
+                     "rciep-epyc", "dn0-no-eetlp-prefix", "dn1-no-eetlp-prefix"]
     assert sum(len(m) for _, m in gs) == len(hint_cases.matrix())
 
 

@@ -51,17 +51,18 @@ def test_a_tree_without_the_vfio_patch_names_symbol_file_and_patch(tmp_path: Pat
         api_probe.check(fake_tree(tmp_path, len(PATCHES) - 1), "--kernel-tree T")
     msg = exc.value.message
     assert "VFIO_DEVICE_FEATURE_DMA_BUF_TPH: not in include/uapi/linux/vfio.h" in msg
-    assert "4/4 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
+    assert "5/5 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
     assert "dma_buf_get_pci_tph" not in msg
 
 
 def test_each_patch_adds_what_it_is_named_for(tmp_path: Path) -> None:
-    # 1/4 (the completer-type hardening) adds no API; 2/4..4/4 one piece each
+    # 1/5 and 2/5 (the completer-type and prefix-path fixes) add no API;
+    # 3/5..5/5 one piece each
     names = [api_probe.PATCH_PCI, api_probe.PATCH_DMABUF, api_probe.PATCH_VFIO]
-    assert len(PATCHES) == 4
+    assert len(PATCHES) == 5
     for upto in range(len(PATCHES)):
         gone = api_probe.missing(fake_tree(tmp_path / str(upto), upto))
-        assert {n.added_by for n in gone} == set(names[max(0, upto - 1):])
+        assert {n.added_by for n in gone} == set(names[max(0, upto - 2):])
 
 
 def test_the_v1_to_v7_shape_is_named(tmp_path: Path) -> None:

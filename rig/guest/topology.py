@@ -50,6 +50,9 @@ class Topology:
     # The CPU model, when the topology needs one: p2pdma between devices on
     # the host bridge needs a CPU its whitelist takes (AMD Zen: EPYC).
     cpu_model: str | None = None
+    # Switch ports (rp0, up0, dn0: the exporter's, dn1: the importer's)
+    # created without End-End TLP Prefix support (x-eetlp-prefix=off).
+    no_prefix_ports: tuple[str, ...] = ()
 
     def with_(self, **changes: object) -> Topology:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -73,6 +76,8 @@ class Topology:
             parts.append(f"endpoints as {self.placement.upper()}s on pcie.0")
         if self.cpu_model:
             parts.append(f"CPU {self.cpu_model}")
+        if self.no_prefix_ports:
+            parts.append("no End-End TLP Prefixes on " + ", ".join(self.no_prefix_ports))
         return "; ".join(parts)
 
 
@@ -143,17 +148,32 @@ def _rciep_args(topo: Topology, tph_devices: bool) -> list[str]:
     return args
 
 
+# The ports of the switch topology, by id
+SWITCH_PORTS = ("rp0", "up0", "dn0", "dn1")
+
+
 def device_args(topo: Topology, tph_devices: bool) -> list[str]:
     """The PCI devices: the switch with both endpoints (or the RCiEPs), then the NIC."""
     if topo.placement == "rciep":
         return _rciep_args(topo, tph_devices)
+    unknown = set(topo.no_prefix_ports) - set(SWITCH_PORTS)
+    if unknown:
+        raise ValueError(f"topology {topo.name}: no switch port {', '.join(sorted(unknown))}; "
+                         f"the ports are {', '.join(SWITCH_PORTS)}")
+
+    def port(spec: str, pid: str) -> str:
+        off = tph_devices and pid in topo.no_prefix_ports
+        return spec + (",x-eetlp-prefix=off" if off else "")
+
     rp = "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1,addr=0x4"
     if tph_devices and topo.root_port_completer != "none":
         rp += f",x-tph-completer={topo.root_port_completer}"
-    args = ["-device", rp,
-            "-device", "x3130-upstream,id=up0,bus=rp0",
-            "-device", "xio3130-downstream,id=dn0,bus=up0,addr=0x0,chassis=2,slot=0",
-            "-device", "xio3130-downstream,id=dn1,bus=up0,addr=0x1,chassis=3,slot=0"]
+    args = ["-device", port(rp, "rp0"),
+            "-device", port("x3130-upstream,id=up0,bus=rp0", "up0"),
+            "-device", port("xio3130-downstream,id=dn0,bus=up0,addr=0x0,chassis=2,slot=0",
+                            "dn0"),
+            "-device", port("xio3130-downstream,id=dn1,bus=up0,addr=0x1,chassis=3,slot=0",
+                            "dn1")]
     if topo.spare:
         args += ["-device", "xio3130-downstream,id=dn2,bus=up0,addr=0x2,chassis=4,slot=0"]
     if tph_devices:

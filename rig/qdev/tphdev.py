@@ -9,6 +9,13 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+# The DMA_STATUS bits, re-exported for the device tests
+from rig.guest.dma_status import ST_BUSY as ST_BUSY
+from rig.guest.dma_status import ST_DONE as ST_DONE
+from rig.guest.dma_status import ST_ERR_ARG as ST_ERR_ARG
+from rig.guest.dma_status import ST_ERR_DMA as ST_ERR_DMA
+from rig.guest.dma_status import ST_ERR_ST as ST_ERR_ST
+from rig.guest.dma_status import ST_ERROR as ST_ERROR
 from rig.qdev.pci import Bdf, Ecam
 from rig.qdev.qtest import QtestQemu
 
@@ -40,13 +47,6 @@ MSIX_ENTRY_SIZE = 16
 CMD_START = 0x1
 CMD_IRQ = 0x2
 CMD_NO_PREFIX = 0x4     # Requester Enable 11b: send ST[7:0] without the TPH TLP Prefix
-
-ST_BUSY = 0x01
-ST_DONE = 0x02
-ST_ERROR = 0x04
-ST_ERR_ARG = 0x08
-ST_ERR_ST = 0x10
-ST_ERR_DMA = 0x20
 
 DMA_DELAY_NS = 1000     # the engine runs this long after START (virtual clock)
 ID_VALUE = 0x01485054
@@ -89,11 +89,13 @@ NO_HINT = Hint(th=False, ph=0, st=0, ext=False)
 
 
 def record(seq: int, rid: int, offset: int, length: int, hint: Hint,
-           generation: int = 0) -> dict[str, Any]:
+           generation: int = 0, malformed: bool = False) -> dict[str, Any]:
     """One x-query-tph-hints record, whole, as QMP returns it; `generation`:
-    the device resets before it was made."""
+    the device resets before it was made; `malformed`: it arrived as a
+    Malformed TLP."""
     return {"seq": seq, "generation": generation, "requester-id": rid, "offset": offset,
-            "length": length, "th": hint.th, "ph": hint.ph, "st": hint.st, "ext": hint.ext}
+            "length": length, "th": hint.th, "ph": hint.ph, "st": hint.st, "ext": hint.ext,
+            "malformed": malformed}
 
 
 class TphDev:

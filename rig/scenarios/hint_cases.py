@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rig.guest.dma_status import ST_DONE, status_text
 from rig.guest.topology import Topology
 from rig.scenarios.kit import Bench, Seen, hints_summary
 from rig.scenarios.protocol import (
@@ -59,6 +60,12 @@ RCIEP = Topology(name="rciep-epyc", placement="rciep", cpu_model="EPYC")
 IMPORTER_IV = Topology(name="importer-iv-msix",
                        importer={"ext-tph": "on", "st-location": "msix", "st-modes": "iv"},
                        append=("tph_importer.st_mode=iv",))
+# One Downstream Port on the peer-to-peer path without End-End TLP Prefix
+# support: the exporter's (dn0) or the importer's (dn1). A 16-bit tag
+# travels in the TPH TLP Prefix, an End-End TLP Prefix, which such a port
+# treats as a Malformed TLP: over that path only the 8-bit tag arrives.
+DN0_NO_PREFIX = Topology(name="dn0-no-eetlp-prefix", no_prefix_ports=("dn0",))
+DN1_NO_PREFIX = Topology(name="dn1-no-eetlp-prefix", no_prefix_ports=("dn1",))
 
 
 @dataclass(frozen=True)
@@ -253,8 +260,23 @@ def matrix() -> list[Case]:
         Case("rciep-st8", "RCiEPs on the host bridge, only the 8-bit tag set: it arrives "
              "without the prefix", topo=RCIEP, sets=(TphSet(ST, st=0x3F, ph=0),),
              wire=Hint(0x3F, 0, False)),
-        Case("rciep-no-tph", "RCiEPs on the host bridge, nothing set: no hint", topo=RCIEP,
+        Case("rciep-unset", "RCiEPs on the host bridge, nothing set: no hint", topo=RCIEP,
              attach_ret=-EOPNOTSUPP),
+        Case("eetlp-exporter-port-ext", "the exporter's port lacks End-End TLP Prefix "
+             "support: ST_EXT is refused (EOPNOTSUPP), as on an 8-bit completer, and "
+             "nothing Malformed reaches the exporter", topo=DN0_NO_PREFIX,
+             sets=(TphSet(ST | ST_EXT, st=0x5A, st_ext=0xA5A5, ph=1, errno=EOPNOTSUPP),),
+             attach_ret=-EOPNOTSUPP),
+        Case("eetlp-exporter-port-8bit", "the exporter's port lacks End-End TLP Prefix "
+             "support: after ST_EXT is refused, ST alone arrives without the prefix",
+             topo=DN0_NO_PREFIX,
+             sets=(TphSet(ST | ST_EXT, st=0x5A, st_ext=0xA5A5, ph=1, errno=EOPNOTSUPP),
+                   TphSet(ST, st=0x5A, ph=1)), wire=Hint(0x5A, 1, False)),
+        Case("eetlp-importer-port", "the importer's port lacks End-End TLP Prefix support: "
+             "the importer is enabled for 8-bit tags only and its 8-bit tag arrives, not a "
+             "Malformed 16-bit one", topo=DN1_NO_PREFIX,
+             sets=(TphSet(ST | ST_EXT, st=0x6B, st_ext=0xB6B6, ph=2),),
+             wire=Hint(0x6B, 2, False)),
     ]
     return cases
 
@@ -277,12 +299,16 @@ def requester_id(bdf: str) -> int:
 def expected_records(case: Case, rid: int) -> list[dict[str, Any]]:
     w = case.wire
     return [{"requester-id": rid, "offset": 0, "length": DMA_LEN, "th": w is not None,
-             "ph": w.ph if w else 0, "st": w.st if w else 0, "ext": w.ext if w else False}]
+             "ph": w.ph if w else 0, "st": w.st if w else 0, "ext": w.ext if w else False,
+             "malformed": False}]
 
 
 def project(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keys = ("requester-id", "offset", "length", "th", "ph", "st", "ext")
-    return [{k: (bool(r[k]) if k in ("th", "ext") else r[k]) for k in keys} for r in records]
+    keys = ("requester-id", "offset", "length", "th", "ph", "st", "ext", "malformed")
+    flags = ("th", "ext", "malformed")
+    # A record of a device from before "malformed" existed was well-formed
+    return [{k: (bool(r.get(k, False)) if k in flags else r[k]) for k in keys}
+            for r in records]
 
 
 def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]],
@@ -330,6 +356,9 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
         return bad
     if bool(dma.th) != (w is not None):
         bad.append(f"importer says the DMA carried TH={dma.th}, expected {int(w is not None)}")
+    if dma.status != ST_DONE:
+        bad.append(f"the importer's DMA ended with status {status_text(dma.status)}, "
+                   "expected DONE")
     want_recs = expected_records(case, rid)
     got_recs = project(records)
     if got_recs != want_recs:

@@ -143,4 +143,5 @@ class Scripted:
 def hints_summary(records: list[dict[str, Any]]) -> str:
     if not records:
         return "nothing"
-    return "; ".join(hint_text(*hint_of(r), length=r["length"]) for r in records)
+    return "; ".join(hint_text(*hint_of(r), length=r["length"])
+                     + (" MALFORMED" if r.get("malformed") else "") for r in records)
