@@ -192,9 +192,9 @@ class TphDev:
         assert self.vm.qmp_cmd("x-tph-hints-clear", path=self.id) == {}
 
     def assert_log(self, records: list[dict[str, Any]], total: int | None = None,
-                   dropped: int = 0, generation: int = 0) -> None:
+                   dropped: int = 0, generation: int = 0, malformed: int = 0) -> None:
         """The whole log is exactly `records`, its counters as given and the
         device's reset generation `generation`."""
         want_total = len(records) + dropped if total is None else total
         assert self.hints() == {"records": records, "total": want_total, "dropped": dropped,
-                                "generation": generation}
+                                "malformed": malformed, "generation": generation}

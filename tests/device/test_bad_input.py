@@ -205,8 +205,8 @@ def test_qmp_path_forms(rig: SwitchRig, path: str) -> None:
     rig.exp.clear_hints()
     rig.vm.qtest.writew(rig.exp.bar2 + 2, 0xBEEF)
     want = {"records": [record(0, 0, 2, 2, NO_HINT)], "total": 1,
-            "dropped": 0, "generation": 0}
+            "dropped": 0, "malformed": 0, "generation": 0}
     assert rig.vm.qmp_cmd("x-query-tph-hints", path=path) == want
     assert rig.vm.qmp_cmd("x-tph-hints-clear", path=path) == {}
-    assert rig.vm.qmp_cmd("x-query-tph-hints", path=path) == {"records": [], "total": 0,
-                                                              "dropped": 0, "generation": 0}
+    assert rig.vm.qmp_cmd("x-query-tph-hints", path=path) == {
+        "records": [], "total": 0, "dropped": 0, "malformed": 0, "generation": 0}

@@ -33,7 +33,8 @@ def test_log_keeps_newest(qemu_bin: QemuBin, n: int, m: int) -> None:
         assert [rec["seq"] for rec in kept] == list(range(m - n, m))
         # since/max on the kept window: since below it starts at its oldest
         assert r.exp.hints(since=0, max=1) == {"records": kept[:1], "total": m,
-                                               "dropped": m - n, "generation": 0}
+                                               "dropped": m - n, "malformed": 0,
+                                               "generation": 0}
         assert r.exp.hints(since=m - 1)["records"] == want[-1:]
         assert r.exp.hints(since=m)["records"] == []
 
