@@ -40,6 +40,10 @@
  *                                DMA's result and how long the ioctl took
  *   detach                       importer DETACH
  *   status                       importer STATUS
+ *   cpu-st CPU MEM               importer CPU_ST: the Steering Tag firmware
+ *                                reports for CPU, MEM 0 volatile, 1 persistent
+ *   cpu-st-use CPU MEM PH        CPU_ST with USE: the attachment DMAs with
+ *                                that CPU's tag and PH from its next mapping
  *   decode on|off                exporter memory decode (PCI command bit 1);
  *                                prints how long the config write took (a
  *                                revocation waits for the importer)
@@ -117,6 +121,10 @@ static const char usage[] =
 	"                               DMA's result and how long the ioctl took\n"
 	"  detach                       importer DETACH\n"
 	"  status                       importer STATUS\n"
+	"  cpu-st CPU MEM               importer CPU_ST: the Steering Tag firmware\n"
+	"                               reports for CPU, MEM 0 volatile, 1 persistent\n"
+	"  cpu-st-use CPU MEM PH        CPU_ST with USE: the attachment DMAs with\n"
+	"                               that CPU's tag and PH from its next mapping\n"
 	"  decode on|off                exporter memory decode (PCI command bit 1);\n"
 	"                               prints how long the config write took (a\n"
 	"                               revocation waits for the importer)\n"
@@ -483,6 +491,28 @@ static void need(int argc, int i, int n, const char *step)
 	}
 }
 
+/* cpu-st CPU MEM, cpu-st-use CPU MEM PH: returns the arguments it took */
+static int cpu_st_step(const char *s, int argc, char **argv, int i, int use)
+{
+	struct tph_importer_cpu_st c = { 0 };
+	int n = use ? 3 : 2;
+	int r;
+
+	need(argc, i, n, s);
+	c.cpu = (uint32_t)num(argv[i + 1]);
+	c.mem_type = (uint32_t)num(argv[i + 2]);
+	if (use) {
+		c.flags = TPH_IMPORTER_CPU_ST_USE;
+		c.ph = (uint8_t)num(argv[i + 3]);
+	}
+	r = importer();
+	if (!r && ioctl(cur->importer, TPH_IMPORTER_CPU_ST, &c))
+		r = -errno;
+	emit(s, r, -r, "\"cpu\": %u, \"mem_type\": %u, \"tph_ret\": %d, \"st\": %u, "
+	     "\"req_type\": %u", c.cpu, c.mem_type, c.ret, c.st, c.req_type);
+	return n;
+}
+
 int main(int argc, char **argv)
 {
 	int keep_going = 0, first_err = 0, i = 1;
@@ -641,6 +671,10 @@ int main(int argc, char **argv)
 			     "\"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, \"query_ret\": %d",
 			     st.attached, st.mapped, st.invalidations, st.maps, st.dmas, st.ret,
 			     st.req_type, st.th, st.st, st.ph, st.ext, st.query_ret);
+		} else if (!strcmp(s, "cpu-st")) {
+			i += cpu_st_step(s, argc, argv, i, 0);
+		} else if (!strcmp(s, "cpu-st-use")) {
+			i += cpu_st_step(s, argc, argv, i, 1);
 		} else if (!strcmp(s, "decode")) {
 			long t0 = now_ms();
 

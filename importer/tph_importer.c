@@ -159,6 +159,12 @@ struct tph_imp_file {
 	bool ext;			/* ... with a 16-bit tag and the prefix */
 	u16 st;
 	u8 ph;
+
+	/* TPH_IMPORTER_CPU_ST_USE, under imp->lock: hints from a CPU's tag */
+	bool cpu_st_use;
+	unsigned int cpu;
+	enum tph_mem_type cpu_mem;
+	u8 cpu_ph;
 };
 
 /*
@@ -329,7 +335,14 @@ static int tph_imp_query(struct tph_imp_file *f, bool *ext, u16 *st, u8 *ph)
 {
 	int ret;
 
+	lockdep_assert_held(&f->imp->lock);
+
 	*ext = f->query_ext;
+	/* The tag's width is the namespace TPH is enabled for, as ours */
+	if (f->cpu_st_use) {
+		*ph = f->cpu_ph;
+		return pcie_tph_get_cpu_st(f->imp->pdev, f->cpu_mem, f->cpu, st);
+	}
 	ret = dma_buf_get_pci_tph(f->dmabuf, *ext, st, ph);
 	if (ret == -EOPNOTSUPP && *ext) {
 		/*
@@ -772,6 +785,62 @@ static long tph_imp_ioctl_status(struct tph_imp_file *f,
 	return 0;
 }
 
+/*
+ * The tag firmware reports for @cpu. Its width follows TPH Requester
+ * Enable, so TPH is enabled for the query if no attachment has it on.
+ */
+static int tph_imp_cpu_st(struct tph_imp *imp, unsigned int cpu,
+			  enum tph_mem_type mem, u16 *st, u8 *req_type)
+{
+	struct pci_dev *pdev = imp->pdev;
+	bool was_on = pcie_tph_enabled_req_type(pdev) != PCI_TPH_REQ_DISABLE;
+	int ret;
+
+	lockdep_assert_held(&imp->lock);
+
+	if (!was_on) {
+		ret = pcie_enable_tph(pdev, tph_imp_mode);
+		if (ret)
+			return ret;
+	}
+	*req_type = pcie_tph_enabled_req_type(pdev);
+	ret = pcie_tph_get_cpu_st(pdev, mem, cpu, st);
+	if (!was_on)
+		pcie_disable_tph(pdev);
+	return ret;
+}
+
+static long tph_imp_ioctl_cpu_st(struct tph_imp_file *f,
+				 struct tph_importer_cpu_st __user *uarg)
+{
+	struct tph_importer_cpu_st arg;
+	u8 req_type = 0;
+	u16 st = 0;
+
+	lockdep_assert_held(&f->imp->lock);
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	if ((arg.flags & ~TPH_IMPORTER_CPU_ST_USE) || arg.ph > 3 ||
+	    arg.mem_type > TPH_MEM_TYPE_PM || arg.cpu >= nr_cpu_ids)
+		return -EINVAL;
+
+	arg.ret = tph_imp_cpu_st(f->imp, arg.cpu, arg.mem_type, &st, &req_type);
+	arg.st = st;
+	arg.req_type = req_type;
+	arg.pad = 0;
+	if (arg.flags & TPH_IMPORTER_CPU_ST_USE) {
+		f->cpu_st_use = true;
+		f->cpu = arg.cpu;
+		f->cpu_mem = arg.mem_type;
+		f->cpu_ph = arg.ph;
+	}
+
+	if (copy_to_user(uarg, &arg, sizeof(arg)))
+		return -EFAULT;
+	return 0;
+}
+
 static long tph_imp_ioctl(struct file *file, unsigned int cmd,
 			  unsigned long arg)
 {
@@ -801,6 +870,9 @@ static long tph_imp_ioctl(struct file *file, unsigned int cmd,
 		break;
 	case TPH_IMPORTER_STATUS:
 		ret = tph_imp_ioctl_status(f, uarg);
+		break;
+	case TPH_IMPORTER_CPU_ST:
+		ret = tph_imp_ioctl_cpu_st(f, uarg);
 		break;
 	default:
 		ret = -ENOTTY;

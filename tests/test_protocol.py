@@ -48,6 +48,8 @@ def _tphctl_fields() -> dict[str, dict[str, type]]:
     queries, own = race.split('printf("]}\\n");')
     out["race-queries"] = {"observed": tuple}
     out["race"] = fields(own)
+    cpu_st = src[src.index("static int cpu_st_step("):]
+    out["cpu-st"] = out["cpu-st-use"] = fields(cpu_st[:cpu_st.index("\n}\n")])
     assert "observed" in queries
     return out
 

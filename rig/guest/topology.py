@@ -53,6 +53,9 @@ class Topology:
     # Switch ports (rp0, up0, dn0: the exporter's, dn1: the importer's)
     # created without End-End TLP Prefix support (x-eetlp-prefix=off).
     no_prefix_ports: tuple[str, ...] = ()
+    # Properties of the q35 host bridge (-global q35-pcihost.K=V), e.g. the
+    # CPUs' TPH Steering Tags its _DSM reports (x-tph-cpu-st).
+    host_bridge: dict[str, str] = field(default_factory=dict)
 
     def with_(self, **changes: object) -> Topology:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -78,6 +81,8 @@ class Topology:
             parts.append(f"CPU {self.cpu_model}")
         if self.no_prefix_ports:
             parts.append("no End-End TLP Prefixes on " + ", ".join(self.no_prefix_ports))
+        if self.host_bridge:
+            parts.append("host bridge" + _props(self.host_bridge).replace(",", " "))
         return "; ".join(parts)
 
 
@@ -190,6 +195,9 @@ def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]
     default_cpu = "host" if boot.accel == "kvm" else TCG_CPU
     accel = ["-accel", "kvm" if boot.accel == "kvm" else "tcg",
              "-cpu", topo.cpu_model or default_cpu]
+    # Only our series has these properties, like the devices
+    host = [a for k, v in sorted(topo.host_bridge.items()) if tph_devices
+            for a in ("-global", f"q35-pcihost.{k}={v}")]
     return [
         str(boot.qemu), "-machine", "q35", *accel, "-L", str(boot.datadir),
         "-bios", str(boot.bios),
@@ -198,7 +206,7 @@ def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]
         "-kernel", str(boot.kernel), "-initrd", str(boot.initrd), "-append", append,
         "-serial", f"file:{boot.console_log}",
         "-qmp", f"unix:{boot.qmp_socket},server=on,wait=off",
-        *device_args(topo, tph_devices),
+        *host, *device_args(topo, tph_devices),
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{boot.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x3,romfile=",
     ]

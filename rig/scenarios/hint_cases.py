@@ -22,6 +22,7 @@ from rig.scenarios.protocol import (
     ST,
     ST_EXT,
     Attach,
+    CpuStUse,
     Dma,
     Get,
     Open,
@@ -137,6 +138,9 @@ class Case:
     attach_ret: int = 0                 # importer's TPH query result (0 or -errno)
     wire: Hint | None = None            # None: the DMA must carry no hint
     bad_sets: tuple[BadSet, ...] = ()   # after the sets: each must fail and change nothing
+    # (CPU, memory type, PH): the importer DMAs with that CPU's tag from
+    # firmware instead of the exporter's hints (tphctl cpu-st-use)
+    use_cpu_st: tuple[int, int, int] | None = None
 
     def seq(self, bench: Bench) -> Seq:
         seq = Seq().open(bench.exporter)
@@ -149,6 +153,8 @@ class Case:
             seq += s.seq()
         for b in self.bad_sets:
             seq += b.seq()
+        if self.use_cpu_st is not None:
+            seq = seq.cpu_st_use(*self.use_cpu_st)
         return seq.attach().dma().status().detach()
 
     def tphctl_steps(self, bench: Bench) -> list[str]:
@@ -339,6 +345,10 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
         got = raw[i].errno if i < len(raw) else None
         if got != b.errno:
             bad.append(f"{b.label}: errno {got}, expected {b.errno}")
+    if case.use_cpu_st is not None:
+        use = log.find(CpuStUse)
+        if use is None or use.ret != 0 or use.tph_ret != 0:
+            bad.append(f"CPU_ST with USE failed: {use}")
     at = log.find(Attach)
     if at is None or at.ret != 0:
         bad.append(f"ATTACH failed: {at}")

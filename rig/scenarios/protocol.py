@@ -193,6 +193,25 @@ class Status(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CpuSt(Step):
+    """The Steering Tag firmware reports for a CPU (importer CPU_ST)."""
+
+    NAME = "cpu-st"
+    cpu: int = 0
+    mem_type: int = 0       # 0 volatile, 1 persistent memory
+    tph_ret: int = 0        # pcie_tph_get_cpu_st()'s result
+    st: int = 0
+    req_type: int = 0       # the namespace: 1 8-bit, 3 16-bit
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuStUse(CpuSt):
+    """CPU_ST with USE: the attachment's next mappings DMA with that tag."""
+
+    NAME = "cpu-st-use"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Decode(Step):
     NAME = "decode"
     on: int = 0
@@ -239,7 +258,8 @@ Rebound = _plain("rebound", Result)
 
 TPHCTL: tuple[type[Line], ...] = (
     Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, DmaStart, DmaWait, Detach,
-    Status, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race, RaceQueries, Sleep)
+    Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race, RaceQueries,
+    Sleep)
 SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound)
 KINDS: dict[str, type[Line]] = {k.NAME: k for k in (*TPHCTL, *SHELL)}
 # The steps tphctl takes on its command line (race-queries is only printed).
@@ -419,6 +439,12 @@ class Seq:
 
     def status(self) -> Seq:
         return self._then(Status)
+
+    def cpu_st(self, cpu: int, mem_type: int) -> Seq:
+        return self._then(CpuSt, str(cpu), str(mem_type))
+
+    def cpu_st_use(self, cpu: int, mem_type: int, ph: int) -> Seq:
+        return self._then(CpuStUse, str(cpu), str(mem_type), str(ph))
 
     def decode(self, on: bool) -> Seq:
         return self._then(Decode, "on" if on else "off")

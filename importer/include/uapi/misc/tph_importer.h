@@ -134,6 +134,36 @@ struct tph_importer_status {
 	__s32 query_ret;
 };
 
+/**
+ * struct tph_importer_cpu_st - argument of TPH_IMPORTER_CPU_ST
+ * @cpu: in: the CPU (Linux CPU number) whose Steering Tag to get
+ * @mem_type: in: 0 for volatile, 1 for persistent memory
+ * @flags: in: TPH_IMPORTER_CPU_ST_USE: from its next mapping on, this
+ *	file's attachment DMAs with the Steering Tag of @cpu (queried again at
+ *	each mapping) and @ph instead of the exporter's hints, until the file
+ *	is closed
+ * @ph: in: Processing Hint to send with TPH_IMPORTER_CPU_ST_USE
+ * @req_type: out: TPH Requester Enable the tag is for: 1 TPH only (an 8-bit
+ *	tag), 3 Extended TPH (16-bit). TPH is enabled for the query if it was
+ *	off, and turned off again after it.
+ * @ret: out: what pcie_tph_get_cpu_st() returned: 0, or -errno (e.g. when
+ *	firmware has no _DSM for it)
+ * @st: out: the tag (valid if @ret is 0; 0 when firmware has no valid tag)
+ * @pad: reserved, zero
+ */
+struct tph_importer_cpu_st {
+	__u32 cpu;
+	__u32 mem_type;
+	__u32 flags;
+	__u8 ph;
+	__u8 req_type;
+	__u16 st;
+	__s32 ret;
+	__u32 pad;
+};
+
+#define TPH_IMPORTER_CPU_ST_USE	0x1
+
 /*
  * 0xBB is not registered in Documentation/userspace-api/ioctl/ioctl-number.rst:
  * this is an out-of-tree test module that never goes upstream.
@@ -148,5 +178,7 @@ struct tph_importer_status {
 #define TPH_IMPORTER_DETACH	_IO(TPH_IMPORTER_MAGIC, 0x02)
 /* Report attachment state, counters and the hints, and query the exporter */
 #define TPH_IMPORTER_STATUS	_IOR(TPH_IMPORTER_MAGIC, 0x03, struct tph_importer_status)
+/* Get a CPU's Steering Tag from firmware, and optionally DMA with it */
+#define TPH_IMPORTER_CPU_ST	_IOWR(TPH_IMPORTER_MAGIC, 0x04, struct tph_importer_cpu_st)
 
 #endif /* _UAPI_MISC_TPH_IMPORTER_H */
