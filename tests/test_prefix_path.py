@@ -20,7 +20,8 @@ from rig.scenarios import matrix
 from rig.scenarios.kit import Seen
 
 DATA = Path(__file__).parent / "data"
-NAMES = ["eetlp-exporter-port-ext", "eetlp-exporter-port-8bit", "eetlp-importer-port"]
+NAMES = ["eetlp-exporter-port-ext", "eetlp-exporter-port-8bit", "eetlp-importer-port",
+         "eetlp-whole-switch"]
 
 
 def _docs(run: str) -> dict[str, dict[str, Any]]:
@@ -48,6 +49,9 @@ def test_the_old_series_sends_a_malformed_16_bit_tag_across_the_port() -> None:
     # that is wrong there.
     bad = _check(old["eetlp-exporter-port-8bit"])
     assert bad == ["SET #1 (ST=0x5a ST_EXT=0xa5a5 PH=1 (ENOTSUP)) gave errno 0, expected 95"]
+    # The whole switch: the same, the exporter accepted the 16-bit tag
+    bad = _check(old["eetlp-whole-switch"])
+    assert bad == ["SET #1 (ST=0x7c ST_EXT=0xc7c7 PH=3 (ENOTSUP)) gave errno 0, expected 95"]
 
 
 def test_a_port_without_prefix_support_is_on_the_command_line() -> None:

@@ -128,7 +128,8 @@ def test_cases_are_grouped_by_topology_in_order() -> None:
     names = [t.name for t, _ in gs]
     assert names == ["default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
                      "pci-notph", "exporter-tph-completer", "importer-iv-msix",
-                     "rciep-epyc", "dn0-no-eetlp-prefix", "dn1-no-eetlp-prefix"]
+                     "rciep-epyc", "dn0-no-eetlp-prefix", "dn1-no-eetlp-prefix",
+                     "switch-no-eetlp-prefix"]
     assert sum(len(m) for _, m in gs) == len(hint_cases.matrix())
 
 

@@ -65,8 +65,13 @@ IMPORTER_IV = Topology(name="importer-iv-msix",
 # support: the exporter's (dn0) or the importer's (dn1). A 16-bit tag
 # travels in the TPH TLP Prefix, an End-End TLP Prefix, which such a port
 # treats as a Malformed TLP: over that path only the 8-bit tag arrives.
+# PCIe wants all ports of a switch to agree on the support: one port
+# stands for one side of the path; the whole switch without it is what
+# hardware would have.
 DN0_NO_PREFIX = Topology(name="dn0-no-eetlp-prefix", no_prefix_ports=("dn0",))
 DN1_NO_PREFIX = Topology(name="dn1-no-eetlp-prefix", no_prefix_ports=("dn1",))
+SWITCH_NO_PREFIX = Topology(name="switch-no-eetlp-prefix",
+                            no_prefix_ports=("up0", "dn0", "dn1"))
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,11 @@ def matrix() -> list[Case]:
              "Malformed 16-bit one", topo=DN1_NO_PREFIX,
              sets=(TphSet(ST | ST_EXT, st=0x6B, st_ext=0xB6B6, ph=2),),
              wire=Hint(0x6B, 2, False)),
+        Case("eetlp-whole-switch", "no port of the switch supports End-End TLP Prefixes: "
+             "ST_EXT is refused, the importer is enabled for 8-bit tags, ST arrives",
+             topo=SWITCH_NO_PREFIX,
+             sets=(TphSet(ST | ST_EXT, st=0x7C, st_ext=0xC7C7, ph=3, errno=EOPNOTSUPP),
+                   TphSet(ST, st=0x7C, ph=3)), wire=Hint(0x7C, 3, False)),
     ]
     return cases
 
