@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,10 @@ def test_a_user_tree_of_our_code_compiles_from_the_compiler_cache(
     """
     built_meta("kernel")
     tree = src_tree(tmp_path_factory, "kernel")
-    # Trees are keyed by content: an edit makes it a tree never built before.
+    # Trees are keyed by content: an edit no run made before makes it a tree
+    # never built (a fixed one would be a cache hit on the next run).
     path = tree / VFIO_FILE
-    path.write_text(path.read_text() + "/* a tree of its own */\n")
+    path.write_text(path.read_text() + f"/* a tree of its own: {uuid.uuid4()} */\n")
     meta = built_meta("kernel", "--kernel-tree", str(tree))
     hits, misses = meta["ccache"]["hits"], meta["ccache"]["misses"]
     print(f"kernel tree {tree}: {hits} hits, {misses} misses, {meta['seconds']} s")
