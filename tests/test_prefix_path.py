@@ -64,3 +64,9 @@ def test_a_port_without_prefix_support_is_on_the_command_line() -> None:
     assert not any("x-eetlp-prefix" in a for a in topology.device_args(topo, False))
     with pytest.raises(ValueError, match="no switch port dn7"):
         topology.device_args(topo.with_(no_prefix_ports=("dn7",)), True)
+
+
+def test_rcieps_have_no_ports_to_clear_prefix_support_on() -> None:
+    topo = topology.Topology(name="r", placement="rciep", no_prefix_ports=("dn0",))
+    with pytest.raises(ValueError, match="RCiEPs have no ports"):
+        topology.device_args(topo, True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 EXPORTER_ID = "tphexp"
 IMPORTER_ID = "tphimp"
@@ -46,7 +47,7 @@ class Topology:
     cpus: int = 1
     # "switch": the endpoints behind a switch under a root port; "rciep":
     # both on pcie.0, Root Complex Integrated Endpoints (no root port).
-    placement: str = "switch"
+    placement: Literal["switch", "rciep"] = "switch"
     # The CPU model, when the topology needs one: p2pdma between devices on
     # the host bridge needs a CPU its whitelist takes (AMD Zen: EPYC).
     cpu_model: str | None = None
@@ -159,9 +160,13 @@ SWITCH_PORTS = ("rp0", "up0", "dn0", "dn1")
 
 def device_args(topo: Topology, tph_devices: bool) -> list[str]:
     """The PCI devices: the switch with both endpoints (or the RCiEPs), then the NIC."""
+    unknown = set(topo.no_prefix_ports) - set(SWITCH_PORTS if topo.placement == "switch" else ())
+    if topo.placement == "rciep" and unknown:
+        raise ValueError(f"topology {topo.name}: RCiEPs have no ports to clear End-End TLP "
+                         f"Prefix support on ({', '.join(sorted(unknown))}); use "
+                         "placement \"switch\" or no no_prefix_ports")
     if topo.placement == "rciep":
         return _rciep_args(topo, tph_devices)
-    unknown = set(topo.no_prefix_ports) - set(SWITCH_PORTS)
     if unknown:
         raise ValueError(f"topology {topo.name}: no switch port {', '.join(sorted(unknown))}; "
                          f"the ports are {', '.join(SWITCH_PORTS)}")
