@@ -45,12 +45,13 @@ def test_a_run_says_its_steps_and_hits() -> None:
 def test_settings_live_in_the_rig_cache_unless_ccache_dir_is_set(
         cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCACHE_DIR", raising=False)
-    got = compilecache.settings()
+    got = compilecache.settings(Path("/src/linux"))
     assert got["CCACHE_DIR"] == str(cache_home / "ccache")
-    # Paths relative, the working directory out of the hash: trees share objects.
-    assert got["CCACHE_BASEDIR"] == "/" and got["CCACHE_NOHASHDIR"] == "1"
+    # The tree's paths relative, the working directory out of the hash: trees
+    # share objects.
+    assert got["CCACHE_BASEDIR"] == "/src/linux" and got["CCACHE_NOHASHDIR"] == "1"
     monkeypatch.setenv("CCACHE_DIR", "/ci/ccache")
-    assert compilecache.settings()["CCACHE_DIR"] == "/ci/ccache"
+    assert compilecache.settings(Path("/src/linux"))["CCACHE_DIR"] == "/ci/ccache"
 
 
 def test_kernel_make_goes_through_ccache_with_its_settings(
@@ -58,7 +59,7 @@ def test_kernel_make_goes_through_ccache_with_its_settings(
     monkeypatch.setattr(compilecache, "wrapper", lambda: "/usr/bin/ccache")
     args = kernel_build.make_args(Path("/t"), Path("/t/.tphlab-build"))
     assert "CC=/usr/bin/ccache gcc" in args
-    assert f"CCACHE_DIR={cache_home / 'ccache'}" in args and "CCACHE_BASEDIR=/" in args
+    assert f"CCACHE_DIR={cache_home / 'ccache'}" in args and "CCACHE_BASEDIR=/t" in args
     monkeypatch.setattr(compilecache, "wrapper", lambda: None)
     args = kernel_build.make_args(Path("/t"), Path("/t/.tphlab-build"))
     assert not any(a.startswith(("CC=", "CCACHE")) for a in args), "no ccache: plain gcc"
@@ -74,19 +75,24 @@ def test_every_tree_builds_in_a_directory_of_its_own_inside_it() -> None:
 
 def test_two_trees_of_the_same_code_share_their_objects(
         tmp_path: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The layout's point: a second tree at another path compiles from the cache."""
+    """The layout's point: a second tree at another path, and another depth,
+    compiles from the cache; the tree's own include directories are absolute
+    and so is a system one outside it (as meson passes QEMU's)."""
     monkeypatch.delenv("CCACHE_DIR", raising=False)
-    env = compilecache.settings()
+    system = tmp_path / "usr/include/lib-1.0"
+    system.mkdir(parents=True)
+    (system / "lib.h").write_text("#define Y 4\n")
     for name in ("a/deep/er", "b"):
         tree = tmp_path / name
         (tree / "inc").mkdir(parents=True)
         (tree / "inc/h.h").write_text("#define X 3\n")
-        (tree / "f.c").write_text('#include "h.h"\nint f(void) { return X; }\n')
+        (tree / "f.c").write_text('#include "h.h"\n#include <lib.h>\n'
+                                  'int f(void) { return X + Y; }\n')
         bdir = tree / compilecache.build_dir_name()
         bdir.mkdir()
-        subprocess.run([*compilecache.compiler().split(), "-g", f"-I{tree}/inc", "-c",
-                        str(tree / "f.c"), "-o", "f.o"], cwd=bdir, check=True,
-                       env={**os.environ, **env})
+        subprocess.run([*compilecache.compiler().split(), "-g", "-iquote", f"{tree}/inc",
+                        "-isystem", str(system), "-c", str(tree / "f.c"), "-o", "f.o"],
+                       cwd=bdir, check=True, env={**os.environ, **compilecache.settings(tree)})
     stats = compilecache.stats()
     assert stats == compilecache.Stats(hits=1, misses=1)
 

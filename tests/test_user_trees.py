@@ -105,30 +105,37 @@ def built_meta(component: str, *args: str) -> dict[str, Any]:
     return meta
 
 
-def test_a_user_tree_of_our_code_compiles_from_the_compiler_cache(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Our scratch tree built first, a new `rig src` tree of the same code at
-    another path compiles from ccache: each tree builds inside itself, so the
-    compiler sees the same relative paths.
-
-    QEMU's meson passes the tree's include directories as absolute
-    -iquote/-isystem paths: a QEMU user tree does not hit yet (0 of 1078,
-    measured), so only the kernel is held to it here.
-    """
-    built_meta("kernel")
-    tree = src_tree(tmp_path_factory, "kernel")
-    # Trees are keyed by content: an edit no run made before makes it a tree
-    # never built (a fixed one would be a cache hit on the next run).
-    path = tree / VFIO_FILE
-    path.write_text(path.read_text() + f"/* a tree of its own: {uuid.uuid4()} */\n")
-    meta = built_meta("kernel", "--kernel-tree", str(tree))
+def first_build_hits(component: str, tree: Path, rel: str) -> dict[str, Any]:
+    """Build `tree` once, with an edit no run made before (trees are keyed by
+    content: a fixed one would be a cache hit on the next run), and return the
+    build's meta.json; the edit is undone after."""
+    path = tree / rel
+    original = path.read_text()
+    path.write_text(original + f"/* a tree of its own: {uuid.uuid4()} */\n")
+    try:
+        meta = built_meta(component, f"--{component}-tree", str(tree))
+        assert git(tree, "status", "--porcelain") == f" M {rel}\n", \
+            "the build directory shows in git"
+    finally:
+        git(tree, "checkout", "--", rel)
     hits, misses = meta["ccache"]["hits"], meta["ccache"]["misses"]
-    print(f"kernel tree {tree}: {hits} hits, {misses} misses, {meta['seconds']} s")
+    print(f"{component} tree {tree}: {hits} hits, {misses} misses, {meta['seconds']} s")
+    assert meta["build_dir"] == str(tree / ".tphlab-build")
     assert hits + misses > 100, "a new tree's first build compiled almost nothing"
     assert hits >= 0.9 * (hits + misses), f"{misses} misses of {hits + misses}"
-    assert meta["build_dir"] == str(tree / ".tphlab-build")
-    assert git(tree, "status", "--porcelain") == f" M {VFIO_FILE}\n", \
-        "the build directory shows in git"
+    return meta
+
+
+def test_a_user_tree_of_our_code_compiles_from_the_compiler_cache(
+        tmp_path_factory: pytest.TempPathFactory, qtree: Path) -> None:
+    """Our scratch tree built first, a new `rig src` tree of the same code at
+    another path (and depth) compiles from ccache: each tree builds inside
+    itself, so the compiler sees the same relative paths, and the system's
+    include directories outside it stay absolute (QEMU's meson passes many)."""
+    for component, tree, rel in (("kernel", src_tree(tmp_path_factory, "kernel"), VFIO_FILE),
+                                 ("qemu", qtree, QEMU_FILE)):
+        built_meta(component)
+        first_build_hits(component, tree, rel)
 
 
 def test_a_user_kernel_tree_runs_the_whole_matrix(ktree: Path, tmp_path: Path) -> None:

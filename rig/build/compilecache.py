@@ -4,11 +4,16 @@ Each tree is built in a directory of its own inside the tree (BUILD_DIR),
 so the compiler sees the same relative paths in every tree: a scratch tree
 in the cache, the series check's tree and a user's tree of the same code
 then give ccache the same command lines, and a second tree's build is
-mostly cache hits. Absolute paths are made relative (base_dir /) and the
-working directory is left out of the hash (the build directories differ);
-debug info then names the directory of the first tree that compiled an
-object. Depend mode keeps a miss as cheap as a plain compile, which a cold
-machine's first build is made of.
+mostly cache hits. Absolute paths inside the tree are made relative
+(base_dir is the tree being built) and the working directory is left out of
+the hash (the build directories differ); debug info then names the directory
+of the first tree that compiled an object. Paths outside the tree (the
+system's -isystem directories: glib's, gcc's) stay absolute, so they are
+the same whatever the tree's depth: with base_dir `/` they became `../..`
+chains as long as the tree's path, and trees at different depths (a QEMU
+tree's command lines are full of them) never shared an object. Depend
+mode keeps a miss as cheap as a plain compile, which a cold machine's first
+build is made of.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from rig import proc
 from rig.errors import RigError
@@ -38,15 +44,21 @@ def compiler(cc: str = "gcc") -> str:
     return f"{cc_path} {cc}" if cc_path else cc
 
 
-def settings() -> dict[str, str]:
-    """ccache's configuration for the rig's builds, as environment variables.
+def cache_dir() -> str:
+    """Where the objects are: CCACHE_DIR set by the caller (CI keeps one
+    between jobs), otherwise inside the rig's cache, so emptying that cache
+    empties it too."""
+    return os.environ.get("CCACHE_DIR") or str(cache_root() / "ccache")
 
-    CCACHE_DIR set by the caller (CI keeps one between jobs) is kept; it is
-    otherwise inside the rig's cache, so emptying that cache empties it too.
+
+def settings(tree: Path) -> dict[str, str]:
+    """ccache's configuration for a build of `tree`, as environment variables.
+
+    The tree is absolute, so that it is a prefix of the paths it rewrites.
     """
     return {
-        "CCACHE_DIR": os.environ.get("CCACHE_DIR") or str(cache_root() / "ccache"),
-        "CCACHE_BASEDIR": "/",
+        "CCACHE_DIR": cache_dir(),
+        "CCACHE_BASEDIR": str(tree.resolve()),
         "CCACHE_NOHASHDIR": "1",
         # A miss runs the compiler once: the dependencies come from its -MD
         # file, not from a second run of the preprocessor.
@@ -92,7 +104,8 @@ def stats() -> Stats | None:
     if cc is None:
         return None
     try:
-        res = proc.run_captured([cc, "--print-stats"], timeout=60, env=settings())
+        res = proc.run_captured([cc, "--print-stats"], timeout=60,
+                                env={"CCACHE_DIR": cache_dir()})
     except RigError:
         return None
     return parse_stats(res.stdout) if res.returncode == 0 else None

@@ -89,7 +89,7 @@ def make_args(tree: Path, bdir: Path) -> list[str]:
     args = ["make", "-C", str(tree), f"O={bdir}", f"-j{jobs()}"]
     if compilecache.wrapper():
         args.append(f"CC={compilecache.compiler()}")
-        args += [f"{k}={v}" for k, v in compilecache.settings().items()]
+        args += [f"{k}={v}" for k, v in compilecache.settings(tree).items()]
     return args
 
 

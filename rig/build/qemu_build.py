@@ -117,7 +117,7 @@ def build(ctx: context.BuildContext, src: sources.Source,
         targets = [BINARY]
         if (tree / (QTEST + ".c")).is_file():
             targets.append(QTEST)
-        compiled = compile_targets(ctx, bdir, targets, log)
+        compiled = compile_targets(ctx, tree, bdir, targets, log)
         shutil.copy2(bdir / BINARY, out / BINARY)
         collect_firmware(tree, out / "share")
         arts = {"qemu": BINARY, "bios": "share/qboot.rom", "datadir": "share"}
@@ -204,13 +204,13 @@ def configure(ctx: context.BuildContext, tree: Path, bdir: Path, log: Path,
     (bdir / ".gitignore").write_text("# the rig's build directory\n*\n")
     ctx.progress.begin("qemu: configure")
     proc.run([tree / "configure", f"--python={sys.executable}", f"--cc={cc}", *flags],
-             cwd=bdir, log=log, env=compilecache.settings(), timeout=600, what="QEMU configure",
+             cwd=bdir, log=log, env=compilecache.settings(tree), timeout=600, what="QEMU configure",
              fix="run `rig doctor` for missing build dependencies")
     series.write_state(state_path, wanted)
     ctx.progress.done("configured")
 
 
-def compile_targets(ctx: context.BuildContext, bdir: Path, targets: list[str],
+def compile_targets(ctx: context.BuildContext, tree: Path, bdir: Path, targets: list[str],
                     log: Path) -> compilecache.Compiled:
     """Run ninja with its step count; return how many steps it took and ccache's hits."""
     ctx.progress.begin(f"qemu: ninja {' '.join(targets)}")
@@ -224,7 +224,7 @@ def compile_targets(ctx: context.BuildContext, bdir: Path, targets: list[str],
             ctx.progress.step(st[0], st[1])
 
     proc.run(["ninja", "-C", bdir, *targets], log=log, on_line=on_line, timeout=3600,
-             env=compilecache.settings(),
+             env=compilecache.settings(tree),
              what="QEMU build", fix="see the log; a patch of qemu-device/ may not compile")
     done = compilecache.counted(before, steps[0])
     ctx.progress.done(done.describe("up to date"))

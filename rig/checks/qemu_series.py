@@ -52,7 +52,7 @@ def run(ctx: context.BuildContext, src: sources.Source) -> list[QemuPatchReport]
             if (tree / (qemu_build.QTEST + ".c")).is_file():
                 targets.append(qemu_build.QTEST)
             try:
-                qemu_build.compile_targets(ctx, bdir, targets, log)
+                qemu_build.compile_targets(ctx, tree, bdir, targets, log)
             except RigError as exc:
                 rep.build = exc.message
             ctx.progress.note(f"{patch.name}: {'clean' if rep.clean else 'problems'}")
