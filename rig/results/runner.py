@@ -248,7 +248,9 @@ def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
     res = shell.run(bind_command(bench), timeout=30)
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
-                         fix="check the guest kernel has vfio-pci and tph_importer")
+                         fix="check the guest kernel has vfio-pci and tph_importer "
+                             "(a module that did not load says why on the console)",
+                         log=str(vm.console))
     dmesg = "dmesg -c" if clear_log else "dmesg"
     splats = hint_cases.dmesg_splats(shell.run(dmesg, timeout=10).stdout)
     if splats:
