@@ -48,6 +48,7 @@ def test_bench_prints_every_figure_with_its_verdict(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "rig", "bench", "--runs", "1", "--json",
                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=3600,
                          check=False, env=dict(os.environ))
+    print(res.stdout)   # the figures, for `pytest -rP` and CI's log
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     doc = json.loads(out.read_text())
     names = [f["name"] for f in doc["figures"]]
