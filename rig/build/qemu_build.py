@@ -43,6 +43,8 @@ DEVICES = DATA_DIR / "qemu-devices.mak"
 RECIPE = "6"
 BINARY = "qemu-system-x86_64"
 QTEST = "tests/qtest/tph-testdev-test"
+# The lock file meson (1.5 and later) writes into the source tree's subprojects/.
+WRAPLOCK = "subprojects/.wraplock"
 EDK2_BLOB = "pc-bios/edk2-x86_64-code.fd.bz2"
 EDK2_LINE = "    unpack_edk2_blobs = bzip2.found()"
 
@@ -116,12 +118,17 @@ def build(ctx: context.BuildContext, src: sources.Source,
         api_probe.check_qemu(tree, src.mails.describe() if src.mails is not None else
                              f"QEMU {src.describe()}")
         bdir = build_dir(tree, suffix)
+        had_lock = (tree / WRAPLOCK).exists()
         configure(ctx, tree, bdir, log, configure_flags(sanitize))
         targets = [BINARY]
         # The qtest runs on the normal build; the sanitized one is for the fuzzer.
         if (tree / (QTEST + ".c")).is_file() and not sanitize:
             targets.append(QTEST)
         compiled = compile_targets(ctx, tree, bdir, targets, log)
+        if not had_lock:
+            # Meson's lock, left in the source tree: the user's git status
+            # would show it, and the tree's content key would change with it.
+            (tree / WRAPLOCK).unlink(missing_ok=True)
         shutil.copy2(bdir / BINARY, out / BINARY)
         collect_firmware(tree, out / "share")
         arts = {"qemu": BINARY, "bios": "share/qboot.rom", "datadir": "share"}
