@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,19 @@ def test_tcg_guests_get_the_longest_stall_timeouts_kvm_ones_do_not(tmp_path: Pat
     assert "rcu_cpu_stall_timeout" not in append("kvm")
 
 
+def _free_slots(root: Path) -> int:
+    """Slot files nobody holds, tried directly (not through the budget's turnstile)."""
+    free = 0
+    for path in sorted((root / "vcpu-budget").glob("slot-*")):
+        with path.open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            free += 1
+    return free
+
+
 def test_the_budget_is_shared_all_or_nothing_and_waits_with_a_message(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(budget.BUDGET_ENV, "2")
@@ -56,13 +70,55 @@ def test_the_budget_is_shared_all_or_nothing_and_waits_with_a_message(
 
         t = threading.Thread(target=second)
         t.start()
-        time.sleep(0.6)
+        time.sleep(budget.SAY_AFTER + 0.3)
         assert not got.is_set() and said and "waiting for 2 of the machine's 2" in said[0]
-        # ... and holds none while waiting: another single slot is free.
-        with budget.vcpus(1, root=tmp_path, timeout=1):
-            pass
+        assert _free_slots(tmp_path) == 1
     t.join(5)
     assert got.is_set()
+
+
+def test_a_waiter_for_two_slots_is_served_before_later_takers_of_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Otherwise guests taking one slot after another would starve it for good."""
+    monkeypatch.setenv(budget.BUDGET_ENV, "2")
+    order: list[str] = []
+    first = budget.Slots(root=tmp_path)
+    first.hold(1)
+
+    def take(name: str, count: int) -> None:
+        with budget.vcpus(count, root=tmp_path):
+            order.append(name)
+            time.sleep(0.2)
+
+    pair = threading.Thread(target=take, args=("pair", 2))
+    pair.start()
+    time.sleep(0.3)
+    single = threading.Thread(target=take, args=("single", 1))
+    single.start()
+    time.sleep(0.3)
+    # A slot is free, but the pair waits for it first.
+    assert order == [] and _free_slots(tmp_path) == 1
+    first.release()
+    pair.join(5)
+    single.join(5)
+    assert order == ["pair", "single"]
+
+
+def test_slots_grow_and_shrink_and_hold_none_while_growing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(budget.BUDGET_ENV, "2")
+    a, b = budget.Slots(root=tmp_path), budget.Slots(root=tmp_path, timeout=0.3)
+    assert a.hold(1) == 1 and b.hold(1) == 1 and _free_slots(tmp_path) == 0
+    # b asks for both while a holds one: b gives its own back, waits, then gives up.
+    with pytest.raises(GuestError, match="waited 0 s for 2"):
+        b.hold(2)
+    assert b.count == 0 and _free_slots(tmp_path) == 1
+    a.release()
+    assert b.hold(2) == 2 and _free_slots(tmp_path) == 0
+    assert b.hold(1) == 1 and _free_slots(tmp_path) == 1
+    assert b.hold(5) == 2     # never more than the budget
+    b.release()
+    assert _free_slots(tmp_path) == 2
 
 
 def test_a_guest_larger_than_the_budget_takes_the_whole_budget(

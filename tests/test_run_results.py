@@ -28,6 +28,7 @@ from rig.build.artifacts import Artifacts
 from rig.cli import guest as cli_guest
 from rig.cli import main as cli_main
 from rig.errors import AccelError, GuestError, RigError
+from rig.guest import budget
 from rig.guest import vm as vm_mod
 from rig.guest.kvm import Accel
 from rig.guest.ssh import CmdResult
@@ -53,6 +54,7 @@ class FakeCase:
     verify: Callable[[Seen], list[str]] = lambda seen: []
     did: str = "ST=0x42 PH=2"
     summary: str = "a fake scenario"
+    busy_vcpus: int = 1
 
     def command(self, bench: Bench) -> str:
         return f"fake-scenario {self.name}"
@@ -93,6 +95,9 @@ class FakeLab:
     boot_error: dict[str, RigError] = field(default_factory=dict)
     guests: list[FakeGuest] = field(default_factory=list)
     started: dict[str, threading.Event] = field(default_factory=dict)
+    seconds: float = 0.0        # how long each scenario's command takes
+    # (scenario, start, end) of each scenario's command, by time.monotonic()
+    ran: list[tuple[str, float, float]] = field(default_factory=list)
 
     def factory(self, arts: Artifacts, topo: Topology, rundir: Path, accel: str) -> FakeGuest:
         g = FakeGuest(self, topo, rundir, accel, arts)
@@ -128,6 +133,9 @@ class FakeShell:
             raise GuestError(f"guest command {command!r} failed over SSH: Socket is closed")
         if fate == "die-after":
             g.proc.returncode = -11
+        began = time.monotonic()
+        time.sleep(g.lab.seconds)
+        g.lab.ran.append((name, began, time.monotonic()))
         return CmdResult(0, f'{STEP}\n\n{runner.AFTER_MARK}\n'
                             "tphlab-dmabufs: 0\n", "")
 
@@ -307,6 +315,28 @@ def test_a_guest_that_dies_right_after_a_scenario_crashes_that_one(tmp_path: Pat
     assert "QEMU exited with status -11" in o.failures[-1]
     assert run.outcomes[6].status is Status.NOT_RUN
     assert run.count(Status.PASS) == 5 and run.exit_code == EXIT_GUEST
+
+
+def test_guests_share_the_budget_by_busy_vcpus(tmp_path: Path, cache_home: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2-vCPU guest takes one slot of two while its scenario keeps one vCPU busy,
+    so a 1-vCPU guest runs beside it; a scenario keeping both busy runs alone."""
+    monkeypatch.setenv(budget.BUDGET_ENV, "2")
+    duo = Topology(name="duo", cpus=2)
+    cases = [FakeCase("duo-one", duo), FakeCase("duo-both", duo, busy_vcpus=2),
+             FakeCase("duo-one-again", duo), FakeCase("beta-1", B), FakeCase("beta-2", B),
+             FakeCase("gamma-1", C), FakeCase("gamma-2", C)]
+    lab = FakeLab(seconds=0.3)
+    run = _lab_run(lab, cases, tmp_path)
+    assert all(o.status is Status.PASS for o in run.outcomes), run.outcomes
+    ran = {name: (start, end) for name, start, end in lab.ran}
+
+    def beside(name: str) -> list[str]:
+        start, end = ran[name]
+        return [n for n, (s, e) in ran.items() if n != name and s < end and e > start]
+
+    assert beside("duo-one") or beside("duo-one-again"), lab.ran
+    assert beside("duo-both") == [], lab.ran
 
 
 def test_a_guest_that_does_not_boot_leaves_its_scenarios_not_run(tmp_path: Path) -> None:

@@ -532,16 +532,17 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
               accel: Accel, rundir: Path, report: Callable[[Outcome], None] | None = None,
               on_stage: Callable[[str, str, float], None] | None = None,
               opts: Options = Options(), control: Control | None = None) -> GroupResult:
-    """run_guest() once the guest's vCPUs fit the machine's budget (guest/budget.py),
-    shared with every other rig on this machine."""
+    """run_guest() with a slot of the machine's budget of busy vCPUs (guest/budget.py),
+    shared with every other rig on this machine: one while the guest boots, and
+    for each scenario as many as it keeps busy."""
 
     def waiting(msg: str) -> None:
         if on_stage:
             on_stage(topo.name, msg, 0.0)
 
-    slots = contextlib.ExitStack()
+    slots = budget.Slots(waiting)
     try:
-        slots.enter_context(budget.vcpus(topo.cpus, waiting))
+        slots.hold(1)
     except GuestError as exc:
         result = GroupResult(accel)
         log = (control.log if control is not None else RunLog(rundir / RUN_LOG))
@@ -551,19 +552,24 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
             if report:
                 report(result.outcomes[-1])
         return result
-    with slots:
-        return run_guest(topo, members, arts, accel, rundir, report, on_stage, opts, control)
+    try:
+        return run_guest(topo, members, arts, accel, rundir, report, on_stage, opts, control,
+                         slots)
+    finally:
+        slots.release()
 
 
 def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
               accel: Accel, rundir: Path, report: Callable[[Outcome], None] | None = None,
               on_stage: Callable[[str, str, float], None] | None = None,
-              opts: Options = Options(), control: Control | None = None) -> GroupResult:
+              opts: Options = Options(), control: Control | None = None,
+              slots: budget.Slots | None = None) -> GroupResult:
     """Boot one topology and run its cases: an outcome for every member, never a raise.
 
     A guest that does not boot, or whose devices do not bind, leaves every
     member NOT_RUN; one that dies or hangs makes the running case CRASHED
     and the rest NOT_RUN. Each outcome goes to `report` as it is known.
+    With `slots`, each scenario first holds as many as it keeps vCPUs busy.
     """
     ctl = control if control is not None else Control(RunLog(rundir / RUN_LOG))
     log = ctl.log
@@ -623,7 +629,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         save = None if store is None or ready is not None else (
             lambda b: _save(store, vm, arts, used.name, b, stage, log))
         bench = _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest,
-                             ready, save)
+                             ready, save, slots)
     except Exception as exc:      # a bug of the loop itself; the outcomes so far stand
         result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
         skip_rest(f"the rig broke in guest {topo.name} (see {log.path})")
@@ -723,9 +729,11 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
                  rundir: Path, opts: Options, ctl: Control, result: GroupResult,
                  done: Callable[[Outcome], None],
                  skip_rest: Callable[[str], None], ready: Bench | None = None,
-                 save: Callable[[Bench], None] | None = None) -> Bench | None:
+                 save: Callable[[Bench], None] | None = None,
+                 slots: budget.Slots | None = None) -> Bench | None:
     """Bind the devices (unless `ready`: a restored guest's are bound), then
-    save() the guest, and run the members; the Bench, None if binding failed."""
+    save() the guest, and run the members, each once `slots` holds as many
+    as it keeps vCPUs busy; the Bench, None if binding failed."""
     log = ctl.log
 
     def guest_died(where: str, exc: BaseException) -> GuestError:
@@ -760,6 +768,13 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             skip_rest(ctl.halted)
             return bench
         where = f"guest {topo.name}, scenario {case.name}"
+        if slots is not None:
+            try:
+                slots.hold(min(case.busy_vcpus, topo.cpus))
+            except GuestError as exc:
+                result.problems.append(_problem(exc, where, topo.name, log))
+                skip_rest(_first_line(exc.message))
+                return bench
         started = time.monotonic()
         outdir = rundir / topo.name / "scenarios" / case.name
         try:

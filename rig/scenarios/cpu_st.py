@@ -68,6 +68,7 @@ class CpuStQuery:
     name: str = "cpu-st-query"
     topo: Topology = CPU_ST
     dsm: bool = True
+    busy_vcpus: int = 1        # one CPU's tags at a time, from one thread
 
     @property
     def summary(self) -> str:

@@ -146,6 +146,7 @@ class Case:
     # (CPU, memory type, PH): the importer DMAs with that CPU's tag from
     # firmware instead of the exporter's hints (tphctl cpu-st-use)
     use_cpu_st: tuple[int, int, int] | None = None
+    busy_vcpus: int = 1
 
     def seq(self, bench: Bench) -> Seq:
         seq = Seq().open(bench.exporter)

@@ -56,6 +56,7 @@ class Hostile:
     nth: int = 0                             # which run of the probe's step name is checked
     other: bool = False                      # needs a dma-buf of the spare device
     topo: Topology = DEFAULT
+    busy_vcpus: int = 1
 
     @property
     def summary(self) -> str:
@@ -158,6 +159,7 @@ class ModuleReload:
     name: str = "importer-module-reload"
     summary: str = "after hostile input the importer module unloads and reloads cleanly"
     topo: Topology = DEFAULT
+    busy_vcpus: int = 1
 
     def command(self, bench: Bench) -> str:
         imp = shlex.quote(bench.importer)

@@ -63,6 +63,12 @@ class Scenario(Protocol):
     @property
     def topo(self) -> Topology: ...
 
+    @property
+    def busy_vcpus(self) -> int:
+        """How many of its guest's vCPUs it keeps busy at once (its share of the
+        machine's budget, rig.guest.budget): 1 for a single-threaded sequence."""
+        ...
+
     def command(self, bench: Bench) -> str:
         """The shell command run in the guest; the rig reads the hint log after it."""
         ...
@@ -126,6 +132,7 @@ class Scripted:
     steps: Callable[[Bench], Seq]
     verify: Callable[[Seen], list[str]]
     topo: Topology
+    busy_vcpus: int = 1
 
     def command(self, bench: Bench) -> str:
         return self.steps(bench).command()

@@ -59,6 +59,11 @@ class Race:
     queries: int = 4000
 
     @property
+    def busy_vcpus(self) -> int:
+        """Its threads and the importer's queries keep every vCPU busy."""
+        return self.topo.cpus
+
+    @property
     def ext(self) -> bool:
         return self.topo.importer.get("ext-tph", "on") == "on"
 

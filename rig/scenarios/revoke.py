@@ -312,7 +312,8 @@ def cases() -> list[Scripted]:
                  "after the revoke point, also after decode on",
                  f"ST_EXT={LONG[0]:#x} PH={LONG[1]}, attach, {COUNT} DMAs of {CHUNK}B; "
                  f"decode off after {LONG_AFTER_MS} ms, decode on, DMA",
-                 long_steps, long_check, DEFAULT),
+                 long_steps, long_check, DEFAULT,
+                 busy_vcpus=2),    # the DMA's thread runs while the other revokes
         Scripted("two-attachments", "two dma-bufs attached by two importer files at once: "
                  "each DMA with its own ST entry, both re-queried after a revoke, one file "
                  "cannot touch the other's attachment",
