@@ -59,13 +59,14 @@ def test_the_budget_is_shared_all_or_nothing_and_waits_with_a_message(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(budget.BUDGET_ENV, "2")
     said: list[str] = []
-    with budget.vcpus(1, root=tmp_path) as one:
-        assert one == 1
+    with budget.Slots(root=tmp_path) as slots:
+        assert slots.hold(1) == 1
         got = threading.Event()
 
         def second() -> None:
             # Two slots are asked while one is taken: it waits, holding none.
-            with budget.vcpus(2, said.append, root=tmp_path):
+            with budget.Slots(said.append, root=tmp_path) as pair:
+                pair.hold(2)
                 got.set()
 
         t = threading.Thread(target=second)
@@ -86,7 +87,8 @@ def test_a_waiter_for_two_slots_is_served_before_later_takers_of_one(
     first.hold(1)
 
     def take(name: str, count: int) -> None:
-        with budget.vcpus(count, root=tmp_path):
+        with budget.Slots(root=tmp_path) as slots:
+            slots.hold(count)
             order.append(name)
             time.sleep(0.2)
 
@@ -124,16 +126,17 @@ def test_slots_grow_and_shrink_and_hold_none_while_growing(
 def test_a_guest_larger_than_the_budget_takes_the_whole_budget(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(budget.BUDGET_ENV, "1")
-    with budget.vcpus(4, root=tmp_path) as n:
-        assert n == 1
+    with budget.Slots(root=tmp_path) as slots:
+        assert slots.hold(4) == 1 and slots.count == 1
 
 
 def test_a_wait_has_a_bound_and_a_bad_budget_is_named(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(budget.BUDGET_ENV, "1")
-    with budget.vcpus(1, root=tmp_path), pytest.raises(GuestError, match="waited 0 s"), \
-            budget.vcpus(1, root=tmp_path, timeout=0.3):
-        pass
+    with budget.Slots(root=tmp_path) as one, budget.Slots(root=tmp_path, timeout=0.3) as two:
+        one.hold(1)
+        with pytest.raises(GuestError, match="waited 0 s"):
+            two.hold(1)
     monkeypatch.setenv(budget.BUDGET_ENV, "zero")
     with pytest.raises(GuestError, match="TPHLAB_VCPUS='zero'"):
         budget.size()

@@ -23,8 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -79,7 +78,7 @@ def _try_take(paths: list[Path], want: int) -> list[IO[str]] | None:
 
 class Slots:
     """The slots one guest holds; hold() changes how many. Holds none at first
-    and after release()."""
+    and after release(); as a context manager, releases them at its end."""
 
     def __init__(self, on_wait: Callable[[str], None] | None = None,
                  timeout: float = 3600.0, root: Path | None = None) -> None:
@@ -140,16 +139,11 @@ class Slots:
             f.close()
         self._held = []
 
+    def __enter__(self) -> Slots:
+        return self
 
-@contextmanager
-def vcpus(count: int, on_wait: Callable[[str], None] | None = None,
-          timeout: float = 3600.0, root: Path | None = None) -> Iterator[int]:
-    """Hold `count` slots (at most the whole budget) while the block runs."""
-    slots = Slots(on_wait, timeout, root)
-    try:
-        yield slots.hold(count)
-    finally:
-        slots.release()
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
-__all__ = ["BUDGET_ENV", "Slots", "size", "vcpus"]
+__all__ = ["BUDGET_ENV", "Slots", "size"]

@@ -552,11 +552,9 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
             if report:
                 report(result.outcomes[-1])
         return result
-    try:
+    with slots:
         return run_guest(topo, members, arts, accel, rundir, report, on_stage, opts, control,
                          slots)
-    finally:
-        slots.release()
 
 
 def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
