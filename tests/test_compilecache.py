@@ -58,7 +58,9 @@ def test_kernel_make_goes_through_ccache_with_its_settings(
         cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compilecache, "wrapper", lambda: "/usr/bin/ccache")
     args = kernel_build.make_args(Path("/t"), Path("/t/.tphlab-build"))
-    assert "CC=/usr/bin/ccache gcc" in args
+    assert f"CC=sh {compilecache.guard_script()} /usr/bin/ccache gcc" in args
+    assert compilecache.guard_script().is_relative_to(cache_home), \
+        "the same path from every checkout: kbuild rebuilds on a new command line"
     assert f"CCACHE_DIR={cache_home / 'ccache'}" in args and "CCACHE_BASEDIR=/t" in args
     monkeypatch.setattr(compilecache, "wrapper", lambda: None)
     args = kernel_build.make_args(Path("/t"), Path("/t/.tphlab-build"))
@@ -95,6 +97,35 @@ def test_two_trees_of_the_same_code_share_their_objects(
                        cwd=bdir, check=True, env={**os.environ, **compilecache.settings(tree)})
     stats = compilecache.stats()
     assert stats == compilecache.Stats(hits=1, misses=1)
+
+
+def test_a_kernel_source_with_incbin_is_compiled_not_taken_from_the_cache(
+        tmp_path: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """piggy.S as Kbuild makes it: the compressed kernel comes in by .incbin
+    and the source says only its sizes. A new kernel of the same size must
+    give a new object, not the last one's; other sources still hit."""
+    monkeypatch.delenv("CCACHE_DIR", raising=False)
+    bdir = tmp_path / "linux" / compilecache.build_dir_name()
+    bdir.mkdir(parents=True)
+    (bdir / "piggy.S").write_text('.section .rodata\nz_input_len = 4\n.incbin "vmlinux.bin"\n')
+    (bdir / "f.c").write_text("int f(void) { return 3; }\n")
+    cc = compilecache.compiler(incbin_guard=True).split()
+    env = {**os.environ, **compilecache.settings(bdir.parent)}
+
+    def build(blob: str, source: str) -> bytes:
+        (bdir / "vmlinux.bin").write_text(blob)
+        obj = source.replace(".S", ".o").replace(".c", ".o")
+        subprocess.run([*cc, "-Wp,-MMD,.dep.d", "-c", "-o", obj, source], cwd=bdir,
+                       check=True, env=env)
+        dumped = subprocess.run(["objcopy", "-O", "binary", "-j", ".rodata", obj,
+                                 "/dev/stdout"], cwd=bdir, check=True, capture_output=True)
+        return dumped.stdout
+
+    assert build("AAAA", "piggy.S") == b"AAAA"
+    assert build("BBBB", "piggy.S") == b"BBBB", "ccache gave back the last kernel's piggy.o"
+    build("", "f.c")
+    build("", "f.c")
+    assert compilecache.stats() == compilecache.Stats(hits=1, misses=1)
 
 
 def test_qemu_is_configured_with_only_our_devices(cache_home: Path, tmp_path: Path) -> None:

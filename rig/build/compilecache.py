@@ -13,11 +13,14 @@ the same whatever the tree's depth: with base_dir `/` they became `../..`
 chains as long as the tree's path, and trees at different depths (a QEMU
 tree's command lines are full of them) never shared an object. Depend
 mode keeps a miss as cheap as a plain compile, which a cold machine's first
-build is made of.
+build is made of; it cannot see `.incbin`, so the kernel's compiler goes
+through a guard (data/ccache-incbin-guard.sh) that compiles such a source
+without ccache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -38,10 +41,37 @@ def wrapper() -> str | None:
     return shutil.which("ccache")
 
 
-def compiler(cc: str = "gcc") -> str:
-    """The C compiler command, through ccache when it is installed."""
+INCBIN_GUARD = Path(__file__).resolve().parent.parent / "data" / "ccache-incbin-guard.sh"
+
+
+def compiler(cc: str = "gcc", incbin_guard: bool = False) -> str:
+    """The C compiler command, through ccache when it is installed.
+
+    incbin_guard: through the guard script, which leaves ccache out for a
+    source with `.incbin` (the kernel's piggy.S, initramfs_data.S, certs).
+    QEMU's sources (roms/ aside, which are not built) hold none.
+    """
     cc_path = wrapper()
-    return f"{cc_path} {cc}" if cc_path else cc
+    if not cc_path:
+        return cc
+    return f"sh {guard_script()} {cc_path} {cc}" if incbin_guard else f"{cc_path} {cc}"
+
+
+def guard_script() -> Path:
+    """The guard script at a path named by its content, in the rig's cache.
+
+    Kbuild rebuilds every object whose command line changed, so the path
+    must not depend on where this checkout is; a new guard is a new path,
+    which rebuilds what the old one compiled.
+    """
+    text = INCBIN_GUARD.read_bytes()
+    copy = cache_root() / "bin" / f"ccache-incbin-guard-{hashlib.sha256(text).hexdigest()[:12]}"
+    if not copy.is_file():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(text)
+        tmp.replace(copy)
+    return copy
 
 
 def cache_dir() -> str:

@@ -14,8 +14,10 @@ from rig.hostfacts import compiler_version, jobs
 from rig.paths import importer_dir, kernel_series_dir
 from rig.progress import kbuild_step
 
-# Bump when the artifacts change in a way the inputs do not show.
-RECIPE = "3"
+# Bump when the artifacts change in a way the inputs do not show. 4: the
+# .incbin guard (compilecache); a bzImage of an earlier recipe may hold the
+# kernel of another build.
+RECIPE = "4"
 BASE_CONFIG = "tinyconfig"
 IMAGE = "arch/x86/boot/bzImage"
 
@@ -88,7 +90,7 @@ def make_args(tree: Path, bdir: Path) -> list[str]:
     command-line variables, which make exports to every recipe."""
     args = ["make", "-C", str(tree), f"O={bdir}", f"-j{jobs()}"]
     if compilecache.wrapper():
-        args.append(f"CC={compilecache.compiler()}")
+        args.append(f"CC={compilecache.compiler(incbin_guard=True)}")
         args += [f"{k}={v}" for k, v in compilecache.settings(tree).items()]
     return args
 
