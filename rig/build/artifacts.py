@@ -24,6 +24,9 @@ class Artifacts:
     initrd: Path
     client_key: Path
     host_key: Path
+    # The kernel's `uname -v` as its build linked it; a boot checks that the
+    # guest runs that kernel (None: not known, not checked).
+    kernel_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class Built:
     def guest(self) -> Artifacts:
         q, k, i = (self.results[n].artifacts for n in ("qemu", "kernel", "image"))
         return Artifacts(q["qemu"], q["bios"], q["datadir"], k["kernel"], i["initramfs"],
-                         i["client_key"], i["host_key"])
+                         i["client_key"], i["host_key"],
+                         self.results["kernel"].meta["uts_version"])
 
     def sources(self) -> dict[str, dict[str, Any]]:
         """What each component was built from: the sources of this request (a

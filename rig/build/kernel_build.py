@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from rig.progress import kbuild_step
 
 # Bump when the artifacts change in a way the inputs do not show. 4: the
 # .incbin guard (compilecache); a bzImage of an earlier recipe may hold the
-# kernel of another build.
-RECIPE = "4"
+# kernel of another build. 5: meta.json says the kernel's uts_version.
+RECIPE = "5"
 BASE_CONFIG = "tinyconfig"
 IMAGE = "arch/x86/boot/bzImage"
 
@@ -131,6 +132,7 @@ def build(ctx: context.BuildContext, src: sources.Source,
             raise ConfigError("the kernel has CONFIG_MODULES off: the test importer is a "
                               "module", fix="set CONFIG_MODULES=y in the config fragment")
         compiled = compile_kernel(ctx, tree, bdir, ["bzImage", "modules"], log)
+        version = uts_version(bdir)
         shutil.copy2(bdir / IMAGE, out / "bzImage")
         shutil.copy2(bdir / ".config", out / "config")
         arts = {"kernel": "bzImage", "config": "config", "headers": "headers",
@@ -148,10 +150,25 @@ def build(ctx: context.BuildContext, src: sources.Source,
                                                                       kernel_series_dir()))),
                 "config": config,
                 "guest_inputs": guest_inputs,
+                "uts_version": version,
                 "tree": str(tree), "build_dir": str(bdir), "steps": compiled.steps,
                 "ccache": compiled.meta()}
 
     return context.finish(ctx, f"kernel{suffix}", key, produce, src.cacheable)
+
+
+def uts_version(bdir: Path) -> str:
+    """The version string of the kernel just linked, its `uname -v`: Kbuild
+    writes it into include/generated/utsversion.h for every link (the build
+    number and time make it one build's own)."""
+    path = bdir / "include/generated/utsversion.h"
+    m = re.search(r'^#define UTS_VERSION "(.*)"$', path.read_text() if path.is_file() else "",
+                  re.M)
+    if m is None:
+        raise ConfigError(f"no UTS_VERSION in {path} after the kernel build",
+                          fix="this kernel's Kbuild writes its version elsewhere: tell the "
+                              "rig's kernel_build.uts_version where")
+    return m.group(1)
 
 
 def build_importer(ctx: context.BuildContext, tree: Path, bdir: Path, work: Path,

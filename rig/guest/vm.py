@@ -31,6 +31,8 @@ STAGES = [
     ("ready", "tphlab-ready"),
 ]
 PANIC_MARKS = ("Kernel panic", "---[ end Kernel panic")
+# /init prints the running kernel's `uname -v` before its first stage.
+KERNEL_MARK = "tphlab-kernel: "
 # A snapshot is written with the guest's RAM at fixed offsets in the file
 # (mapped-ram): zero pages are never written, and both sides must agree.
 MIGRATION_CAPS = [{"capability": "mapped-ram", "state": True}]
@@ -49,6 +51,18 @@ def console_tail(path: Path, lines: int = 30) -> str:
     except FileNotFoundError:
         return "    (no console output)"
     return "\n".join(f"    | {ln}" for ln in text[-lines:]) or "    (no console output)"
+
+
+def other_kernel(console: str, built: str | None) -> str | None:
+    """What the guest says it runs, if that is not the kernel built (the
+    `uname -v` /init prints against the build's): a bzImage that holds
+    another build's kernel gives a verdict about code nobody asked for."""
+    if built is None:
+        return None
+    said = [ln[len(KERNEL_MARK):] for ln in console.splitlines() if ln.startswith(KERNEL_MARK)]
+    if not said:
+        return "nothing (no tphlab-kernel line on the console)"
+    return next((v for v in said if v != built), None)
 
 
 def guest_argv(arts: Artifacts, topo: topology.Topology, accel: str,
@@ -130,11 +144,26 @@ class VM:
                                  f"{timeout:.0f} s; console {self.console}:\n"
                                  f"{console_tail(self.console)}")
             time.sleep(0.02)
+        self._check_kernel()
         self._connect_shell(max(5.0, deadline - time.monotonic()))
         self.boot_seconds = time.monotonic() - started
         self.stage = "ssh"
         if on_stage:
             on_stage("ssh", self.boot_seconds)
+
+    def _check_kernel(self) -> None:
+        said = other_kernel(self.console.read_text(errors="replace"), self.arts.kernel_version)
+        if said is None:
+            return
+        self.stop()
+        raise GuestError(f"the guest runs a kernel other than the one built: it says "
+                         f"{said!r}, the build linked {self.arts.kernel_version!r}; console "
+                         f"{self.console}:\n{console_tail(self.console)}",
+                         log=str(self.rundir),
+                         fix=f"{self.arts.kernel} is not its build's own image: remove the "
+                             f"build_dir named in {self.arts.kernel.parent / 'meta.json'} and "
+                             "run `rig build kernel --force` (and report it: an object the "
+                             "build reused was stale)")
 
     def _connect_shell(self, timeout: float) -> None:
         """A fresh SSH connection on this run's port (the guest's sshd is up)."""
