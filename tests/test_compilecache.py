@@ -114,18 +114,27 @@ def test_a_kernel_source_with_incbin_is_compiled_not_taken_from_the_cache(
 
     def build(blob: str, source: str) -> bytes:
         (bdir / "vmlinux.bin").write_text(blob)
-        obj = source.replace(".S", ".o").replace(".c", ".o")
+        obj = Path(source).name.replace(".S", ".o").replace(".c", ".o")
         subprocess.run([*cc, "-Wp,-MMD,.dep.d", "-c", "-o", obj, source], cwd=bdir,
                        check=True, env=env)
         dumped = subprocess.run(["objcopy", "-O", "binary", "-j", ".rodata", obj,
                                  "/dev/stdout"], cwd=bdir, check=True, capture_output=True)
         return dumped.stdout
 
+    # kernel/configs.c's shape: inline asm in a C file of the source tree, named
+    # from the build directory with ../
+    (bdir.parent / "configs.c").write_text(
+        'asm(".section .rodata\\n.incbin \\"vmlinux.bin\\"\\n.previous");\n')
+    (bdir / "plain.S").write_text(".section .rodata\n.ascii \"CCCC\"\n")
     assert build("AAAA", "piggy.S") == b"AAAA"
     assert build("BBBB", "piggy.S") == b"BBBB", "ccache gave back the last kernel's piggy.o"
-    build("", "f.c")
-    build("", "f.c")
-    assert compilecache.stats() == compilecache.Stats(hits=1, misses=1)
+    assert build("DDDD", "../configs.c") == b"DDDD"
+    assert build("EEEE", "../configs.c") == b"EEEE"
+    assert compilecache.stats() == compilecache.Stats(0, 0), "an .incbin source went to ccache"
+    for _ in range(2):
+        build("", "f.c")
+        assert build("", "plain.S") == b"CCCC"
+    assert compilecache.stats() == compilecache.Stats(hits=2, misses=2)
 
 
 def test_qemu_is_configured_with_only_our_devices(cache_home: Path, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ class Built:
         q, k, i = (self.results[n].artifacts for n in ("qemu", "kernel", "image"))
         return Artifacts(q["qemu"], q["bios"], q["datadir"], k["kernel"], i["initramfs"],
                          i["client_key"], i["host_key"],
-                         self.results["kernel"].meta["uts_version"])
+                         self.results["kernel"].meta.get("uts_version"))
 
     def sources(self) -> dict[str, dict[str, Any]]:
         """What each component was built from: the sources of this request (a

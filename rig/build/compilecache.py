@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rig import proc
-from rig.errors import RigError
+from rig.errors import ConfigError, RigError
 from rig.paths import cache_root
 
 # The build directory of a tree, a direct subdirectory of it (Kbuild uses
@@ -66,11 +67,16 @@ def guard_script() -> Path:
     """
     text = INCBIN_GUARD.read_bytes()
     copy = cache_root() / "bin" / f"ccache-incbin-guard-{hashlib.sha256(text).hexdigest()[:12]}"
-    if not copy.is_file():
+    if any(c.isspace() for c in str(copy)):
+        raise ConfigError(f"the rig's cache {cache_root()} has a space in its path, and the "
+                          "kernel's CC names a file in it", fix="set XDG_CACHE_HOME to a path "
+                          "without spaces")
+    if not copy.is_file() or copy.read_bytes() != text:
         copy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = copy.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(text)
-        tmp.replace(copy)
+        fd, tmp = tempfile.mkstemp(dir=copy.parent, prefix=f".{copy.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+        os.replace(tmp, copy)
     return copy
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from rig import proc, tools
 from rig.build import api_probe, compilecache, context, kconfig, series, sources
 from rig.build.cache import file_digest, files_inputs, input_key, tree_digest
-from rig.errors import ConfigError, SourceError
+from rig.errors import BuildError, ConfigError, SourceError
 from rig.hostfacts import compiler_version, jobs
 from rig.paths import importer_dir, kernel_series_dir
 from rig.progress import kbuild_step
@@ -160,14 +160,15 @@ def build(ctx: context.BuildContext, src: sources.Source,
 def uts_version(bdir: Path) -> str:
     """The version string of the kernel just linked, its `uname -v`: Kbuild
     writes it into include/generated/utsversion.h for every link (the build
-    number and time make it one build's own)."""
+    number and time make it one build's own, unless KBUILD_BUILD_VERSION and
+    KBUILD_BUILD_TIMESTAMP fix both: the boot's check is then weaker)."""
     path = bdir / "include/generated/utsversion.h"
     m = re.search(r'^#define UTS_VERSION "(.*)"$', path.read_text() if path.is_file() else "",
                   re.M)
     if m is None:
-        raise ConfigError(f"no UTS_VERSION in {path} after the kernel build",
-                          fix="this kernel's Kbuild writes its version elsewhere: tell the "
-                              "rig's kernel_build.uts_version where")
+        raise BuildError(f"no UTS_VERSION in {path} after the kernel build",
+                         fix="the tree predates include/generated/utsversion.h (Linux 6.1): "
+                             "build a tree of the series' base, Linux 7.2")
     return m.group(1)
 
 

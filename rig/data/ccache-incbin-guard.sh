@@ -9,12 +9,15 @@
 # whose sizes matched an earlier build's got that build's piggy.o: a
 # bzImage holding another tree's kernel. ccache refuses such a source only
 # when it preprocesses, which depend mode never does.
+#
+# Only the compiled file is searched: no header or gas .include file of
+# the kernel holds .incbin (every .incbin is in the .c or .S compiled).
 ccache=$1
 shift
 for arg; do
 	case $arg in
 	*.c | *.S | *.s)
-		if [ -f "$arg" ] && grep -q -F .incbin "$arg"; then
+		if [ -f "$arg" ] && grep -q -F -e .incbin -- "$arg"; then
 			exec "$@"
 		fi
 		;;

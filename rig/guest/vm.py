@@ -17,7 +17,7 @@ from qemu.qmp import ExecuteError
 
 from rig import proc
 from rig.build.artifacts import Artifacts
-from rig.errors import GuestError, RigError
+from rig.errors import BuildError, GuestError, RigError
 from rig.guest import topology
 from rig.guest.qemu import QemuProcess
 from rig.guest.qmp import Monitor
@@ -31,8 +31,6 @@ STAGES = [
     ("ready", "tphlab-ready"),
 ]
 PANIC_MARKS = ("Kernel panic", "---[ end Kernel panic")
-# /init prints the running kernel's `uname -v` before its first stage.
-KERNEL_MARK = "tphlab-kernel: "
 # A snapshot is written with the guest's RAM at fixed offsets in the file
 # (mapped-ram): zero pages are never written, and both sides must agree.
 MIGRATION_CAPS = [{"capability": "mapped-ram", "state": True}]
@@ -51,18 +49,6 @@ def console_tail(path: Path, lines: int = 30) -> str:
     except FileNotFoundError:
         return "    (no console output)"
     return "\n".join(f"    | {ln}" for ln in text[-lines:]) or "    (no console output)"
-
-
-def other_kernel(console: str, built: str | None) -> str | None:
-    """What the guest says it runs, if that is not the kernel built (the
-    `uname -v` /init prints against the build's): a bzImage that holds
-    another build's kernel gives a verdict about code nobody asked for."""
-    if built is None:
-        return None
-    said = [ln[len(KERNEL_MARK):] for ln in console.splitlines() if ln.startswith(KERNEL_MARK)]
-    if not said:
-        return "nothing (no tphlab-kernel line on the console)"
-    return next((v for v in said if v != built), None)
 
 
 def guest_argv(arts: Artifacts, topo: topology.Topology, accel: str,
@@ -144,26 +130,31 @@ class VM:
                                  f"{timeout:.0f} s; console {self.console}:\n"
                                  f"{console_tail(self.console)}")
             time.sleep(0.02)
-        self._check_kernel()
         self._connect_shell(max(5.0, deadline - time.monotonic()))
+        self._check_kernel()
         self.boot_seconds = time.monotonic() - started
         self.stage = "ssh"
         if on_stage:
             on_stage("ssh", self.boot_seconds)
 
     def _check_kernel(self) -> None:
-        said = other_kernel(self.console.read_text(errors="replace"), self.arts.kernel_version)
-        if said is None:
+        """Stop the guest unless it runs the kernel that was built: its `uname -v`
+        against the version string the build linked. A bzImage holding another
+        build's kernel would give a verdict about code nobody asked for."""
+        built = self.arts.kernel_version
+        if built is None:
+            return
+        assert self.shell is not None
+        said = self.shell.run("uname -v", timeout=10).stdout.strip()
+        if said == built:
             return
         self.stop()
-        raise GuestError(f"the guest runs a kernel other than the one built: it says "
-                         f"{said!r}, the build linked {self.arts.kernel_version!r}; console "
-                         f"{self.console}:\n{console_tail(self.console)}",
-                         log=str(self.rundir),
+        raise BuildError(f"the guest runs a kernel other than the one built: it says {said!r}, "
+                         f"the build linked {built!r}", log=str(self.rundir),
                          fix=f"{self.arts.kernel} is not its build's own image: remove the "
-                             f"build_dir named in {self.arts.kernel.parent / 'meta.json'} and "
-                             "run `rig build kernel --force` (and report it: an object the "
-                             "build reused was stale)")
+                             f"build_dir named in {self.arts.kernel.parent / 'meta.json'}, run "
+                             "the same command again with CCACHE_DISABLE=1 (an object the "
+                             "build reused was stale) and report it")
 
     def _connect_shell(self, timeout: float) -> None:
         """A fresh SSH connection on this run's port (the guest's sshd is up)."""
