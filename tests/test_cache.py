@@ -7,7 +7,7 @@ from pathlib import Path
 import filelock
 import pytest
 
-from rig.build import cache, kernel_build, qemu_build, sources
+from rig.build import cache, compilecache, kernel_build, qemu_build, sources
 from rig.errors import BuildError, CacheError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,6 +75,19 @@ def test_debug_fragment_changes_only_the_debug_kernel_key(repo_copy: Path) -> No
     debug.write_text(debug.read_text() + "CONFIG_FOO=y\n")
     assert _kernel_key() == k
     assert _kernel_key("debug") != d
+
+
+def test_the_incbin_guard_is_an_input_of_the_kernel_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard decides which objects ccache may give the kernel build: a new
+    guard is a new kernel, not a cache hit on what the old one let through."""
+    guard = tmp_path / "guard.sh"
+    guard.write_bytes(compilecache.INCBIN_GUARD.read_bytes())
+    monkeypatch.setattr(compilecache, "INCBIN_GUARD", guard)
+    q, k = _qemu_key(), _kernel_key()
+    guard.write_text(guard.read_text() + "# changed\n")
+    assert _kernel_key() != k
+    assert _qemu_key() == q
 
 
 def test_sanitized_qemu_is_cached_apart() -> None:

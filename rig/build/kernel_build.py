@@ -77,6 +77,8 @@ def key_inputs(src: sources.Source, config: str) -> dict[str, Any]:
         "importer": files_inputs(importer_files(), importer_dir()),
         "base_config": BASE_CONFIG,
         "compiler": compiler_version(),
+        # What decides which sources ccache may serve (see compilecache).
+        "incbin_guard": file_digest(compilecache.INCBIN_GUARD),
     }
     if config == "default":
         inputs["fragment"] = file_digest(fragments(config)[0])
