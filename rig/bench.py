@@ -71,7 +71,7 @@ def cold_builds(progress: Progress) -> list[Figure]:
         root = Path(tmp) / "tphlab"
         root.mkdir()
         (root / "downloads").symlink_to(cache_root() / "downloads")
-        progress.note(f"cold build in {root} (about 15 minutes on 2 cores)")
+        progress.note(f"cold build in {root} (about 8 minutes on 2 cores)")
         out = proc.run_captured([sys.executable, "-m", "rig", "build", "all", "--json"],
                                 timeout=7200, env={"XDG_CACHE_HOME": tmp},
                                 what="the cold build")
