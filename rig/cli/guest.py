@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from qemu.qmp import ExecuteError
 
+from rig import stopsignals
 from rig.build import artifacts
 from rig.cli import options
 from rig.errors import RigError
@@ -102,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for p in run.problems:
         print(p.render(), file=sys.stderr)
     if run.interrupted:
-        print("interrupted", file=sys.stderr)
+        print(run.interruption, file=sys.stderr)
     if keeper is not None:
         _report_kept(keeper)
     if run.passed and not args.keep:
@@ -116,8 +117,9 @@ def _not_started(cases: list[Scenario], accel: str, exc: BaseException,
                  when: str = "the run did not start") -> Run:
     """The Run of a run that an exception ended before it had one."""
     if isinstance(exc, KeyboardInterrupt):
-        run = runner.unrun(cases, accel, "the run was interrupted")
-        run.interrupted = True
+        why = stopsignals.describe(stopsignals.signum_of(exc))
+        run = runner.unrun(cases, accel, f"the run was {why}")
+        run.interrupt(exc)
         return run
     if isinstance(exc, RigError):
         problem = Problem(exc.exit_code, exc.message, exc.log, exc.fix)
@@ -230,7 +232,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     vm_mod.require_device(arts.qemu)
     accel = options.choose_accel(args.accel, progress, arts)
     vm, accel = runner.start_vm(arts, topo, run_dir("boot"), accel,
-                                lambda s, t: progress.note(f"boot {topo.name}: {s} at {t:.2f}s"))
+                                lambda s, t: progress.note(f"boot {topo.name}: {s} at {t:.2f}s"),
+                                outlive_rig=True)
     try:
         bench = runner.bind_devices(vm)
         sess = keep_session(vm, accel, bench.devices())

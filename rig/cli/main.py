@@ -2,7 +2,8 @@
 
 Exit codes: 0 all passed, 1 a scenario failed, 2 a set-up error (with the
 fix), 3 a guest died or hung, 4 an internal error of the rig (its
-traceback in the log), 130 interrupted.
+traceback in the log), 128 + the signal's number when a signal stopped it
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: see rig.stopsignals).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
+from rig import stopsignals
 from rig.cli import bench, build, globalopts, guest, report
 from rig.errors import RigError
 from rig.paths import cache_root
@@ -36,13 +38,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with stopsignals.handle():
+            return int(args.func(args))
     except RigError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = stopsignals.signum_of(exc)
+        print(stopsignals.describe(signum), file=sys.stderr)
+        return stopsignals.exit_code(signum)
     except Exception as exc:
         return internal_error(exc, bool(getattr(args, "verbose", False)))
 

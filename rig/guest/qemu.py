@@ -5,7 +5,10 @@ and the guest `rig boot` leaves running (rig.guest.boot_session) all go
 through QemuProcess:
 
 - `spawn` starts QEMU in a new session, so its pid is its process group's
-  id and every signal reaches the whole group;
+  id and every signal reaches the whole group; a signal to the rig never
+  reaches it, so the rig stops it itself (on SIGTERM and SIGHUP too:
+  rig.stopsignals), and unless it is to outlive the rig it gets a
+  parent-death signal: SIGKILL, which no handler sees, takes it down too;
 - `connect_qmp` connects to its QMP socket under a deadline, retrying while
   QEMU creates the socket and giving up at once if QEMU exits;
 - `stop` ends it: QMP `quit` if QMP is connected, then SIGTERM to the group,
@@ -18,11 +21,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 from rig.errors import RigError, ToolError
@@ -38,6 +44,48 @@ POLL = 0.02
 
 class QemuError(RigError):
     """QEMU could not be started, reached over QMP or stopped."""
+
+
+# The parent-death signal (prctl PR_SET_PDEATHSIG, set by util-linux's setpriv
+# before it execs QEMU) fires when the *thread* that forked the child ends, not
+# the process: a QEMU started by a worker thread would be killed when the
+# worker ends. So every such QEMU is forked by one launcher thread that lives
+# as long as the rig process.
+PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"]
+
+
+class _Launcher:
+    """A daemon thread that runs Popen for others: its children are killed
+    when the rig process ends, however it ends."""
+
+    Job = tuple[Callable[[], "subprocess.Popen[bytes]"], "Future[subprocess.Popen[bytes]]"]
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Launcher.Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        """start() run in the launcher thread; what it returns or raises."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="qemu-launcher",
+                                                daemon=True)
+                self._thread.start()
+        fut: Future[subprocess.Popen[bytes]] = Future()
+        self._jobs.put((start, fut))
+        return fut.result()
+
+    def _serve(self) -> None:
+        while True:
+            start, fut = self._jobs.get()
+            try:
+                fut.set_result(start())
+            except BaseException as exc:   # handed to the caller, raised there
+                fut.set_exception(exc)
+
+
+_LAUNCHER = _Launcher()
 
 
 def _proc_state(pid: int) -> str | None:
@@ -65,16 +113,23 @@ class QemuProcess:
         self._lock = threading.Lock()
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], log_path: Path) -> QemuProcess:
-        """Start argv in a new session, stdout and stderr into log_path."""
+    def spawn(cls, argv: Sequence[str], log_path: Path,
+              outlive_rig: bool = False) -> QemuProcess:
+        """Start argv in a new session, stdout and stderr into log_path. Unless
+        `outlive_rig` (a guest `rig boot` leaves running), it is SIGKILLed when
+        the rig process ends, even by SIGKILL."""
         args = [str(a) for a in argv]
-        try:
-            with log_path.open("wb") as out:
-                popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        except FileNotFoundError as exc:
-            raise ToolError(f"{args[0]} does not exist",
-                            fix="build QEMU first (rig build qemu)") from exc
+        if not Path(args[0]).exists() and shutil.which(args[0]) is None:
+            raise ToolError(f"{args[0]} does not exist", fix="build QEMU first (rig build qemu)")
+        if not outlive_rig and shutil.which(PDEATHSIG[0]) is None:
+            raise ToolError(f"{PDEATHSIG[0]} is not installed (it ties each QEMU's life to "
+                            "the rig's)", fix="apt-get install util-linux")
+        full = args if outlive_rig else [*PDEATHSIG, *args]
+        with log_path.open("wb") as out:
+            def start() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            popen = start() if outlive_rig else _LAUNCHER.popen(start)
         log.debug("qemu pid %d: %s", popen.pid, " ".join(args))
         return cls(popen.pid, popen, args)
 

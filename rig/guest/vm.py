@@ -62,8 +62,11 @@ def guest_argv(arts: Artifacts, topo: topology.Topology, accel: str,
 
 class VM:
     def __init__(self, arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str,
-                 tph_devices: bool = True) -> None:
+                 tph_devices: bool = True, outlive_rig: bool = False) -> None:
+        """`outlive_rig`: the guest may be left running when the rig exits (`rig
+        boot`, --keep-guest); other guests die with the rig process."""
         self.arts = arts
+        self.outlive_rig = outlive_rig
         self.topo = topo
         self.rundir = rundir
         self.accel = accel
@@ -91,7 +94,7 @@ class VM:
         started = time.monotonic()
         argv = self.argv() + extra
         (self.rundir / "cmdline").write_text(" ".join(argv) + "\n")
-        self.proc = QemuProcess.spawn(argv, self.qemu_log)
+        self.proc = QemuProcess.spawn(argv, self.qemu_log, outlive_rig=self.outlive_rig)
         return started
 
     def start(self, timeout: float = 120.0,

@@ -83,7 +83,7 @@ def table(run: Run, width: int = WIDTH) -> str:
     if counts:
         head += f" ({', '.join(counts)})"
     if run.interrupted:
-        head += "; interrupted"
+        head += f"; {run.interruption}"
     out.append(head)
     accel = f"{run.accel} ({run.accel_reason})" if run.accel_reason else run.accel
     out += _wrapped(f"accel {accel}", "  ", "    ", width)
@@ -184,7 +184,7 @@ def to_ktap(run: Run) -> str:
     for p in run.problems:
         lines.append("# " + p.render().replace("\n", "\n# "))
     if run.interrupted:
-        lines.append("# tphlab interrupted")
+        lines.append(f"# tphlab {run.interruption}")
     return "\n".join(lines) + "\n"
 
 
@@ -211,7 +211,7 @@ def markdown(run: Run) -> str:
     for p in run.problems:
         out.append(f"- error: {cell(p.message.splitlines()[0] if p.message else '')}")
     if run.interrupted:
-        out.append("- the run was interrupted")
+        out.append(f"- the run was {run.interruption}")
     for name, src in run.sources.items():
         out.append(f"- {name}: {cell(describe_source(src))}")
     return "\n".join(out)

@@ -6,18 +6,20 @@ needs the scenarios' code or a guest.
 
 Exit codes (`Run.exit_code`; the highest that applies wins): 0 every scenario
 passed, 1 a scenario failed, 2 a set-up error, 3 a guest died or hung, 4 an
-internal error of the rig (a check or the runner raised), 130 interrupted.
+internal error of the rig (a check or the runner raised), 128 + the signal's
+number when a signal stopped it (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from rig import errors
+from rig import errors, stopsignals
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -121,7 +123,8 @@ class Run:
     # What was tested, per component (qemu, kernel): the Source.detail() of its build
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    interrupted: bool = False    # Ctrl-C: what had not finished is NOT_RUN
+    interrupted: bool = False    # Ctrl-C, SIGTERM, SIGHUP: what had not finished is NOT_RUN
+    signum: int = 2              # the signal that interrupted it (SIGINT for Ctrl-C)
     # How each guest came up: "boot", or "snapshot" (restored from one)
     started: dict[str, str] = field(default_factory=dict)
 
@@ -136,7 +139,7 @@ class Run:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return EXIT_INTERRUPTED
+            return stopsignals.exit_code(self.signum)
         codes = [p.code for p in self.problems]
         if any(o.status is Status.ERROR for o in self.outcomes):
             codes.append(EXIT_INTERNAL)     # an ERROR always comes with its Problem; to be sure
@@ -153,7 +156,18 @@ class Run:
                 "logs": str(self.logs) if self.logs else None,
                 "sources": self.sources,
                 "errors": [p.to_dict() for p in self.problems],
-                "scenarios": [o.to_dict() for o in self.outcomes]}
+                "scenarios": [o.to_dict() for o in self.outcomes],
+                **({"signal": stopsignals.name_of(self.signum)} if self.interrupted else {})}
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Mark the run interrupted by the signal behind `exc` (a KeyboardInterrupt)."""
+        self.interrupted, self.signum = True, stopsignals.signum_of(exc)
+
+    @property
+    def interruption(self) -> str:
+        """How a report says it was interrupted: "interrupted", or with the signal
+        when it was not Ctrl-C."""
+        return stopsignals.describe(self.signum)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Run:
@@ -166,6 +180,7 @@ class Run:
                        sources=dict(doc.get("sources") or {}),
                        problems=[Problem.from_dict(p) for p in doc.get("errors", [])],
                        interrupted=bool(doc.get("interrupted", False)),
+                       signum=_signum(doc.get("signal")),
                        started={str(k): str(v) for k, v in doc.get("started", {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"not a tphlab run report ({type(exc).__name__}: {exc})") from exc
@@ -187,3 +202,10 @@ class Run:
 def load(path: Path) -> Run:
     """A saved run; OSError if unreadable, FormatError if not a run report."""
     return Run.from_json(path.read_text())
+
+
+def _signum(name: object) -> int:
+    """A saved run's "signal" (absent in runs saved before it was recorded: Ctrl-C)."""
+    if name is None:
+        return EXIT_INTERRUPTED - 128
+    return int(signal.Signals[str(name)])

@@ -30,6 +30,7 @@ from rig import hostfacts
 from rig.build.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError
 from rig.guest import budget, faults, snapshot, topology
+from rig.guest import vm as guest_vm
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
@@ -177,9 +178,22 @@ def boot(factory: Callable[[Artifacts, topology.Topology, Path, str], G], arts: 
 
 def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: Accel,
              on_stage: Callable[[str, float], None] | None = None,
-             timeout: float = 120.0) -> tuple[VM, Accel]:
-    """boot() a real guest (rig.guest.vm.VM)."""
-    return boot(VM, arts, topo, rundir, accel, on_stage, timeout)
+             timeout: float = 120.0, outlive_rig: bool = False) -> tuple[VM, Accel]:
+    """boot() a real guest (rig.guest.vm.VM); with `outlive_rig`, one that the
+    rig may leave running when it exits (`rig boot`)."""
+    return boot(_outliving(VM) if outlive_rig else VM, arts, topo, rundir, accel, on_stage,
+                timeout)
+
+
+def _outliving(factory: Callable[[Artifacts, topology.Topology, Path, str], G],
+               ) -> Callable[[Artifacts, topology.Topology, Path, str], G]:
+    """The factory, its real guests made to outlive the rig (VM.outlive_rig)."""
+    def make(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str) -> G:
+        vm = factory(arts, topo, rundir, accel)
+        if isinstance(vm, guest_vm.VM):     # (tests stand fakes in for runner.VM)
+            vm.outlive_rig = True
+        return vm
+    return make
 
 
 def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -599,7 +613,9 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
     if ctl.no_boot is not None:
         skip_rest(ctl.no_boot)
         return result
-    factory = ctl.track(opts.vm_factory or VM)
+    # A guest --keep-guest may keep must not die with the rig when it exits.
+    base: VMFactory = opts.vm_factory or VM
+    factory = ctl.track(_outliving(base) if opts.keeper is not None else base)
     store = opts.snapshots if opts.fault is None else None
     restored = (_restore(factory, store, arts, topo, rundir, accel, stage, log)
                 if store is not None else None)
@@ -851,10 +867,10 @@ def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir:
         for topo, members in gs]
     try:
         wait_futures(futures)
-    except KeyboardInterrupt:
-        run.interrupted = True
-        ctl.halt("the run was interrupted")
-        log.write("interrupted: stopping the guests")
+    except KeyboardInterrupt as stop:
+        run.interrupt(stop)
+        ctl.halt(f"the run was {run.interruption}")
+        log.write(f"{run.interruption}: stopping the guests")
         for f in futures:
             f.cancel()
         ctl.stop_all()
