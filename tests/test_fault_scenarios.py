@@ -169,15 +169,16 @@ def test_module_reload_must_unload() -> None:
 
 
 def test_after_checks_find_leaks_and_splats() -> None:
-    splats, bad = runner.after_checks("x\ntphlab-dmabufs: 0\n")
-    assert (splats, bad) == ([], [])
-    _, bad = runner.after_checks("tphlab-dmabufs: 2\n")
+    checked = runner.after_checks("x\ntphlab-dmabufs: 0\n")
+    assert (checked.dmesg.reports, checked.failures) == ([], [])
+    bad = runner.after_checks("tphlab-dmabufs: 2\n").failures
     assert bad == ["2 dma-buf(s) still alive after the scenario: a leak"]
-    _, bad = runner.after_checks("tphlab-dmabufs: \n")
+    bad = runner.after_checks("tphlab-dmabufs: \n").failures
     assert bad and "debugfs" in bad[0]
-    splats, bad = runner.after_checks("BUG: KASAN: slab-use-after-free in x\n"
-                                      "tphlab-dmabufs: 0\n")
-    assert splats and bad == [f"dmesg: {splats[0]}"]
+    checked = runner.after_checks("BUG: KASAN: slab-use-after-free in x\n"
+                                  "tphlab-dmabufs: 0\n")
+    splats = checked.dmesg.reports
+    assert splats and checked.failures == [f"dmesg: {splats[0]}"]
 
 
 def test_a_scenario_output_splits_from_its_after_checks() -> None:
@@ -186,10 +187,10 @@ def test_a_scenario_output_splits_from_its_after_checks() -> None:
     # A JSON-looking kernel line after the mark is not a step of the scenario.
     own, after = runner.split_after(f"{step}\n{mark}{{x}}\ntphlab-dmabufs: 0\n")
     assert runner.parse_steps(own) == ([json.loads(step)], [])
-    assert runner.after_checks(after) == ([], [])
+    assert runner.after_checks(after).failures == []
     # A scenario that printed nothing.
     own, after = runner.split_after(f"{mark}tphlab-dmabufs: 1\n")
-    assert own == "" and runner.after_checks(after)[1] == [
+    assert own == "" and runner.after_checks(after).failures == [
         "1 dma-buf(s) still alive after the scenario: a leak"]
 
 
@@ -204,14 +205,14 @@ def test_a_step_cut_short_is_a_failure_and_the_kernel_report_still_found() -> No
     steps, garbled = runner.parse_steps(own)
     assert steps == [json.loads(step)]
     assert garbled == ['{"step": "race-queries", "seen": [0']
-    splats, _ = runner.after_checks(after)
+    splats = runner.after_checks(after).dmesg.reports
     assert splats == ["BUG: kernel NULL pointer dereference"]
 
 
 def test_without_the_mark_the_leak_check_did_not_run() -> None:
     own, after = runner.split_after('{"step": "get", "ret": 0, "errno": 0}\n')
     assert runner.parse_steps(own)[0] and after == ""
-    assert runner.after_checks(after)[1] == [
+    assert runner.after_checks(after).failures == [
         "could not count live dma-bufs (is debugfs mounted in the guest?)"]
 
 

@@ -10,24 +10,23 @@ from pathlib import Path
 import pytest
 
 from rig.errors import GuestError
-from rig.guest import budget, topology
-from rig.scenarios import hint_cases
+from rig.guest import budget, kernel_log, topology
 
 STALL = (Path(__file__).parent / "data" / "dmesg-stall.txt").read_text()
 
 
 def test_a_stall_report_and_its_dump_are_warnings_and_a_warn_still_fails() -> None:
-    splats, warnings = hint_cases.classify_dmesg(STALL)
+    splats, warnings = kernel_log.classify_dmesg(STALL)
     assert splats == [ln for ln in STALL.splitlines() if "43.0000" in ln or "43.0001" in ln]
     assert warnings[0].endswith("rcu: INFO: rcu_sched detected stalls on CPUs/tasks:")
     assert any("</TASK>" in w for w in warnings) and len(warnings) == 16
-    assert hint_cases.dmesg_splats(STALL) == splats
+    assert kernel_log.dmesg_splats(STALL) == splats
     # Without the stall head, a Call Trace is a report as before.
-    assert hint_cases.dmesg_splats("[ 1.0] Call Trace:\n") == ["[ 1.0] Call Trace:"]
+    assert kernel_log.dmesg_splats("[ 1.0] Call Trace:\n") == ["[ 1.0] Call Trace:"]
     lockup = "[ 9.0] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [sh:1]\n[ 9.1] Call Trace:\n"
-    assert hint_cases.classify_dmesg(lockup) == ([], lockup.splitlines())
+    assert kernel_log.classify_dmesg(lockup) == ([], lockup.splitlines())
     kasan = "[ 9.0] rcu: INFO: rcu_sched self-detected stall on CPU\n[ 9.2] BUG: KASAN: x\n"
-    assert hint_cases.dmesg_splats(kasan) == ["[ 9.2] BUG: KASAN: x"]
+    assert kernel_log.dmesg_splats(kasan) == ["[ 9.2] BUG: KASAN: x"]
 
 
 def test_tcg_guests_get_the_longest_stall_timeouts_kvm_ones_do_not(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import xmlschema
 
+from rig.guest import kernel_log
 from rig.guest.dma_status import ST_DONE, ST_ERR_DMA, ST_ERROR
 from rig.results import report, runner
 from rig.results.run import Run, Status
@@ -135,12 +136,12 @@ def test_cases_are_grouped_by_topology_in_order() -> None:
 
 def test_dmesg_splats_are_found() -> None:
     text = "ok line\nWARNING: CPU: 0 PID: 1 at drivers/x.c:1\nfine\nBUG: KASAN: use-after-free\n"
-    assert len(hint_cases.dmesg_splats(text)) == 2
-    assert hint_cases.dmesg_splats("tph_importer: attached\n") == []
+    assert len(kernel_log.dmesg_splats(text)) == 2
+    assert kernel_log.dmesg_splats("tph_importer: attached\n") == []
     boot = ("rcu: \tRCU lockdep checking is enabled.\nKernelAddressSanitizer initialized "
             "(generic)\nLock dependency validator: Copyright (c) 2006 Red Hat, Inc.\n")
-    assert hint_cases.dmesg_splats(boot) == []
-    assert len(hint_cases.dmesg_splats("WARNING: possible circular locking dependency "
+    assert kernel_log.dmesg_splats(boot) == []
+    assert len(kernel_log.dmesg_splats("WARNING: possible circular locking dependency "
                                       "detected\n[ INFO: inconsistent lock state ]\n")) == 2
 
 

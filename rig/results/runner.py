@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar, cast
 from rig import hostfacts
 from rig.build.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError
-from rig.guest import budget, faults, snapshot, topology
+from rig.guest import budget, faults, kernel_log, snapshot, topology
 from rig.guest import vm as guest_vm
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
@@ -266,7 +266,7 @@ def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
                              "(a module that did not load says why on the console)",
                          log=str(vm.console))
     dmesg = "dmesg -c" if clear_log else "dmesg"
-    splats = hint_cases.dmesg_splats(shell.run(dmesg, timeout=10).stdout)
+    splats = kernel_log.dmesg_splats(shell.run(dmesg, timeout=10).stdout)
     if splats:
         raise GuestError("the guest's kernel reported problems while booting and binding:\n"
                          + "\n".join(f"    {ln}" for ln in splats), log=str(vm.console))
@@ -284,16 +284,24 @@ def split_after(stdout: str) -> tuple[str, str]:
     return (own, after) if mark else (stdout, "")
 
 
-def after_checks(output: str) -> tuple[list[str], list[str]]:
-    """(dmesg splats, failures) from the AFTER command's output."""
-    splats = hint_cases.dmesg_splats(output)
-    failures = [f"dmesg: {ln}" for ln in splats]
+@dataclass(frozen=True)
+class AfterChecks:
+    """What the AFTER command found: its kernel log, read once, and the failures."""
+
+    dmesg: kernel_log.KernelLog    # the kernel's reports and stall warnings
+    failures: list[str]            # each report, and a leaked or uncounted dma-buf
+
+
+def after_checks(output: str) -> AfterChecks:
+    """The kernel reports, stall warnings and failures in the AFTER command's output."""
+    dmesg = kernel_log.classify_dmesg(output)
+    failures = [f"dmesg: {ln}" for ln in dmesg.reports]
     m = _DMABUFS.search(output)
     if m is None or not m.group(1):
         failures.append("could not count live dma-bufs (is debugfs mounted in the guest?)")
     elif int(m.group(1)):
         failures.append(f"{m.group(1)} dma-buf(s) still alive after the scenario: a leak")
-    return splats, failures
+    return AfterChecks(dmesg, failures)
 
 
 def describe(case: Scenario) -> str:
@@ -376,7 +384,8 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
         _save_output(outdir, "dmesg.out", after_out)
     steps, garbled = parse_steps(out)
     seen = Seen(steps, records, hint_cases.requester_id(bench.importer))
-    splats, after = after_checks(after_out)
+    checked = after_checks(after_out)
+    splats = checked.dmesg.reports
     failures = lost + [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
     try:
         failures += case.check(seen)
@@ -393,10 +402,10 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
                        dmesg=splats, output=outdir)
     if res.stderr.strip():
         failures.append(f"stderr: {res.stderr.strip()}")
-    failures += after
+    failures += checked.failures
     done = outcome(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
                    failures, seen, received, splats, outdir)
-    done.warnings = hint_cases.classify_dmesg(after_out)[1]
+    done.warnings = checked.dmesg.stalls
     return done
 
 
