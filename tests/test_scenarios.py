@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import xmlschema
 
-from rig.guest import kernel_log
+from rig.guest import kernel_log, pci_address
 from rig.guest.dma_status import ST_DONE, ST_ERR_DMA, ST_ERROR
 from rig.results import report, runner
 from rig.results.run import Run, Status
@@ -47,10 +47,11 @@ def good_records(case: Case) -> list[dict[str, Any]]:
 
 
 def test_requester_id_from_bdf() -> None:
-    assert hint_cases.requester_id("0000:04:00.0") == 0x0400
-    assert hint_cases.requester_id("03:01.2") == 0x030A
+    assert pci_address.requester_id("0000:04:00.0") == 0x0400
+    assert pci_address.requester_id("03:01.2") == 0x030A
+    assert pci_address.bdf_of(0x030A) == "03:01.2"
     with pytest.raises(ValueError):
-        hint_cases.requester_id("nope")
+        pci_address.requester_id("nope")
 
 
 def test_matching_run_passes_for_every_case() -> None:

@@ -19,7 +19,7 @@ from rig import stopsignals
 from rig.build import artifacts
 from rig.cli import options
 from rig.errors import RigError
-from rig.guest import boot_session, faults, kvm, snapshot
+from rig.guest import boot_session, faults, kvm, pci_address, snapshot
 from rig.guest import vm as vm_mod
 from rig.guest.kvm import Accel
 from rig.guest.topology import Device
@@ -271,7 +271,7 @@ def _fmt_record(r: dict[str, object], sess: boot_session.Session | None = None) 
     when it is one of the guest's tph-testdevs."""
     rid = int(str(r["requester-id"]))
     role = sess.role_of(rid) if sess is not None else None
-    req = f"{rid >> 8:02x}:{(rid >> 3) & 0x1f:02x}.{rid & 7}" + (f" {role}" if role else "")
+    req = pci_address.bdf_of(rid) + (f" {role}" if role else "")
     gen = r.get("generation", "-")                 # the device's resets before it
     return (f"{r['seq']:>6} {gen:>4}  {req:<16}  {int(str(r['offset'])):#10x} {r['length']:>8}  "
             f"TH={int(bool(r['th']))} PH={r['ph']} ST={int(str(r['st'])):#06x} "

@@ -7,10 +7,11 @@ p2pdma distance between them is a bus address; virtio-net for SSH.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+
+from rig.guest import pci_address
 
 EXPORTER_ID = "tphexp"
 IMPORTER_ID = "tphimp"
@@ -102,11 +103,10 @@ class Device:
     @property
     def requester_id(self) -> int | None:
         """Its requester ID (bus << 8 | device << 3 | function); None for no BDF."""
-        m = re.fullmatch(r"(?:[0-9a-f]{4}:)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])",
-                         self.bdf.lower())
-        if not m:
+        try:
+            return pci_address.requester_id(self.bdf)
+        except ValueError:
             return None
-        return int(m.group(1), 16) << 8 | int(m.group(2), 16) << 3 | int(m.group(3))
 
 
 def devices_text(devices: list[Device]) -> str:

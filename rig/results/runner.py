@@ -29,13 +29,13 @@ from typing import Any, Protocol, TypeVar, cast
 from rig import hostfacts
 from rig.build.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError
-from rig.guest import budget, faults, kernel_log, snapshot, topology
+from rig.guest import budget, faults, kernel_log, pci_address, snapshot, topology
 from rig.guest import vm as guest_vm
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
 from rig.results.run import EXIT_GUEST, EXIT_INTERNAL, Outcome, Problem, Run, Status
-from rig.scenarios import hint_cases, protocol
+from rig.scenarios import protocol
 from rig.scenarios.kit import Bench, Scenario, Seen
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
@@ -383,7 +383,7 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
         _save_output(outdir, "stderr.out", res.stderr)
         _save_output(outdir, "dmesg.out", after_out)
     steps, garbled = parse_steps(out)
-    seen = Seen(steps, records, hint_cases.requester_id(bench.importer))
+    seen = Seen(steps, records, pci_address.requester_id(bench.importer))
     checked = after_checks(after_out)
     splats = checked.dmesg.reports
     failures = lost + [f"a step's output was cut short: {ln[:200]}" for ln in garbled]

@@ -9,7 +9,6 @@ importer's DMA. `check` compares all of it with what tphctl and QMP saw.
 from __future__ import annotations
 
 import errno
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,14 +302,6 @@ def custom(st: int, ph: int) -> Case:
     return Case(f"custom-st{st:#x}-ph{ph}", "user-supplied ST/PH",
                 sets=(TphSet(ST | ST_EXT, st=st & 0xFF, st_ext=st & 0xFFFF, ph=ph),),
                 wire=Hint(st & 0xFFFF, ph, True))
-
-
-def requester_id(bdf: str) -> int:
-    """0000:04:00.0 -> 0x0400."""
-    m = re.fullmatch(r"(?:[0-9a-f]{4}:)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])", bdf.lower())
-    if not m:
-        raise ValueError(f"not a PCI address: {bdf}")
-    return int(m.group(1), 16) << 8 | int(m.group(2), 16) << 3 | int(m.group(3))
 
 
 def expected_records(case: Case, rid: int) -> list[dict[str, Any]]:
