@@ -34,7 +34,15 @@ from rig.guest.kvm import Accel
 from rig.guest.ssh import CmdResult
 from rig.guest.topology import Topology
 from rig.results import report, runner
-from rig.results.run import EXIT_GUEST, EXIT_INTERNAL, Outcome, Problem, Run, Status
+from rig.results.run import (
+    BUG_FIX,
+    EXIT_GUEST,
+    EXIT_INTERNAL,
+    Outcome,
+    Problem,
+    Run,
+    Status,
+)
 from rig.scenarios import matrix
 from rig.scenarios.kit import Bench, Seen
 
@@ -404,6 +412,16 @@ def test_a_rig_bug_outside_the_check_is_an_error_and_the_next_scenario_runs(
     assert "ValueError: a1: topology alpha has no spare device" in run.outcomes[0].failures[0]
     assert run.exit_code == EXIT_INTERNAL
     assert "ValueError" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_one_policy_makes_a_problem_of_any_exception() -> None:
+    err = GuestError("the guest is gone", fix="look at its console", log="console.log")
+    assert Problem.of(err, "guest a", "run.log", "a") == Problem(
+        EXIT_GUEST, "guest a: the guest is gone", "console.log", "look at its console", "a")
+    assert Problem.of(KeyError("x"), "guest a", "run.log", "a") == Problem(
+        EXIT_INTERNAL, "guest a: internal error: KeyError: 'x'", "run.log", BUG_FIX, "a")
+    # Without a log of its traceback, a bug has no fix to offer either.
+    assert Problem.of(KeyError("x")) == Problem(EXIT_INTERNAL, "internal error: KeyError: 'x'")
 
 
 def test_exit_codes_the_highest_wins() -> None:

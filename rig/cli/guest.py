@@ -26,7 +26,7 @@ from rig.guest.topology import Device
 from rig.paths import run_dir
 from rig.progress import Progress
 from rig.results import report, runner
-from rig.results.run import EXIT_INTERNAL, Outcome, Problem, Run
+from rig.results.run import Outcome, Problem, Run
 from rig.scenarios import hint_cases, matrix
 from rig.scenarios.kit import Scenario
 
@@ -121,10 +121,7 @@ def _not_started(cases: list[Scenario], accel: str, exc: BaseException,
         run = runner.unrun(cases, accel, f"the run was {why}")
         run.interrupt(exc)
         return run
-    if isinstance(exc, RigError):
-        problem = Problem(exc.exit_code, exc.message, exc.log, exc.fix)
-    else:
-        problem = Problem(EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    problem = Problem.of(exc)
     return runner.unrun(cases, accel, f"{when}: {problem.message.splitlines()[0]}", problem)
 
 

@@ -19,8 +19,7 @@ from rig import stopsignals
 from rig.cli import bench, build, globalopts, guest, report
 from rig.errors import RigError
 from rig.paths import cache_root
-
-EXIT_INTERNAL = 4
+from rig.results.run import Problem
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def internal_error(exc: Exception, verbose: bool = False) -> int:
-    """A bug of the rig: one line on stderr, the traceback in a log file; exit 4."""
+    """A bug of the rig (Problem.of): one line on stderr, the traceback in a log
+    file; exit 4."""
     tb = "".join(traceback.format_exception(exc))
     try:
         logs = cache_root() / "logs"
@@ -62,8 +62,9 @@ def internal_error(exc: Exception, verbose: bool = False) -> int:
         where = f"  log: {path} (the traceback)"
     except OSError:
         where, verbose = "  (the log could not be written; the traceback follows)", True
-    print(f"internal error of the rig: {type(exc).__name__}: {exc}\n{where}\n"
-          "  fix: this is a bug of the rig: report it with the log", file=sys.stderr)
+    problem = Problem.of(exc, log=where)
+    what = problem.message.removeprefix("internal error: ")
+    print(f"internal error of the rig: {what}\n{where}\n  fix: {problem.fix}", file=sys.stderr)
     if verbose:
         print(tb, end="", file=sys.stderr)
-    return EXIT_INTERNAL
+    return problem.code

@@ -89,6 +89,16 @@ class Outcome:
                    warnings=[str(w) for w in doc.get("warnings", [])])
 
 
+BUG_FIX = "this is a bug of the rig: report it with the log"
+
+
+def own_message(exc: BaseException) -> str:
+    """An error's own message: a RigError's, else its type and text (a bug of the rig)."""
+    if isinstance(exc, errors.RigError):
+        return exc.message
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
 @dataclass
 class Problem:
     """What ended a scenario or a guest early, and the exit code it makes."""
@@ -98,6 +108,19 @@ class Problem:
     log: str | None = None
     fix: str | None = None
     topology: str | None = None     # the guest it happened in, if one
+
+    @classmethod
+    def of(cls, exc: BaseException, where: str | None = None, log: str | None = None,
+           topology: str | None = None) -> Problem:
+        """The rig's one policy for an exception: a RigError is what it says (its
+        exit code, message, log and fix); anything else is a bug of the rig
+        (EXIT_INTERNAL), whose traceback is in `log` when there is one.
+        `where` prefixes the message."""
+        prefix = f"{where}: " if where else ""
+        if isinstance(exc, errors.RigError):
+            return cls(exc.exit_code, prefix + exc.message, exc.log, exc.fix, topology)
+        return cls(EXIT_INTERNAL, prefix + own_message(exc), log,
+                   BUG_FIX if log is not None else None, topology)
 
     def render(self) -> str:
         """As the CLI prints an error."""

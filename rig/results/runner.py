@@ -34,7 +34,15 @@ from rig.guest import vm as guest_vm
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
-from rig.results.run import EXIT_GUEST, EXIT_INTERNAL, Outcome, Problem, Run, Status
+from rig.results.run import (
+    EXIT_GUEST,
+    EXIT_INTERNAL,
+    Outcome,
+    Problem,
+    Run,
+    Status,
+    own_message,
+)
 from rig.scenarios import protocol
 from rig.scenarios.kit import Bench, Scenario, Seen
 
@@ -523,21 +531,13 @@ class Control:
                 self.log.exception("stopping a guest on Ctrl-C", exc)
 
 
-def _what(exc: BaseException) -> str:
-    """An error's own message: a RigError's, else its type and text (a bug)."""
-    if isinstance(exc, RigError):
-        return exc.message
-    return f"internal error: {type(exc).__name__}: {exc}"
-
-
 def _problem(exc: BaseException, where: str, topo: str, log: RunLog) -> Problem:
-    """The Problem an exception makes; one that is no RigError is the rig's bug."""
+    """Problem.of the exception, written to the run log (a bug's with its traceback)."""
     if isinstance(exc, RigError):
         log.write(f"{where}: {exc.render()}")
-        return Problem(exc.exit_code, f"{where}: {exc.message}", exc.log, exc.fix, topo)
-    log.exception(f"{where}: internal error", exc)
-    return Problem(EXIT_INTERNAL, f"{where}: {_what(exc)}", str(log.path),
-                   "this is a bug of the rig: report it with the log", topo)
+    else:
+        log.exception(f"{where}: internal error", exc)
+    return Problem.of(exc, where, str(log.path), topo)
 
 
 def _explain(vm: GuestVM, where: str, exc: BaseException) -> GuestError:
@@ -643,7 +643,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
             result.problems.append(problem)
             if isinstance(exc, AccelError):    # --accel kvm: no guest will boot under KVM
                 ctl.refuse_boots(f"no guest was booted after: {_first_line(exc.message)}")
-            skip_rest(f"the guest ({topo.name}) did not boot: {_first_line(_what(exc))}")
+            skip_rest(f"the guest ({topo.name}) did not boot: {_first_line(own_message(exc))}")
             return result
     result.accel, result.boot = used, round(vm.boot_seconds, 3)
     result.started = "snapshot" if ready is not None else "boot"
@@ -784,7 +784,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             skip_rest(_first_line(err.message))
         else:
             result.problems.append(_problem(exc, where, topo.name, log))
-            skip_rest(f"{where} failed: {_first_line(_what(exc))}")
+            skip_rest(f"{where} failed: {_first_line(own_message(exc))}")
         return None
     for case in members:
         if ctl.halted is not None:
@@ -817,7 +817,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             result.problems.append(_problem(exc, where, topo.name, log))
             suffix = "" if isinstance(exc, RigError) else f" (traceback in {log.path})"
             done(outcome(case, Status.ERROR, time.monotonic() - started,
-                         [f"{_what(exc)}{suffix}"], output=outdir))
+                         [f"{own_message(exc)}{suffix}"], output=outdir))
             continue
         if ctl.halted is not None and not vm.alive():
             skip_rest(ctl.halted)         # stopped under it by Ctrl-C: no verdict
