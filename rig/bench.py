@@ -18,7 +18,7 @@ from rig.build import context, kernel_build, series
 from rig.build.artifacts import Artifacts
 from rig.build.cache import input_key
 from rig.errors import RigError
-from rig.guest import kvm, snapshot
+from rig.guest import bringup, devices, kvm, snapshot
 from rig.guest.topology import Topology
 from rig.guest.vm import VM
 from rig.paths import cache_root, kernel_series_dir, repo_root, run_dir
@@ -195,7 +195,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     boots, rss = [], []
     for i in range(runs):
         progress.note(f"boot {i + 1}/{runs}")
-        vm, used = runner.start_vm(arts, Topology(), run_dir("bench") / f"boot{i}",
+        vm, used = bringup.start_vm(arts, Topology(), run_dir("bench") / f"boot{i}",
                                    accel)
         if used != accel:
             progress.note(f"accelerator: {used.name} ({used.reason})")
@@ -203,7 +203,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
         boots.append(vm.boot_seconds)
         try:
             assert vm.proc is not None
-            runner.bind_devices(vm)
+            devices.bind_devices(vm)
             rss.append(peak_rss_mib(vm.proc.pid))
         finally:
             vm.stop()
@@ -278,9 +278,9 @@ def restore_ready(arts: Artifacts, accel: kvm.Accel, runs: int,
         store = snapshot.Store(Path(tmp))
         progress.note("restore: saving the default guest")
         logs = run_dir("bench")
-        vm, used = runner.start_vm(arts, Topology(), logs / "save", accel)
+        vm, used = bringup.start_vm(arts, Topology(), logs / "save", accel)
         try:
-            runner.bind_devices(vm)
+            devices.bind_devices(vm)
             key = snapshot.key_of(snapshot.inputs(arts, vm.topo, used.name))
             snap = store.save(vm, key, {})
         finally:

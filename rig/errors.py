@@ -13,6 +13,11 @@ def render(message: str, log: str | None = None, fix: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def first_line(text: str) -> str:
+    """A message's first line (the whole text when it is blank)."""
+    return text.splitlines()[0] if text.strip() else text
+
+
 class RigError(Exception):
     """A failure the user can act on: what went wrong and how to fix it."""
 

@@ -1,6 +1,6 @@
 """`--accel kvm` means KVM: KVM or exit 2 with the reason and the fix; only `auto` falls back.
 
-No real QEMU: kvm.detect, kvm.qemu_accepts_kvm and runner.VM are faked, and
+No real QEMU: kvm.detect, kvm.qemu_accepts_kvm and runner.VM and bringup.VM are faked, and
 so are the builds.
 """
 
@@ -20,14 +20,15 @@ from rig.build.artifacts import Artifacts
 from rig.cli import main as cli_main
 from rig.cli import options
 from rig.errors import AccelError, GuestError
-from rig.guest import kvm, vm
+from rig.guest import bringup, devices, kvm, vm
+from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.guest.vm import console_tail
 from rig.progress import Progress
 from rig.results import runner
 from rig.results.run import Outcome, Status
 from rig.scenarios import matrix
-from rig.scenarios.kit import Bench, Scenario
+from rig.scenarios.kit import Scenario
 
 NO_KVM = "/dev/kvm is not read/writable by this user"
 QEMU_ERROR = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x0"
@@ -36,7 +37,7 @@ QEMU_OK = "a test VM ran a port write and hlt; QEMU starts under KVM"
 
 
 class FakeVM:
-    """runner.VM without QEMU: under KVM the guest hangs in the kernel, under TCG it boots."""
+    """rig.guest.vm.VM without QEMU: under KVM the guest hangs in the kernel, under TCG it boots."""
 
     made: ClassVar[list[FakeVM]] = []
     kvm_stage: ClassVar[str] = "kernel"      # where a KVM boot stops
@@ -88,8 +89,8 @@ def fake_bench(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
     monkeypatch.setattr(artifacts, "build", lambda request, progress: built)
     monkeypatch.setattr(vm, "require_device", lambda qemu: None)
     monkeypatch.setattr(FakeVM, "made", [])
-    monkeypatch.setattr(runner, "VM", FakeVM)
-    monkeypatch.setattr(runner, "bind_devices",
+    monkeypatch.setattr(bringup, "VM", FakeVM)
+    monkeypatch.setattr(devices, "bind_devices",
                         lambda vm, clear_log=False: Bench("0000:00:03.0", "0000:00:04.0"))
 
     def run_case(vm: FakeVM, case: Scenario, bench: Bench, timeout: float = 60.0,
@@ -162,10 +163,10 @@ def test_explicit_kvm_guest_not_reaching_init_exits_2(
 def test_start_vm_explicit_kvm_raises_instead_of_falling_back(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, arts: Artifacts) -> None:
     monkeypatch.setattr(FakeVM, "made", [])
-    monkeypatch.setattr(runner, "VM", FakeVM)
+    monkeypatch.setattr(bringup, "VM", FakeVM)
     stages: list[str] = []
     with pytest.raises(AccelError) as exc:
-        runner.start_vm(arts, Topology(), tmp_path / "boot",
+        bringup.start_vm(arts, Topology(), tmp_path / "boot",
                         kvm.Accel("kvm", "asked for with --accel kvm"),
                         lambda s, t: stages.append(s))
     assert exc.value.exit_code == 2
@@ -181,10 +182,10 @@ def test_start_vm_past_init_under_kvm_is_the_guests_fault(
     """A guest that got to /init under KVM and then failed is not KVM's doing: exit 3."""
     monkeypatch.setattr(FakeVM, "made", [])
     monkeypatch.setattr(FakeVM, "kvm_stage", "network")
-    monkeypatch.setattr(runner, "VM", FakeVM)
+    monkeypatch.setattr(bringup, "VM", FakeVM)
     for auto in (False, True):
         with pytest.raises(GuestError) as exc:
-            runner.start_vm(arts, Topology(), tmp_path / f"boot-{auto}",
+            bringup.start_vm(arts, Topology(), tmp_path / f"boot-{auto}",
                             kvm.Accel("kvm", "why", auto=auto))
         assert not isinstance(exc.value, AccelError) and exc.value.exit_code == 3
     assert [vm.accel for vm in FakeVM.made] == ["kvm", "kvm"]
@@ -193,9 +194,9 @@ def test_start_vm_past_init_under_kvm_is_the_guests_fault(
 def test_start_vm_auto_falls_back_with_the_reason(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, arts: Artifacts) -> None:
     monkeypatch.setattr(FakeVM, "made", [])
-    monkeypatch.setattr(runner, "VM", FakeVM)
+    monkeypatch.setattr(bringup, "VM", FakeVM)
     stages: list[str] = []
-    vm, used = runner.start_vm(arts, Topology(), tmp_path / "boot",
+    vm, used = bringup.start_vm(arts, Topology(), tmp_path / "boot",
                                kvm.Accel("kvm", f"auto: {QEMU_OK}", auto=True),
                                lambda s, t: stages.append(s))
     assert used.name == "tcg" and vm.accel == "tcg"

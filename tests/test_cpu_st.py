@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rig.guest import topology
+from rig.guest.devices import Bench
 from rig.scenarios import cpu_st, protocol
 from rig.scenarios.cpu_st import CpuTags, MemTags
-from rig.scenarios.kit import Bench, Seen
+from rig.scenarios.kit import Seen
 
 
 def test_the_dsm_value_has_the_layout_linux_reads() -> None:

@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from rig.build import artifacts
-from rig.guest import kvm
+from rig.guest import bringup, devices, kvm
 from rig.paths import run_dir
 from rig.progress import Progress
-from rig.results import runner
 from rig.scenarios import hint_cases
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,12 +46,12 @@ def built() -> artifacts.Artifacts:
 def test_two_vcpus_survive_the_decode_loop() -> None:
     arts = built()
     topo = hint_cases.DEFAULT.with_(name="decode-loop", cpus=2)
-    vm, _ = runner.start_vm(arts, topo, run_dir("decode-loop"),
+    vm, _ = bringup.start_vm(arts, topo, run_dir("decode-loop"),
                             kvm.Accel("tcg", "asked for by the test"))
     started = time.monotonic()
     done = 0
     try:
-        bench = runner.bind_devices(vm, clear_log=True)
+        bench = devices.bind_devices(vm, clear_log=True)
         assert vm.shell is not None
         for i in range(ITERATIONS):
             res = vm.shell.run(f"tphctl -k open {bench.exporter} {STEPS}", timeout=60)

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from rig.guest.devices import Bench
 from rig.results import runner
 from rig.scenarios import hint_cases, hostile, matrix, race, revoke
-from rig.scenarios.kit import Bench, Scenario, Seen
+from rig.scenarios.kit import Scenario, Seen
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "run-tcg.json").read_text())
 RID = 0x0600

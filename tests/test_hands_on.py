@@ -21,14 +21,14 @@ from rig.build import artifacts
 from rig.build.artifacts import Artifacts
 from rig.cli import guest as cli_guest
 from rig.errors import RigError
-from rig.guest import boot_session, topology
+from rig.guest import boot_session, bringup, devices, topology
 from rig.guest import vm as vm_mod
 from rig.guest.boot_session import Session
+from rig.guest.devices import Bench
 from rig.guest.topology import Device, Topology
 from rig.results import runner
 from rig.results.run import Status
 from rig.scenarios import hint_cases, matrix
-from rig.scenarios.kit import Bench
 
 from .test_run_results import (
     TCG,
@@ -114,7 +114,7 @@ def test_the_role_file_command_writes_exactly_that_file(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "etc/tphlab/devices"
     monkeypatch.setattr(topology, "DEVICES_FILE", str(dest))
-    subprocess.run(["sh", "-c", runner.devices_command(BENCH)], check=True)
+    subprocess.run(["sh", "-c", devices.devices_command(BENCH)], check=True)
     assert dest.read_text() == topology.devices_text(BENCH.devices())
 
 
@@ -133,11 +133,11 @@ def test_bind_devices_writes_the_role_file_in_the_same_command(tmp_path: Path) -
     guest.start()
     shell = RecordingShell(guest)
     guest.shell = shell
-    bench = runner.bind_devices(guest)
+    bench = devices.bind_devices(guest)
     assert bench == Bench("0000:00:03.0", "0000:00:04.0")
     bind = shell.commands[0]
     assert bind.startswith("tphlab-bind 0000:00:03.0 0000:00:04.0 ")
-    assert bind.endswith(runner.devices_command(bench))
+    assert bind.endswith(devices.devices_command(bench))
     assert "exporter 0000:00:03.0 tphexp" in bind and "importer 0000:00:04.0 tphimp" in bind
 
 
@@ -443,7 +443,7 @@ def keep_rig(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
     cases = [FakeCase("a1", A), FakeCase("b1", B, verify=mismatch)]
     monkeypatch.setattr(artifacts, "build", lambda request, progress: built)
     monkeypatch.setattr(vm_mod, "require_device", lambda qemu: None)
-    monkeypatch.setattr(runner, "VM", lab.factory)
+    monkeypatch.setattr(bringup, "VM", lab.factory)
     monkeypatch.setattr(matrix, "full", lambda: cases)
     yield lab, cases
 

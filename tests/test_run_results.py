@@ -1,7 +1,7 @@
 """Results as data: the orchestration with a fake guest, the Run's JSON, and `rig report`.
 
 No QEMU: the runner's guests come from a FakeLab (runner.Options.vm_factory,
-or runner.VM for the CLI), which answers the QMP and shell commands the
+or bringup.VM for the CLI), which answers the QMP and shell commands the
 runner sends and dies, hangs or breaks where a test says.
 """
 
@@ -28,8 +28,9 @@ from rig.build.artifacts import Artifacts
 from rig.cli import guest as cli_guest
 from rig.cli import main as cli_main
 from rig.errors import AccelError, GuestError, RigError
-from rig.guest import budget
+from rig.guest import bringup, budget
 from rig.guest import vm as vm_mod
+from rig.guest.devices import Bench
 from rig.guest.kvm import Accel
 from rig.guest.ssh import CmdResult
 from rig.guest.topology import Topology
@@ -44,7 +45,7 @@ from rig.results.run import (
     Status,
 )
 from rig.scenarios import matrix
-from rig.scenarios.kit import Bench, Seen
+from rig.scenarios.kit import Seen
 
 DATA = Path(__file__).parent / "data"
 SCHEMA = xmlschema.XMLSchema(DATA / "junit.xsd")
@@ -248,7 +249,7 @@ def fake_rig(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
     cases = list(THREE)
     monkeypatch.setattr(artifacts, "build", lambda request, progress: built)
     monkeypatch.setattr(vm_mod, "require_device", lambda qemu: None)
-    monkeypatch.setattr(runner, "VM", lab.factory)
+    monkeypatch.setattr(bringup, "VM", lab.factory)
     monkeypatch.setattr(matrix, "full", lambda: cases)
     yield lab, cases
 

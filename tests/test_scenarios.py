@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 import xmlschema
 
-from rig.guest import kernel_log, pci_address
+from rig.guest import devices, kernel_log, pci_address
+from rig.guest.devices import Bench
 from rig.guest.dma_status import ST_DONE, ST_ERR_DMA, ST_ERROR
 from rig.results import report, runner
 from rig.results.run import Run, Status
 from rig.scenarios import hint_cases, protocol
 from rig.scenarios.hint_cases import ST, ST_EXT, Case, Hint, TphSet
-from rig.scenarios.kit import Bench, Seen
+from rig.scenarios.kit import Seen
 
 RID = 0x0400
 BENCH = Bench("0000:04:00.0", "0000:05:00.0", "0000:06:00.0")
@@ -193,9 +194,9 @@ def test_find_bdf_walks_bridges_by_qemu_ids() -> None:
                     "bus": {"secondary": 2}, "devices": [
                         {"slot": 1, "function": 0, "qdev_id": "dn1", "pci_bridge": {
                             "bus": {"secondary": 4}, "devices": [dev]}}]}}]}}]}]
-    assert runner.find_bdf(pci, "tphexp") == "0000:04:00.0"
+    assert devices.find_bdf(pci, "tphexp") == "0000:04:00.0"
     with pytest.raises(Exception, match="no PCI device 'tphimp'"):
-        runner.find_bdf(pci, "tphimp")
+        devices.find_bdf(pci, "tphimp")
 
 
 def test_every_report_says_what_was_tested() -> None:

@@ -19,7 +19,7 @@ from rig import stopsignals
 from rig.build import artifacts
 from rig.cli import options
 from rig.errors import RigError
-from rig.guest import boot_session, faults, kvm, pci_address, snapshot
+from rig.guest import boot_session, bringup, devices, faults, kvm, pci_address, snapshot
 from rig.guest import vm as vm_mod
 from rig.guest.kvm import Accel
 from rig.guest.topology import Device
@@ -228,11 +228,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
     arts = built.guest()
     vm_mod.require_device(arts.qemu)
     accel = options.choose_accel(args.accel, progress, arts)
-    vm, accel = runner.start_vm(arts, topo, run_dir("boot"), accel,
+    vm, accel = bringup.start_vm(arts, topo, run_dir("boot"), accel,
                                 lambda s, t: progress.note(f"boot {topo.name}: {s} at {t:.2f}s"),
                                 outlive_rig=True)
     try:
-        bench = runner.bind_devices(vm)
+        bench = devices.bind_devices(vm)
         sess = keep_session(vm, accel, bench.devices())
     except BaseException:
         vm.stop()

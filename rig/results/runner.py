@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shlex
 import threading
 import time
 import traceback
@@ -24,14 +23,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, cast
 
 from rig import hostfacts
 from rig.build.artifacts import Artifacts
-from rig.errors import AccelError, GuestError, RigError
-from rig.guest import budget, faults, kernel_log, pci_address, snapshot, topology
-from rig.guest import vm as guest_vm
-from rig.guest.kvm import FIX as KVM_FIX
+from rig.errors import AccelError, GuestError, RigError, first_line
+from rig.guest import bringup, budget, devices, faults, kernel_log, pci_address, snapshot, topology
+from rig.guest.devices import Bench
+from rig.guest.interface import GuestVM, VMFactory
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
 from rig.results.run import (
@@ -44,7 +43,7 @@ from rig.results.run import (
     own_message,
 )
 from rig.scenarios import protocol
-from rig.scenarios.kit import Bench, Scenario, Seen
+from rig.scenarios.kit import Scenario, Seen
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
 # After each scenario, in the same command: its dmesg, and how many
@@ -58,52 +57,6 @@ AFTER = (f"printf '\\n%s\\n' {AFTER_MARK}; dmesg -c; n=; "
          "< /sys/kernel/debug/dma_buf/bufinfo; echo \"tphlab-dmabufs: $n\"")
 _DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
 RUN_LOG = "run.log"
-RESTORE_TIMEOUT = 15.0   # seconds from QEMU's start to SSH, for a restored guest
-
-
-class CmdOutput(Protocol):
-    """A guest command's result (rig.guest.ssh.CmdResult)."""
-
-    @property
-    def rc(self) -> int: ...
-    @property
-    def stdout(self) -> str: ...
-    @property
-    def stderr(self) -> str: ...
-
-
-class Shell(Protocol):
-    """What the runner uses of rig.guest.ssh.GuestShell."""
-
-    def run(self, command: str, timeout: float = ...) -> CmdOutput: ...
-
-
-class GuestVM(Protocol):
-    """What the runner uses of a guest (rig.guest.vm.VM; a fake one in tests).
-
-    rig.guest.faults reads its `console`, `rundir` and `proc` too.
-    """
-
-    @property
-    def topo(self) -> topology.Topology: ...
-    @property
-    def stage(self) -> str: ...
-    @property
-    def boot_seconds(self) -> float: ...
-    @property
-    def console(self) -> Path: ...
-    @property
-    def shell(self) -> Shell | None: ...
-
-    def start(self, timeout: float = ...,
-              on_stage: Callable[[str, float], None] | None = ...) -> None: ...
-    def stop(self, timeout: float = ...) -> None: ...
-    def alive(self) -> bool: ...
-    def qmp_cmd(self, name: str, **args: Any) -> Any: ...
-
-
-VMFactory = Callable[[Artifacts, topology.Topology, Path, str], GuestVM]
-G = TypeVar("G", bound=GuestVM)
 
 
 class RunLog:
@@ -136,149 +89,12 @@ def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scen
     return out
 
 
-def boot(factory: Callable[[Artifacts, topology.Topology, Path, str], G], arts: Artifacts,
-         topo: topology.Topology, rundir: Path, accel: Accel,
-         on_stage: Callable[[str, float], None] | None = None,
-         timeout: float = 120.0) -> tuple[G, Accel]:
-    """Boot to SSH under `accel`; return the guest and the accelerator it runs under.
-
-    A KVM that creates VMs and runs a few instructions can still hang a real
-    guest (nested virtualization). A guest that does not reach /init under
-    KVM is an AccelError (exit 2) for `--accel kvm`; under `--accel auto` it
-    is retried under TCG, and the returned Accel says why (on_stage is told
-    too, and rundir/kvm-fallback.txt keeps the console). A boot that fails
-    leaves no QEMU behind.
-    """
-    vm = factory(arts, topo, rundir, accel.name)
-    started = time.monotonic()
-    try:
-        vm.start(timeout=timeout if accel.name == "tcg" else min(timeout, 30.0),
-                 on_stage=on_stage)
-        return vm, accel
-    except RigError as exc:
-        vm.stop()
-        if accel.name != "kvm" or vm.stage not in ("qemu", "kernel"):
-            raise
-        stage = vm.stage
-        if not accel.auto:
-            raise AccelError(f"--accel kvm: the guest ({topo.name}) did not reach /init under "
-                             f"KVM (last boot stage: {stage}): {exc.message}",
-                             log=exc.log or str(vm.console), fix=KVM_FIX) from exc
-        note = rundir / "kvm-fallback.txt"
-        note.write_text(f"KVM boot failed at stage {stage}; using TCG.\n{exc.message}\n")
-        accel = accel.fallen_back(f"the guest ({topo.name}) did not reach /init under KVM "
-                                  f"(last boot stage: {stage}; console in {note}); "
-                                  "fell back to TCG")
-        if on_stage:
-            on_stage(f"KVM failed, falling back to TCG ({accel.reason})",
-                     time.monotonic() - started)
-    except BaseException:
-        vm.stop()
-        raise
-    vm = factory(arts, topo, rundir / "tcg", "tcg")
-    try:
-        vm.start(timeout=timeout, on_stage=on_stage)
-    except BaseException:
-        vm.stop()
-        raise
-    return vm, accel
-
-
-def start_vm(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: Accel,
-             on_stage: Callable[[str, float], None] | None = None,
-             timeout: float = 120.0, outlive_rig: bool = False) -> tuple[VM, Accel]:
-    """boot() a real guest (rig.guest.vm.VM); with `outlive_rig`, one that the
-    rig may leave running when it exits (`rig boot`)."""
-    return boot(_outliving(VM) if outlive_rig else VM, arts, topo, rundir, accel, on_stage,
-                timeout)
-
-
-def _outliving(factory: Callable[[Artifacts, topology.Topology, Path, str], G],
-               ) -> Callable[[Artifacts, topology.Topology, Path, str], G]:
-    """The factory, its real guests made to outlive the rig (VM.outlive_rig)."""
-    def make(arts: Artifacts, topo: topology.Topology, rundir: Path, accel: str) -> G:
-        vm = factory(arts, topo, rundir, accel)
-        if isinstance(vm, guest_vm.VM):     # (tests stand fakes in for runner.VM)
-            vm.outlive_rig = True
-        return vm
-    return make
-
-
 def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
     """tphctl's JSON step lines, and the lines that began as one but do not
     parse (a process killed mid-line). The scenario's check reads the steps
     as rig.scenarios.protocol records: a missing or malformed field is a
     ProtocolError there."""
     return protocol.split(stdout)
-
-
-def find_bdf(pci: list[dict[str, Any]], qdev_id: str) -> str:
-    """The guest address QEMU's query-pci reports for a device id."""
-
-    def walk(bus: int, devices: list[dict[str, Any]]) -> str | None:
-        for d in devices:
-            if d.get("qdev_id") == qdev_id:
-                return f"0000:{bus:02x}:{d['slot']:02x}.{d['function']}"
-            bridge = d.get("pci_bridge")
-            if bridge and bridge.get("devices"):
-                found = walk(bridge["bus"]["secondary"], bridge["devices"])
-                if found:
-                    return found
-        return None
-
-    for root in pci:
-        found = walk(root["bus"], root["devices"])
-        if found:
-            return found
-    raise GuestError(f"QEMU reports no PCI device {qdev_id!r}",
-                     fix="check the topology's -device lines in the run's cmdline file")
-
-
-def devices_command(bench: Bench) -> str:
-    """The guest command that writes topology.DEVICES_FILE for `bench`."""
-    path = topology.DEVICES_FILE
-    text = topology.devices_text(bench.devices())
-    return (f"mkdir -p {shlex.quote(path.rpartition('/')[0])} && "
-            f"printf %s {shlex.quote(text)} > {shlex.quote(path)}")
-
-
-def bench_of(vm: GuestVM) -> Bench:
-    """The guest's tph-testdevs by role, at the addresses QEMU reports."""
-    pci = vm.qmp_cmd("query-pci")
-    return Bench(find_bdf(pci, topology.EXPORTER_ID), find_bdf(pci, topology.IMPORTER_ID),
-                 find_bdf(pci, topology.SPARE_ID) if vm.topo.spare else None)
-
-
-def bind_command(bench: Bench) -> str:
-    """The guest command that binds the bench's devices and lists them by role."""
-    return (f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''} && "
-            f"{devices_command(bench)}")
-
-
-def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
-    """Give the exporter (and the spare) to vfio-pci and the importer to tph_importer,
-    and list them by role in the guest's /etc/tphlab/devices (`ROLE BDF QOMID`
-    lines: `tphctl open exporter`).
-
-    A report in dmesg from booting or binding is an error. clear_log: empty
-    dmesg after reading it (a scenario run, whose checks read what each
-    scenario added); a guest left to the user keeps its boot log.
-    """
-    shell = vm.shell
-    assert shell is not None
-    bench = bench_of(vm)
-    res = shell.run(bind_command(bench), timeout=30)
-    if res.rc != 0:
-        raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
-                         fix="check the guest kernel has vfio-pci and tph_importer "
-                             "(a module that did not load says why on the console)",
-                         log=str(vm.console))
-    dmesg = "dmesg -c" if clear_log else "dmesg"
-    splats = kernel_log.dmesg_splats(shell.run(dmesg, timeout=10).stdout)
-    if splats:
-        raise GuestError("the guest's kernel reported problems while booting and binding:\n"
-                         + "\n".join(f"    {ln}" for ln in splats), log=str(vm.console))
-    return bench
 
 
 def split_after(stdout: str) -> tuple[str, str]:
@@ -334,10 +150,6 @@ def outcome(case: Scenario, status: Status, seconds: float = 0.0,
 
 def not_run(case: Scenario, why: str) -> Outcome:
     return outcome(case, Status.NOT_RUN, failures=[f"not run: {why}"])
-
-
-def _first_line(text: str) -> str:
-    return text.splitlines()[0] if text.strip() else text
 
 
 def _save_output(outdir: Path, name: str, text: str) -> None:
@@ -571,7 +383,7 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         log = (control.log if control is not None else RunLog(rundir / RUN_LOG))
         result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
         for c in members:
-            result.outcomes.append(not_run(c, _first_line(exc.message)))
+            result.outcomes.append(not_run(c, first_line(exc.message)))
             if report:
                 report(result.outcomes[-1])
         return result
@@ -623,10 +435,10 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         skip_rest(ctl.no_boot)
         return result
     # A guest --keep-guest may keep must not die with the rig when it exits.
-    base: VMFactory = opts.vm_factory or VM
-    factory = ctl.track(_outliving(base) if opts.keeper is not None else base)
+    base: VMFactory = opts.vm_factory or bringup.real_guests()
+    factory = ctl.track(bringup.outliving(base) if opts.keeper is not None else base)
     store = opts.snapshots if opts.fault is None else None
-    restored = (_restore(factory, store, arts, topo, rundir, accel, stage, log)
+    restored = (bringup.restore(factory, store, arts, topo, rundir, accel, stage, log.write)
                 if store is not None else None)
     ready: Bench | None = None
     if restored is not None:
@@ -634,7 +446,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
     else:
         log.write(f"{topo.name}: booting")
         try:
-            vm, used = boot(factory, arts, faults.boot_topology(topo, opts.fault),
+            vm, used = bringup.boot(factory, arts, faults.boot_topology(topo, opts.fault),
                             rundir / topo.name, accel, stage, opts.boot_timeout)
         except Exception as exc:
             if interrupted():
@@ -642,15 +454,15 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
             problem = _problem(exc, f"guest {topo.name}", topo.name, log)
             result.problems.append(problem)
             if isinstance(exc, AccelError):    # --accel kvm: no guest will boot under KVM
-                ctl.refuse_boots(f"no guest was booted after: {_first_line(exc.message)}")
-            skip_rest(f"the guest ({topo.name}) did not boot: {_first_line(own_message(exc))}")
+                ctl.refuse_boots(f"no guest was booted after: {first_line(exc.message)}")
+            skip_rest(f"the guest ({topo.name}) did not boot: {first_line(own_message(exc))}")
             return result
     result.accel, result.boot = used, round(vm.boot_seconds, 3)
     result.started = "snapshot" if ready is not None else "boot"
     bench: Bench | None = None
     try:
         save = None if store is None or ready is not None else (
-            lambda b: _save(store, vm, arts, used.name, b, stage, log))
+            lambda b: bringup.save(store, vm, arts, used.name, b, stage, log.write))
         bench = _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest,
                              ready, save, slots)
     except Exception as exc:      # a bug of the loop itself; the outcomes so far stand
@@ -663,67 +475,6 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
             except Exception as exc:
                 log.exception(f"{topo.name}: stopping the guest", exc)
     return result
-
-
-def _restore(factory: VMFactory, store: snapshot.Store, arts: Artifacts,
-             topo: topology.Topology, rundir: Path, accel: Accel,
-             stage: Callable[[str, float], None], log: RunLog) -> tuple[GuestVM, Bench] | None:
-    """The topology's guest restored from its snapshot, with its devices as bound
-    there; None when it has none, or the snapshot did not restore (it is
-    deleted then, and stage() and the run log say so)."""
-    try:
-        snap = store.find(snapshot.key_of(snapshot.inputs(arts, topo, accel.name)))
-    except OSError as exc:
-        log.write(f"{topo.name}: no snapshot lookup ({exc}): booting")
-        return None
-    if snap is None:
-        log.write(f"{topo.name}: no snapshot of this guest yet")
-        return None
-    vm = factory(arts, topo, rundir / topo.name, accel.name)
-    if not isinstance(vm, snapshot.Savable):
-        log.write(f"{topo.name}: this guest cannot be restored ({type(vm).__name__})")
-        vm.stop()
-        return None
-    try:
-        vm.restore(snap.state, timeout=RESTORE_TIMEOUT)
-        bench = bench_of(vm)
-        if bind_command(bench) != snap.meta().get("bind"):
-            raise RigError("its devices were bound at other addresses")
-    except (RigError, OSError, ValueError) as exc:
-        vm.stop()
-        store.delete(snap)
-        err = exc if isinstance(exc, RigError) else RigError(f"{type(exc).__name__}: {exc}")
-        msg = snapshot.describe_failure(snap, err)
-        log.write(f"{topo.name}: {msg}")
-        stage(msg, 0.0)
-        return None
-    log.write(f"{topo.name}: restored from snapshot {snap.key[:12]} in {vm.boot_seconds:.2f}s")
-    stage(f"restored from snapshot {snap.key[:12]}", vm.boot_seconds)
-    return vm, bench
-
-
-def _save(store: snapshot.Store, vm: GuestVM, arts: Artifacts, accel: str, bench: Bench,
-          stage: Callable[[str, float], None], log: RunLog) -> None:
-    """Save the guest, booted and bound, for the next run; a guest QEMU cannot
-    save runs on unsaved (the run log and stage() say why)."""
-    if not isinstance(vm, snapshot.Savable):
-        return
-    started = time.monotonic()
-    try:
-        data = snapshot.inputs(arts, vm.topo, accel)
-        snap = store.save(vm, snapshot.key_of(data),
-                          {"inputs": data, "bind": bind_command(bench),
-                           "boot_seconds": round(vm.boot_seconds, 3)})
-    except GuestError:
-        raise
-    except (RigError, OSError) as exc:
-        msg = exc.message if isinstance(exc, RigError) else f"{type(exc).__name__}: {exc}"
-        log.write(f"{vm.topo.name}: no snapshot saved: {msg}")
-        stage(f"no snapshot saved: {_first_line(msg)}", time.monotonic() - started)
-        return
-    log.write(f"{vm.topo.name}: saved snapshot {snap.key[:12]} in "
-              f"{time.monotonic() - started:.2f}s")
-    stage(f"saved snapshot {snap.key[:12]}", time.monotonic() - started)
 
 
 def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Accel,
@@ -769,7 +520,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         if ready is not None:
             bench = ready
         else:
-            bench = bind_devices(vm, clear_log=True)
+            bench = devices.bind_devices(vm, clear_log=True)
             if save is not None:
                 save(bench)
         if opts.fault:
@@ -781,10 +532,10 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         where = f"guest {topo.name}, binding the devices"
         if isinstance(exc, GuestError) or not vm.alive():
             err = guest_died(where, exc)
-            skip_rest(_first_line(err.message))
+            skip_rest(first_line(err.message))
         else:
             result.problems.append(_problem(exc, where, topo.name, log))
-            skip_rest(f"{where} failed: {_first_line(own_message(exc))}")
+            skip_rest(f"{where} failed: {first_line(own_message(exc))}")
         return None
     for case in members:
         if ctl.halted is not None:
@@ -796,7 +547,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
                 slots.hold(min(case.busy_vcpus, topo.cpus))
             except GuestError as exc:
                 result.problems.append(_problem(exc, where, topo.name, log))
-                skip_rest(_first_line(exc.message))
+                skip_rest(first_line(exc.message))
                 return bench
         started = time.monotonic()
         outdir = rundir / topo.name / "scenarios" / case.name
@@ -809,7 +560,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             if isinstance(exc, GuestError) or not vm.alive():
                 err = guest_died(where, exc)
                 done(outcome(case, Status.CRASHED, time.monotonic() - started,
-                             [f"{_first_line(err.message)}; console {vm.console}"],
+                             [f"{first_line(err.message)}; console {vm.console}"],
                              output=outdir))
                 skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
                 return bench
@@ -831,7 +582,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             # Its output came back, then QEMU went: it took the guest down with it.
             err = guest_died(where, RigError("QEMU is gone"))
             o.status = Status.CRASHED
-            o.failures.append(f"{_first_line(err.message)}; console {vm.console}")
+            o.failures.append(f"{first_line(err.message)}; console {vm.console}")
             done(o)
             skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
             return bench

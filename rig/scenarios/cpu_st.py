@@ -12,9 +12,10 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.scenarios.hint_cases import DEFAULT, Case, Hint, TphSet
-from rig.scenarios.kit import Bench, Seen, received_from
+from rig.scenarios.kit import Seen, received_from
 from rig.scenarios.protocol import ST, ST_EXT, CpuSt, Seq, Steps
 
 VOLATILE, PERSISTENT = 0, 1

@@ -12,9 +12,10 @@ import errno
 from dataclasses import dataclass
 from typing import Any
 
+from rig.guest.devices import Bench
 from rig.guest.dma_status import ST_DONE, status_text
 from rig.guest.topology import Topology
-from rig.scenarios.kit import Bench, Seen, hints_summary
+from rig.scenarios.kit import Seen, hints_summary
 from rig.scenarios.protocol import (
     DMA_LEN,
     DMA_PATTERN,

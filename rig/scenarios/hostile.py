@@ -12,6 +12,7 @@ import errno
 import shlex
 from dataclasses import dataclass, field
 
+from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.scenarios.hint_cases import (
     BAD_SETS,
@@ -21,7 +22,7 @@ from rig.scenarios.hint_cases import (
     SET_EXT_8BIT_COMPLETER,
     SET_NO_COMPLETER,
 )
-from rig.scenarios.kit import Bench, Seen, errname, expect_ok, hint_of, hints_summary, received_from
+from rig.scenarios.kit import Seen, errname, expect_ok, hint_of, hints_summary, received_from
 from rig.scenarios.protocol import (
     DMA_LEN,
     SHELL_RESULT,

@@ -15,29 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from rig.guest import topology
-from rig.guest.topology import Device, Topology
+from rig.guest.devices import Bench
+from rig.guest.topology import Topology
 from rig.scenarios.protocol import ProtocolError, Result, Seq, Steps, hint_text
-
-
-@dataclass(frozen=True)
-class Bench:
-    """The booted guest's devices, by their guest PCI addresses."""
-
-    exporter: str             # bound to vfio-pci, the dma-buf exporter
-    importer: str             # bound to tph_importer
-    spare: str | None = None  # a second vfio-pci device, where the topology has one
-
-    def devices(self) -> list[Device]:
-        """Its tph-testdevs by role (as the guest's /etc/tphlab/devices lists them)."""
-        bdfs = {"exporter": self.exporter, "importer": self.importer, "spare": self.spare}
-        return [Device(role, qom_id, bdf) for role, qom_id in topology.ROLES.items()
-                if (bdf := bdfs[role]) is not None]
-
-    def spare_for(self, scenario: str, topo: Topology) -> str:
-        if self.spare is None:
-            raise ValueError(f"{scenario}: topology {topo.name} has no spare device")
-        return self.spare
 
 
 @dataclass

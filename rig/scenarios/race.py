@@ -12,10 +12,11 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.scenarios import protocol
 from rig.scenarios.hint_cases import DEFAULT, IMPORTER_8BIT
-from rig.scenarios.kit import Bench, Seen, errname, expect_ok, received_from
+from rig.scenarios.kit import Seen, errname, expect_ok, received_from
 from rig.scenarios.protocol import ST, ST_EXT, RaceQueries, Seq, Set, Steps
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import errno
 
+from rig.guest.devices import Bench
 from rig.scenarios import protocol
 from rig.scenarios.hint_cases import DEFAULT
 from rig.scenarios.kit import (
-    Bench,
     Scripted,
     Seen,
     errname,
