@@ -18,13 +18,13 @@ from rig.build import context, kernel_build, series
 from rig.build.artifacts import Artifacts
 from rig.build.cache import input_key
 from rig.errors import RigError
+from rig.execution import runner
 from rig.guest import bringup, devices, kvm, snapshot
 from rig.guest.topology import Topology
 from rig.guest.vm import VM
 from rig.paths import cache_root, kernel_series_dir, repo_root, run_dir
 from rig.progress import Progress
 from rig.qdev import device_figures
-from rig.results import runner
 from rig.results.run import Run
 from rig.scenarios import matrix
 

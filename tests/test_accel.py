@@ -20,12 +20,12 @@ from rig.build.artifacts import Artifacts
 from rig.cli import main as cli_main
 from rig.cli import options
 from rig.errors import AccelError, GuestError
+from rig.execution import runner, scenario_run
 from rig.guest import bringup, devices, kvm, vm
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.guest.vm import console_tail
 from rig.progress import Progress
-from rig.results import runner
 from rig.results.run import Outcome, Status
 from rig.scenarios import matrix
 from rig.scenarios.kit import Scenario
@@ -95,7 +95,7 @@ def fake_bench(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
 
     def run_case(vm: FakeVM, case: Scenario, bench: Bench, timeout: float = 60.0,
                  *rest: Any) -> Outcome:
-        return runner.outcome(case, Status.PASS, 0.1)
+        return scenario_run.outcome(case, Status.PASS, 0.1)
 
     monkeypatch.setattr(runner, "run_case", run_case)
     return FakeVM.made
@@ -291,7 +291,7 @@ def test_run_matrix_names_the_topology_that_fell_back(
                   **kw: Any) -> runner.GroupResult:
         used = auto.fallen_back(f"the guest ({topo.name}) hung") if topo.name != "default" \
             else auto
-        return runner.GroupResult(used, 1.0, [runner.outcome(c, Status.PASS, 0.1)
+        return runner.GroupResult(used, 1.0, [scenario_run.outcome(c, Status.PASS, 0.1)
                                               for c in members])
 
     monkeypatch.setattr(runner, "run_group", run_group)

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from rig.execution import scenario_run
 from rig.guest.devices import Bench
-from rig.results import runner
 from rig.scenarios import hint_cases, hostile, matrix, race, revoke
 from rig.scenarios.kit import Scenario, Seen
 
@@ -170,13 +170,13 @@ def test_module_reload_must_unload() -> None:
 
 
 def test_after_checks_find_leaks_and_splats() -> None:
-    checked = runner.after_checks("x\ntphlab-dmabufs: 0\n")
+    checked = scenario_run.after_checks("x\ntphlab-dmabufs: 0\n")
     assert (checked.dmesg.reports, checked.failures) == ([], [])
-    bad = runner.after_checks("tphlab-dmabufs: 2\n").failures
+    bad = scenario_run.after_checks("tphlab-dmabufs: 2\n").failures
     assert bad == ["2 dma-buf(s) still alive after the scenario: a leak"]
-    bad = runner.after_checks("tphlab-dmabufs: \n").failures
+    bad = scenario_run.after_checks("tphlab-dmabufs: \n").failures
     assert bad and "debugfs" in bad[0]
-    checked = runner.after_checks("BUG: KASAN: slab-use-after-free in x\n"
+    checked = scenario_run.after_checks("BUG: KASAN: slab-use-after-free in x\n"
                                   "tphlab-dmabufs: 0\n")
     splats = checked.dmesg.reports
     assert splats and checked.failures == [f"dmesg: {splats[0]}"]
@@ -184,14 +184,14 @@ def test_after_checks_find_leaks_and_splats() -> None:
 
 def test_a_scenario_output_splits_from_its_after_checks() -> None:
     step = '{"step": "get", "ret": 0, "errno": 0}'
-    mark = f"\n{runner.AFTER_MARK}\n"
+    mark = f"\n{scenario_run.AFTER_MARK}\n"
     # A JSON-looking kernel line after the mark is not a step of the scenario.
-    own, after = runner.split_after(f"{step}\n{mark}{{x}}\ntphlab-dmabufs: 0\n")
-    assert runner.parse_steps(own) == ([json.loads(step)], [])
-    assert runner.after_checks(after).failures == []
+    own, after = scenario_run.split_after(f"{step}\n{mark}{{x}}\ntphlab-dmabufs: 0\n")
+    assert scenario_run.parse_steps(own) == ([json.loads(step)], [])
+    assert scenario_run.after_checks(after).failures == []
     # A scenario that printed nothing.
-    own, after = runner.split_after(f"{mark}tphlab-dmabufs: 1\n")
-    assert own == "" and runner.after_checks(after).failures == [
+    own, after = scenario_run.split_after(f"{mark}tphlab-dmabufs: 1\n")
+    assert own == "" and scenario_run.after_checks(after).failures == [
         "1 dma-buf(s) still alive after the scenario: a leak"]
 
 
@@ -200,20 +200,20 @@ def test_a_step_cut_short_is_a_failure_and_the_kernel_report_still_found() -> No
     # no newline, AFTER's mark must still start a line of its own.
     step = '{"step": "get", "ret": 0, "errno": 0}'
     out = (f"{step}\n{{\"step\": \"race-queries\", \"seen\": [0"
-           f"\n{runner.AFTER_MARK}\nBUG: kernel NULL pointer dereference\n"
+           f"\n{scenario_run.AFTER_MARK}\nBUG: kernel NULL pointer dereference\n"
            "tphlab-dmabufs: 0\n")
-    own, after = runner.split_after(out)
-    steps, garbled = runner.parse_steps(own)
+    own, after = scenario_run.split_after(out)
+    steps, garbled = scenario_run.parse_steps(own)
     assert steps == [json.loads(step)]
     assert garbled == ['{"step": "race-queries", "seen": [0']
-    splats = runner.after_checks(after).dmesg.reports
+    splats = scenario_run.after_checks(after).dmesg.reports
     assert splats == ["BUG: kernel NULL pointer dereference"]
 
 
 def test_without_the_mark_the_leak_check_did_not_run() -> None:
-    own, after = runner.split_after('{"step": "get", "ret": 0, "errno": 0}\n')
-    assert runner.parse_steps(own)[0] and after == ""
-    assert runner.after_checks(after).failures == [
+    own, after = scenario_run.split_after('{"step": "get", "ret": 0, "errno": 0}\n')
+    assert scenario_run.parse_steps(own)[0] and after == ""
+    assert scenario_run.after_checks(after).failures == [
         "could not count live dma-bufs (is debugfs mounted in the guest?)"]
 
 

@@ -21,12 +21,12 @@ from rig.build import artifacts
 from rig.build.artifacts import Artifacts
 from rig.cli import guest as cli_guest
 from rig.errors import RigError
+from rig.execution import control, runlog, runner
 from rig.guest import boot_session, bringup, devices, topology
 from rig.guest import vm as vm_mod
 from rig.guest.boot_session import Session
 from rig.guest.devices import Bench
 from rig.guest.topology import Device, Topology
-from rig.results import runner
 from rig.results.run import Status
 from rig.scenarios import hint_cases, matrix
 
@@ -389,7 +389,7 @@ def test_keep_guest_keeps_nothing_when_all_pass_or_the_guest_died(tmp_path: Path
 
 
 def test_keep_guest_keeps_nothing_once_the_run_is_halting(tmp_path: Path) -> None:
-    ctl = runner.Control(runner.RunLog(tmp_path / "run.log"))
+    ctl = control.Control(runlog.RunLog(tmp_path / "run.log"))
     lab = FakeLab()
     guest = ctl.track(lab.factory)(_arts(tmp_path), A, tmp_path / "g", "tcg")
     ctl.halt("the run was interrupted")

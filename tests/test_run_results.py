@@ -28,13 +28,14 @@ from rig.build.artifacts import Artifacts
 from rig.cli import guest as cli_guest
 from rig.cli import main as cli_main
 from rig.errors import AccelError, GuestError, RigError
+from rig.execution import runner, scenario_run
 from rig.guest import bringup, budget
 from rig.guest import vm as vm_mod
 from rig.guest.devices import Bench
 from rig.guest.kvm import Accel
 from rig.guest.ssh import CmdResult
 from rig.guest.topology import Topology
-from rig.results import report, runner
+from rig.results import report
 from rig.results.run import (
     BUG_FIX,
     EXIT_GUEST,
@@ -145,7 +146,7 @@ class FakeShell:
         began = time.monotonic()
         time.sleep(g.lab.seconds)
         g.lab.ran.append((name, began, time.monotonic()))
-        return CmdResult(0, f'{STEP}\n\n{runner.AFTER_MARK}\n'
+        return CmdResult(0, f'{STEP}\n\n{scenario_run.AFTER_MARK}\n'
                             "tphlab-dmabufs: 0\n", "")
 
 

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import xmlschema
 
+from rig.execution import runner, scenario_run
 from rig.guest import devices, kernel_log, pci_address
 from rig.guest.devices import Bench
 from rig.guest.dma_status import ST_DONE, ST_ERR_DMA, ST_ERROR
-from rig.results import report, runner
+from rig.results import report
 from rig.results.run import Run, Status
 from rig.scenarios import hint_cases, protocol
 from rig.scenarios.hint_cases import ST, ST_EXT, Case, Hint, TphSet
@@ -149,8 +150,9 @@ def test_dmesg_splats_are_found() -> None:
 
 def _run() -> Run:
     seen = Seen([], good_records(CASE), RID)
-    ok = runner.outcome(CASE, Status.PASS, 0.5, seen=seen, received=CASE.received(seen))
-    bad = runner.outcome(hint_cases.matrix()[0], Status.FAIL, 0.25, ["exporter received [] ..."])
+    ok = scenario_run.outcome(CASE, Status.PASS, 0.5, seen=seen, received=CASE.received(seen))
+    bad = scenario_run.outcome(hint_cases.matrix()[0], Status.FAIL, 0.25,
+                               ["exporter received [] ..."])
     return Run("tcg", [ok, bad], {"default": 1.5})
 
 

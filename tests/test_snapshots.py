@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from rig.build.artifacts import Artifacts
+from rig.execution import runner
 from rig.guest import snapshot
 from rig.guest.topology import Topology
-from rig.results import runner
 from rig.results.run import Run, Status
 from tests.test_run_results import TCG, A, B, FakeCase, FakeLab
 

@@ -19,13 +19,14 @@ from rig import stopsignals
 from rig.build import artifacts
 from rig.cli import options
 from rig.errors import RigError
+from rig.execution import runner
 from rig.guest import boot_session, bringup, devices, faults, kvm, pci_address, snapshot
 from rig.guest import vm as vm_mod
 from rig.guest.kvm import Accel
 from rig.guest.topology import Device
 from rig.paths import run_dir
 from rig.progress import Progress
-from rig.results import report, runner
+from rig.results import report
 from rig.results.run import Outcome, Problem, Run
 from rig.scenarios import hint_cases, matrix
 from rig.scenarios.kit import Scenario

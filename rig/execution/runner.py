@@ -1,4 +1,6 @@
-"""Running the scenario matrix: one boot per topology, then each case in turn.
+"""Running the scenario matrix: the scenarios grouped by topology, one guest per
+topology booted (or restored) on as many workers as the machine's budget of
+busy vCPUs allows, each group's scenarios run in turn in it.
 
 Every scenario ends as an Outcome (rig.results.run): PASS or FAIL by its
 check; ERROR when the rig or the check broke (the traceback goes to
@@ -12,68 +14,28 @@ guest of the first topology with a failing scenario is left running.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from rig import hostfacts
 from rig.build.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError, first_line
-from rig.guest import bringup, budget, devices, faults, kernel_log, pci_address, snapshot, topology
+from rig.execution.control import Control
+from rig.execution.runlog import RUN_LOG, RunLog
+from rig.execution.scenario_run import AFTER, not_run, outcome, run_case
+from rig.guest import bringup, budget, devices, faults, snapshot, topology
 from rig.guest.devices import Bench
 from rig.guest.interface import GuestVM, VMFactory
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
-from rig.results.run import (
-    EXIT_GUEST,
-    EXIT_INTERNAL,
-    Outcome,
-    Problem,
-    Run,
-    Status,
-    own_message,
-)
-from rig.scenarios import protocol
-from rig.scenarios.kit import Scenario, Seen
-
-EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
-# After each scenario, in the same command: its dmesg, and how many
-# dma-bufs are still alive (every one the scenario made dies with its
-# process; one left is a leak), counted with the shell's own `read` (a
-# program more per scenario costs ~5 ms under TCG). A kernel message that
-# comes after this is charged to the next scenario.
-AFTER_MARK = "tphlab-after-scenario"
-AFTER = (f"printf '\\n%s\\n' {AFTER_MARK}; dmesg -c; n=; "
-         "while read -r w c _; do [ \"$w\" = Total ] && n=$c; done "
-         "< /sys/kernel/debug/dma_buf/bufinfo; echo \"tphlab-dmabufs: $n\"")
-_DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
-RUN_LOG = "run.log"
-
-
-class RunLog:
-    """RUNDIR/run.log: what happened, in order, with every traceback. Thread-safe."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        with self._lock, self.path.open("a") as f:
-            f.write("".join(f"{stamp} {line}\n" for line in text.splitlines() or [""]))
-
-    def exception(self, what: str, exc: BaseException) -> None:
-        tb = "".join(traceback.format_exception(exc)).rstrip()
-        self.write(f"{what}:\n{tb}")
+from rig.results.run import EXIT_GUEST, EXIT_INTERNAL, Outcome, Problem, Run, Status, own_message
+from rig.scenarios.kit import Scenario
 
 
 def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scenario]]]:
@@ -87,146 +49,6 @@ def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scen
         else:
             out.append((c.topo, [c]))
     return out
-
-
-def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """tphctl's JSON step lines, and the lines that began as one but do not
-    parse (a process killed mid-line). The scenario's check reads the steps
-    as rig.scenarios.protocol records: a missing or malformed field is a
-    ProtocolError there."""
-    return protocol.split(stdout)
-
-
-def split_after(stdout: str) -> tuple[str, str]:
-    """A scenario command's output: (the scenario's own, AFTER's).
-
-    AFTER's mark starts on a line of its own even when the scenario's last
-    line was cut short. The last mark counts: a scenario may print anything.
-    No mark (the guest shell died first): all is the scenario's.
-    """
-    own, mark, after = stdout.rpartition(f"\n{AFTER_MARK}\n")
-    return (own, after) if mark else (stdout, "")
-
-
-@dataclass(frozen=True)
-class AfterChecks:
-    """What the AFTER command found: its kernel log, read once, and the failures."""
-
-    dmesg: kernel_log.KernelLog    # the kernel's reports and stall warnings
-    failures: list[str]            # each report, and a leaked or uncounted dma-buf
-
-
-def after_checks(output: str) -> AfterChecks:
-    """The kernel reports, stall warnings and failures in the AFTER command's output."""
-    dmesg = kernel_log.classify_dmesg(output)
-    failures = [f"dmesg: {ln}" for ln in dmesg.reports]
-    m = _DMABUFS.search(output)
-    if m is None or not m.group(1):
-        failures.append("could not count live dma-bufs (is debugfs mounted in the guest?)")
-    elif int(m.group(1)):
-        failures.append(f"{m.group(1)} dma-buf(s) still alive after the scenario: a leak")
-    return AfterChecks(dmesg, failures)
-
-
-def describe(case: Scenario) -> str:
-    """The case's "set" text; a scenario whose describe_set breaks says so."""
-    try:
-        return case.describe_set()
-    except Exception as exc:
-        return f"(describe_set raised {type(exc).__name__}: {exc})"
-
-
-def outcome(case: Scenario, status: Status, seconds: float = 0.0,
-            failures: Sequence[str] = (), seen: Seen | None = None, received: str = "",
-            dmesg: Sequence[str] = (), output: Path | None = None) -> Outcome:
-    """A scenario's Outcome: everything the reports need, taken from it now."""
-    seen = seen if seen is not None else Seen([])
-    return Outcome(name=case.name, topology=case.topo.name, status=status,
-                   seconds=round(seconds, 3), summary=case.summary, set_text=describe(case),
-                   received=received, failures=list(failures), steps=seen.steps,
-                   records=seen.records, dmesg=list(dmesg),
-                   output=str(output) if output is not None else None)
-
-
-def not_run(case: Scenario, why: str) -> Outcome:
-    return outcome(case, Status.NOT_RUN, failures=[f"not run: {why}"])
-
-
-def _save_output(outdir: Path, name: str, text: str) -> None:
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / name).write_text(text)
-
-
-def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
-             outdir: Path | None = None, log: RunLog | None = None) -> Outcome:
-    """Run one scenario in a booted guest and check it.
-
-    outdir keeps its raw output: tphctl's lines (tphctl.out, stderr.out),
-    the exporter's hint log read after it (qmp.json), and what the after-checks read
-    (dmesg.out). A check (or its received text) that raises makes the
-    scenario an ERROR, its traceback in `log`. Guest and rig errors
-    (GuestError, RigError) propagate: the caller knows the guest.
-    """
-    shell = vm.shell
-    assert shell is not None
-    started = time.monotonic()
-    vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
-
-    def read_log() -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = vm.qmp_cmd("x-query-tph-hints",
-                                                   path=EXPORTER_PATH)["records"]
-        if outdir is not None:
-            _save_output(outdir, "qmp.json", json.dumps(records, indent=1) + "\n")
-        return records
-
-    # `;` binds loosest: AFTER runs whatever the scenario's command list did.
-    # The log is read once the command is done: it survives the reset that
-    # releasing the VFIO device does.
-    try:
-        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout)
-    except BaseException:
-        with contextlib.suppress(Exception):   # keep what reached the device; the error stands
-            read_log()
-        raise
-    lost: list[str] = []
-    try:
-        records = read_log()
-    except GuestError as exc:
-        if vm.alive():
-            raise
-        # QEMU died after the command: its steps still count (the caller
-        # makes this a crash), only the log is gone with it.
-        records, lost = [], [f"the exporter's hint log could not be read: {exc.message}"]
-    out, after_out = split_after(res.stdout)
-    if outdir is not None:
-        _save_output(outdir, "tphctl.out", out)
-        _save_output(outdir, "stderr.out", res.stderr)
-        _save_output(outdir, "dmesg.out", after_out)
-    steps, garbled = parse_steps(out)
-    seen = Seen(steps, records, pci_address.requester_id(bench.importer))
-    checked = after_checks(after_out)
-    splats = checked.dmesg.reports
-    failures = lost + [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
-    try:
-        failures += case.check(seen)
-        received = case.received(seen)
-    except Exception as exc:
-        where = f"scenario {case.name}: its check raised {type(exc).__name__}: {exc}"
-        if log is not None:
-            log.exception(where, exc)
-        text = (exc.message if isinstance(exc, RigError)
-                else f"{type(exc).__name__}: {exc}")
-        failures.append(f"internal error: the check raised {text}"
-                        + (f" (traceback in {log.path})" if log is not None else ""))
-        return outcome(case, Status.ERROR, time.monotonic() - started, failures, seen,
-                       dmesg=splats, output=outdir)
-    if res.stderr.strip():
-        failures.append(f"stderr: {res.stderr.strip()}")
-    failures += checked.failures
-    done = outcome(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
-                   failures, seen, received, splats, outdir)
-    done.warnings = checked.dmesg.stalls
-    return done
 
 
 @dataclass(frozen=True)
@@ -288,70 +110,6 @@ class GroupResult:
     started: str = "boot"              # "snapshot": restored from one
 
 
-class Control:
-    """What the guests of one run share: the run log, the guests alive (to
-    stop them on Ctrl-C), and whether the run is halting or may boot no more
-    guests, and why."""
-
-    def __init__(self, log: RunLog) -> None:
-        self.log = log
-        self.halted: str | None = None      # Ctrl-C: every group stops now
-        self.no_boot: str | None = None     # a set-up error every guest would hit
-        self._lock = threading.Lock()
-        self._guests: list[GuestVM] = []
-
-    def halt(self, why: str) -> None:
-        with self._lock:
-            if self.halted is None:
-                self.halted = why
-
-    def refuse_boots(self, why: str) -> None:
-        with self._lock:
-            if self.no_boot is None:
-                self.no_boot = why
-
-    def track(self, factory: VMFactory) -> VMFactory:
-        """The factory, its guests known to stop_all; none made once halted."""
-        def make(arts: Artifacts, topo: topology.Topology, rundir: Path,
-                 accel: str) -> GuestVM:
-            with self._lock:
-                if self.halted is not None:
-                    raise RigError(self.halted)
-                vm = factory(arts, topo, rundir, accel)
-                self._guests.append(vm)
-            return vm
-        return make
-
-    def untrack(self, vm: GuestVM) -> bool:
-        """Leave `vm` running from now on (stop_all no longer stops it); False
-        if the run is halting already."""
-        with self._lock:
-            if self.halted is not None:
-                return False
-            self._guests = [g for g in self._guests if g is not vm]
-            return True
-
-    def stop_all(self) -> None:
-        """Stop every guest (from the main thread, on Ctrl-C): its group's
-        command fails at once and the group ends."""
-        with self._lock:
-            guests = list(self._guests)
-        for vm in guests:
-            try:
-                vm.stop(timeout=2.0)
-            except Exception as exc:
-                self.log.exception("stopping a guest on Ctrl-C", exc)
-
-
-def _problem(exc: BaseException, where: str, topo: str, log: RunLog) -> Problem:
-    """Problem.of the exception, written to the run log (a bug's with its traceback)."""
-    if isinstance(exc, RigError):
-        log.write(f"{where}: {exc.render()}")
-    else:
-        log.exception(f"{where}: internal error", exc)
-    return Problem.of(exc, where, str(log.path), topo)
-
-
 def _explain(vm: GuestVM, where: str, exc: BaseException) -> GuestError:
     """faults.explain for any error of a dead or silent guest (faults reads a VM's
     console, rundir and proc, which every guest has)."""
@@ -381,7 +139,7 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
     except GuestError as exc:
         result = GroupResult(accel)
         log = (control.log if control is not None else RunLog(rundir / RUN_LOG))
-        result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
+        result.problems.append(log.problem(exc, f"guest {topo.name}", topo.name))
         for c in members:
             result.outcomes.append(not_run(c, first_line(exc.message)))
             if report:
@@ -451,7 +209,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         except Exception as exc:
             if interrupted():
                 return result
-            problem = _problem(exc, f"guest {topo.name}", topo.name, log)
+            problem = log.problem(exc, f"guest {topo.name}", topo.name)
             result.problems.append(problem)
             if isinstance(exc, AccelError):    # --accel kvm: no guest will boot under KVM
                 ctl.refuse_boots(f"no guest was booted after: {first_line(exc.message)}")
@@ -466,7 +224,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         bench = _run_members(vm, topo, members, rundir, opts, ctl, result, done, skip_rest,
                              ready, save, slots)
     except Exception as exc:      # a bug of the loop itself; the outcomes so far stand
-        result.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
+        result.problems.append(log.problem(exc, f"guest {topo.name}", topo.name))
         skip_rest(f"the rig broke in guest {topo.name} (see {log.path})")
     finally:
         if not _keep(vm, topo, bench, used, result, opts, ctl):
@@ -534,7 +292,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             err = guest_died(where, exc)
             skip_rest(first_line(err.message))
         else:
-            result.problems.append(_problem(exc, where, topo.name, log))
+            result.problems.append(log.problem(exc, where, topo.name))
             skip_rest(f"{where} failed: {first_line(own_message(exc))}")
         return None
     for case in members:
@@ -546,7 +304,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             try:
                 slots.hold(min(case.busy_vcpus, topo.cpus))
             except GuestError as exc:
-                result.problems.append(_problem(exc, where, topo.name, log))
+                result.problems.append(log.problem(exc, where, topo.name))
                 skip_rest(first_line(exc.message))
                 return bench
         started = time.monotonic()
@@ -565,7 +323,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
                 skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
                 return bench
             # The rig broke, not the guest: this case has no verdict, the next may.
-            result.problems.append(_problem(exc, where, topo.name, log))
+            result.problems.append(log.problem(exc, where, topo.name))
             suffix = "" if isinstance(exc, RigError) else f" (traceback in {log.path})"
             done(outcome(case, Status.ERROR, time.monotonic() - started,
                          [f"{own_message(exc)}{suffix}"], output=outdir))
@@ -652,7 +410,7 @@ def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir:
             continue
         exc = f.exception()
         if exc is not None:   # run_group never raises: if it did, that is a bug
-            run.problems.append(_problem(exc, f"guest {topo.name}", topo.name, log))
+            run.problems.append(log.problem(exc, f"guest {topo.name}", topo.name))
             continue
         res = f.result()
         for o in res.outcomes:

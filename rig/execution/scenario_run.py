@@ -1,0 +1,176 @@
+"""One scenario in a booted guest: its command with the after-checks (dmesg, live
+dma-bufs) in the same shell command, the exporter's hint log read after it,
+its check, and the Outcome the reports need."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.errors import GuestError, RigError
+from rig.execution.runlog import RunLog
+from rig.guest import kernel_log, pci_address, topology
+from rig.guest.devices import Bench
+from rig.guest.interface import GuestVM
+from rig.results.run import Outcome, Status
+from rig.scenarios import protocol
+from rig.scenarios.kit import Scenario, Seen
+
+EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
+# After each scenario, in the same command: its dmesg, and how many
+# dma-bufs are still alive (every one the scenario made dies with its
+# process; one left is a leak), counted with the shell's own `read` (a
+# program more per scenario costs ~5 ms under TCG). A kernel message that
+# comes after this is charged to the next scenario.
+AFTER_MARK = "tphlab-after-scenario"
+AFTER = (f"printf '\\n%s\\n' {AFTER_MARK}; dmesg -c; n=; "
+         "while read -r w c _; do [ \"$w\" = Total ] && n=$c; done "
+         "< /sys/kernel/debug/dma_buf/bufinfo; echo \"tphlab-dmabufs: $n\"")
+_DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
+
+
+def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """tphctl's JSON step lines, and the lines that began as one but do not
+    parse (a process killed mid-line). The scenario's check reads the steps
+    as rig.scenarios.protocol records: a missing or malformed field is a
+    ProtocolError there."""
+    return protocol.split(stdout)
+
+
+def split_after(stdout: str) -> tuple[str, str]:
+    """A scenario command's output: (the scenario's own, AFTER's).
+
+    AFTER's mark starts on a line of its own even when the scenario's last
+    line was cut short. The last mark counts: a scenario may print anything.
+    No mark (the guest shell died first): all is the scenario's.
+    """
+    own, mark, after = stdout.rpartition(f"\n{AFTER_MARK}\n")
+    return (own, after) if mark else (stdout, "")
+
+
+@dataclass(frozen=True)
+class AfterChecks:
+    """What the AFTER command found: its kernel log, read once, and the failures."""
+
+    dmesg: kernel_log.KernelLog    # the kernel's reports and stall warnings
+    failures: list[str]            # each report, and a leaked or uncounted dma-buf
+
+
+def after_checks(output: str) -> AfterChecks:
+    """The kernel reports, stall warnings and failures in the AFTER command's output."""
+    dmesg = kernel_log.classify_dmesg(output)
+    failures = [f"dmesg: {ln}" for ln in dmesg.reports]
+    m = _DMABUFS.search(output)
+    if m is None or not m.group(1):
+        failures.append("could not count live dma-bufs (is debugfs mounted in the guest?)")
+    elif int(m.group(1)):
+        failures.append(f"{m.group(1)} dma-buf(s) still alive after the scenario: a leak")
+    return AfterChecks(dmesg, failures)
+
+
+def describe(case: Scenario) -> str:
+    """The case's "set" text; a scenario whose describe_set breaks says so."""
+    try:
+        return case.describe_set()
+    except Exception as exc:
+        return f"(describe_set raised {type(exc).__name__}: {exc})"
+
+
+def outcome(case: Scenario, status: Status, seconds: float = 0.0,
+            failures: Sequence[str] = (), seen: Seen | None = None, received: str = "",
+            dmesg: Sequence[str] = (), output: Path | None = None) -> Outcome:
+    """A scenario's Outcome: everything the reports need, taken from it now."""
+    seen = seen if seen is not None else Seen([])
+    return Outcome(name=case.name, topology=case.topo.name, status=status,
+                   seconds=round(seconds, 3), summary=case.summary, set_text=describe(case),
+                   received=received, failures=list(failures), steps=seen.steps,
+                   records=seen.records, dmesg=list(dmesg),
+                   output=str(output) if output is not None else None)
+
+
+def not_run(case: Scenario, why: str) -> Outcome:
+    return outcome(case, Status.NOT_RUN, failures=[f"not run: {why}"])
+
+
+def _save_output(outdir: Path, name: str, text: str) -> None:
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / name).write_text(text)
+
+
+def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
+             outdir: Path | None = None, log: RunLog | None = None) -> Outcome:
+    """Run one scenario in a booted guest and check it.
+
+    outdir keeps its raw output: tphctl's lines (tphctl.out, stderr.out),
+    the exporter's hint log read after it (qmp.json), and what the after-checks read
+    (dmesg.out). A check (or its received text) that raises makes the
+    scenario an ERROR, its traceback in `log`. Guest and rig errors
+    (GuestError, RigError) propagate: the caller knows the guest.
+    """
+    shell = vm.shell
+    assert shell is not None
+    started = time.monotonic()
+    vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
+
+    def read_log() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = vm.qmp_cmd("x-query-tph-hints",
+                                                   path=EXPORTER_PATH)["records"]
+        if outdir is not None:
+            _save_output(outdir, "qmp.json", json.dumps(records, indent=1) + "\n")
+        return records
+
+    # `;` binds loosest: AFTER runs whatever the scenario's command list did.
+    # The log is read once the command is done: it survives the reset that
+    # releasing the VFIO device does.
+    try:
+        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):   # keep what reached the device; the error stands
+            read_log()
+        raise
+    lost: list[str] = []
+    try:
+        records = read_log()
+    except GuestError as exc:
+        if vm.alive():
+            raise
+        # QEMU died after the command: its steps still count (the caller
+        # makes this a crash), only the log is gone with it.
+        records, lost = [], [f"the exporter's hint log could not be read: {exc.message}"]
+    out, after_out = split_after(res.stdout)
+    if outdir is not None:
+        _save_output(outdir, "tphctl.out", out)
+        _save_output(outdir, "stderr.out", res.stderr)
+        _save_output(outdir, "dmesg.out", after_out)
+    steps, garbled = parse_steps(out)
+    seen = Seen(steps, records, pci_address.requester_id(bench.importer))
+    checked = after_checks(after_out)
+    splats = checked.dmesg.reports
+    failures = lost + [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
+    try:
+        failures += case.check(seen)
+        received = case.received(seen)
+    except Exception as exc:
+        where = f"scenario {case.name}: its check raised {type(exc).__name__}: {exc}"
+        if log is not None:
+            log.exception(where, exc)
+        text = (exc.message if isinstance(exc, RigError)
+                else f"{type(exc).__name__}: {exc}")
+        failures.append(f"internal error: the check raised {text}"
+                        + (f" (traceback in {log.path})" if log is not None else ""))
+        return outcome(case, Status.ERROR, time.monotonic() - started, failures, seen,
+                       dmesg=splats, output=outdir)
+    if res.stderr.strip():
+        failures.append(f"stderr: {res.stderr.strip()}")
+    failures += checked.failures
+    done = outcome(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
+                   failures, seen, received, splats, outdir)
+    done.warnings = checked.dmesg.stalls
+    return done
+
