@@ -9,7 +9,10 @@ import pytest
 
 from rig import tools
 from rig.cli import main as cli_main
+from rig.cli import run as cli_run
 from rig.errors import ToolError
+from rig.execution import runner
+from rig.execution.request import Reports, RunRequest
 
 
 def test_missing_tool_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,3 +55,17 @@ def test_unknown_scenario_pattern_lists_the_names(capsys: pytest.CaptureFixture[
 def test_out_of_range_custom_hint_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli_main.main(["run", "--st", "0x10000", "--ph", "1"])
     assert rc == 2 and "ST is 0..0xffff" in capsys.readouterr().err
+
+
+def test_rig_run_arguments_become_one_typed_request() -> None:
+    args = cli_main.parser().parse_args(
+        ["run", "-k", "a", "-k", "b", "--st", "0x42", "--json", "r.json", "--no-snapshot",
+         "--timeout", "5", "--inject", "panic", "--ktap"])
+    request = cli_run.run_request(args)
+    assert request == RunRequest(patterns=("a", "b"), st=0x42, case_timeout=5.0,
+                                 fault="panic", snapshots=False,
+                                 reports=Reports(json=Path("r.json"), ktap=True))
+    opts = runner.Options.of(request)
+    assert (opts.case_timeout, opts.boot_timeout, opts.fault, opts.snapshots) == (
+        5.0, 120.0, "panic", None)
+    assert cli_run.run_request(cli_main.parser().parse_args(["run"])) == RunRequest()

@@ -1,151 +1,32 @@
-"""`rig run`, `rig boot`, `rig ssh`, `rig hints`, `rig stop`: the guest side of the CLI."""
+"""`rig boot`, `rig ssh`, `rig hints`, `rig stop`: the bench guest by hand."""
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 from qemu.qmp import ExecuteError
 
-from rig import stopsignals
 from rig.build import artifacts
 from rig.cli import options
 from rig.errors import RigError
-from rig.execution import runner
-from rig.guest import boot_session, bringup, devices, faults, kvm, pci_address, snapshot
+from rig.guest import boot_session, bringup, devices, kvm, pci_address
 from rig.guest import vm as vm_mod
 from rig.guest.kvm import Accel
 from rig.guest.topology import Device
 from rig.paths import run_dir
 from rig.progress import Progress
-from rig.results import report
-from rig.results.run import Outcome, Problem, Run
 from rig.scenarios import hint_cases, matrix
-from rig.scenarios.kit import Scenario
 
 MIN_INTERVAL, MAX_INTERVAL = 0.05, 10.0       # rig hints --follow --interval bounds
 
 
-def select(cases: list[Scenario], patterns: list[str] | None) -> list[Scenario]:
-    if not patterns:
-        return cases
-    chosen = [c for c in cases
-              if any(fnmatch.fnmatch(c.name, p) or p in c.name for p in patterns)]
-    if not chosen:
-        names = ", ".join(c.name for c in cases)
-        raise RigError(f"-k {' '.join(patterns)} matches no scenario", fix=f"pick from: {names}")
-    return chosen
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """Build, boot, run; the reports are written however the run ends.
-
-    The table (or KTAP) is printed and --json/--junit written, and the run
-    directory keeps run.json, junit.xml and run.ktap, after a failure, a
-    crash or Ctrl-C too. A set-up error before any guest booted writes the
-    asked-for reports with every scenario NOT_RUN, then is raised as usual.
-    """
-    progress = Progress()
-    cases = select(matrix.full(), args.k)
-    if args.st is not None or args.ph is not None:
-        st, ph = args.st if args.st is not None else 0, args.ph if args.ph is not None else 0
-        if not 0 <= st <= 0xFFFF or not 0 <= ph <= 3:
-            raise RigError(f"--st {st:#x} --ph {ph}: ST is 0..0xffff and PH 0..3",
-                           fix="pass values in range")
-        cases.append(hint_cases.custom(st, ph))
-    accel_name = args.accel
-    keeper = runner.Keeper() if args.keep_guest else None
-    try:
-        if keeper is not None:
-            _no_session("--keep-guest")      # the kept guest becomes the `rig boot` one
-        built = artifacts.build(options.build_request(args, "all"), progress)
-        arts = built.guest()
-        vm_mod.require_device(arts.qemu)
-        accel = options.choose_accel(args.accel, progress, arts)
-        accel_name = accel.name
-        rundir = run_dir("run")
-    except BaseException as exc:
-        _write_reports(args, _not_started(cases, accel_name, exc), None)
-        raise
-    progress.begin(f"running {len(cases)} scenarios (logs: {rundir})")
-
-    def on_outcome(o: Outcome) -> None:
-        progress.note(f"{o.status.value} {o.name} ({o.seconds:.2f}s)")
-
-    def on_stage(topo: str, stage: str, secs: float) -> None:
-        progress.note(f"boot {topo}: {stage} at {secs:.2f}s")
-
-    opts = runner.Options(boot_timeout=args.boot_timeout, case_timeout=args.timeout,
-                          fault=args.inject, keeper=keeper,
-                          snapshots=None if args.no_snapshot else snapshot.Store())
-    try:
-        run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
-    except BaseException as exc:      # run_matrix returns whatever happens; to be sure
-        if keeper is not None and keeper.kept is not None:
-            keeper.kept.vm.stop()
-        run = _not_started(cases, accel.name, exc, "the rig broke while running")
-        run.logs = rundir
-        _write_reports(args, run, rundir)
-        raise
-    run.sources = built.sources()
-    if args.ktap:      # as `rig report --ktap` prints it (KTAP ends in a newline)
-        print(report.to_ktap(run), end="")
-    else:
-        print(report.table(run))
-    _write_reports(args, run, rundir)
-    for p in run.problems:
-        print(p.render(), file=sys.stderr)
-    if run.interrupted:
-        print(run.interruption, file=sys.stderr)
-    if keeper is not None:
-        _report_kept(keeper)
-    if run.passed and not args.keep:
-        shutil.rmtree(rundir, ignore_errors=True)
-    elif not run.passed:
-        print(f"logs kept in {rundir}", file=sys.stderr)
-    return run.exit_code
-
-
-def _not_started(cases: list[Scenario], accel: str, exc: BaseException,
-                 when: str = "the run did not start") -> Run:
-    """The Run of a run that an exception ended before it had one."""
-    if isinstance(exc, KeyboardInterrupt):
-        why = stopsignals.describe(stopsignals.signum_of(exc))
-        run = runner.unrun(cases, accel, f"the run was {why}")
-        run.interrupt(exc)
-        return run
-    problem = Problem.of(exc)
-    return runner.unrun(cases, accel, f"{when}: {problem.message.splitlines()[0]}", problem)
-
-
-def _write_reports(args: argparse.Namespace, run: Run, rundir: Path | None) -> None:
-    """--json and --junit, and the run directory's copies (a report left
-    unwritten is named on stderr, the others still written)."""
-    targets: list[tuple[Path, Callable[[], str]]] = []
-    if rundir is not None:
-        targets += [(rundir / "run.json", run.to_json),
-                    (rundir / "junit.xml", lambda: report.to_junit(run)),
-                    (rundir / "run.ktap", lambda: report.to_ktap(run))]
-    if args.json:
-        targets.append((Path(args.json), run.to_json))
-    if args.junit:
-        targets.append((Path(args.junit), lambda: report.to_junit(run)))
-    for path, render in targets:
-        try:
-            path.write_text(render())
-        except OSError as exc:
-            print(f"error: cannot write {path}: {exc}", file=sys.stderr)
-
-
-def _no_session(what: str) -> None:
+def no_session(what: str) -> None:
     """RigError if a guest of `rig boot` (or a kept one) is running: one at a time."""
     try:
         old = boot_session.load()
@@ -155,7 +36,7 @@ def _no_session(what: str) -> None:
                    f"{old.topology})", fix="rig stop")
 
 
-def _session_text(sess: boot_session.Session) -> str:
+def session_text(sess: boot_session.Session) -> str:
     """How to reach a running guest: its devices, then the commands."""
     devs = "".join(f"  {d.role + ':':<9} {d.bdf}  QOM {d.qom_id} ({d.qom_path})\n"
                    for d in sess.devices)
@@ -167,33 +48,6 @@ def _session_text(sess: boot_session.Session) -> str:
             f"  QMP:      {sess.qmp_socket}\n"
             f"  console:  {sess.console_log}\n"
             f"  stop:     rig stop")
-
-
-def _report_kept(keeper: runner.Keeper) -> None:
-    """--keep-guest: save the kept guest as the `rig boot` session, and say how to
-    reach it (or that no guest was kept)."""
-    kept = keeper.kept
-    if kept is None:
-        why = (f"the guest of {', '.join(keeper.stopped)}, where a scenario failed, died "
-               "or the run was interrupted"
-               if keeper.stopped else "no scenario failed")
-        print(f"--keep-guest: no guest kept ({why})", file=sys.stderr)
-        return
-    vm = cast(vm_mod.VM, kept.vm)
-    if not vm.alive():
-        print(f"--keep-guest: the guest of {kept.topo.name} is gone (console "
-              f"{vm.console})", file=sys.stderr)
-        return
-    try:
-        sess = keep_session(vm, kept.accel, kept.bench.devices())
-    except BaseException:
-        vm.stop()               # a guest nobody can find again is not left behind
-        raise
-    others = (f"; the guests of {', '.join(keeper.stopped)} stopped (one is kept)"
-              if keeper.stopped else "")
-    print(f"--keep-guest: the guest of topology {kept.topo.name} is still running "
-          f"({', '.join(kept.failed)} failed{others}), pid {sess.pid}\n"
-          f"{_session_text(sess)}", file=sys.stderr)
 
 
 def keep_session(vm: vm_mod.VM, accel: Accel, devices: list[Device]) -> boot_session.Session:
@@ -223,7 +77,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         print(list_topologies())
         return 0
     topo = matrix.topology(args.topology) if args.topology else hint_cases.DEFAULT
-    _no_session("rig boot")
+    no_session("rig boot")
     progress = Progress()
     built = artifacts.build(options.build_request(args, "all"), progress)
     arts = built.guest()
@@ -239,7 +93,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         vm.stop()
         raise
     print(f"guest up in {vm.boot_seconds:.2f}s (topology {topo.name}; {accel.name}; "
-          f"{accel.reason}), pid {sess.pid}\n{_session_text(sess)}")
+          f"{accel.reason}), pid {sess.pid}\n{session_text(sess)}")
     return 0
 
 
@@ -352,32 +206,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    r = sub.add_parser("run", help="build, boot and run the scenario matrix")
-    r.add_argument("-k", action="append", metavar="PATTERN", help="only matching scenarios")
-    r.add_argument("--json", metavar="FILE", help="write a JSON report")
-    r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
-    r.add_argument("--ktap", action="store_true", help="print KTAP instead of the table")
-    r.add_argument("--keep", action="store_true", help="keep the run's logs even if all pass")
-    r.add_argument("--st", type=lambda s: int(s, 0), help="add a scenario with this ST")
-    r.add_argument("--ph", type=int, help="add a scenario with this PH")
-    r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help=kvm.ACCEL_HELP)
-    r.add_argument("--boot-timeout", type=float, default=120.0, metavar="S",
-                   help="seconds a guest may take to answer over SSH (default 120)")
-    r.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                   help="seconds one scenario may take in the guest (default 60)")
-    r.add_argument("--inject", choices=tuple(faults.FAULTS), metavar="FAULT",
-                   help="inject a fault to check how the rig fails: " + "; ".join(
-                       f"{k}: {v}" for k, v in faults.FAULTS.items()))
-    r.add_argument("--no-snapshot", action="store_true",
-                   help="boot every guest: neither restore one from its snapshot nor save "
-                        "one (by default a guest is saved once booted and bound, and the "
-                        "next run with the same QEMU, kernel, image and topology restores "
-                        "it; a snapshot that does not restore is deleted and the guest "
-                        "boots)")
-    r.add_argument("--keep-guest", action="store_true",
-                   help="leave the guest of the first topology with a failing scenario "
-                        "running (as `rig boot` does) for inspection; one guest at most")
-    r.set_defaults(func=cmd_run)
     b = sub.add_parser("boot", help="boot the bench guest and leave it running")
     b.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help=kvm.ACCEL_HELP)
     b.add_argument("--topology", metavar="NAME",
@@ -385,8 +213,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--list-topologies", action="store_true",
                    help="name the matrix's topologies, their settings and scenarios")
     b.set_defaults(func=cmd_boot)
-    for p in (r, b):
-        options.add_build_args(p)
+    options.add_build_args(b)
     s = sub.add_parser("ssh", help="run a command in the running guest (or a shell)")
     s.add_argument("cmd", nargs=argparse.REMAINDER)
     s.add_argument("--timeout", type=float, default=60.0)

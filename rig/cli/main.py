@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from rig import stopsignals
-from rig.cli import bench, build, globalopts, guest, report
+from rig.cli import bench, build, globalopts, guest, report, run
 from rig.errors import RigError
 from rig.paths import cache_root
 from rig.results.run import Problem
@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     build.add_parsers(sub)
     report.add_parsers(sub)
+    run.add_parsers(sub)
     guest.add_parsers(sub)
     bench.add_parsers(sub)
     globalopts.add(p, sub)

@@ -27,6 +27,7 @@ from rig import hostfacts
 from rig.build.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError, first_line
 from rig.execution.control import Control
+from rig.execution.request import RunRequest
 from rig.execution.runlog import RUN_LOG, RunLog
 from rig.execution.scenario_run import AFTER, not_run, outcome, run_case
 from rig.guest import bringup, budget, devices, faults, snapshot, topology
@@ -60,6 +61,14 @@ class Options:
     vm_factory: VMFactory | None = None  # makes the guests; None: rig.guest.vm.VM
     keeper: Keeper | None = None       # --keep-guest: where a failing topology's guest goes
     snapshots: snapshot.Store | None = None   # restore guests from (and save them to) it
+
+    @classmethod
+    def of(cls, request: RunRequest, keeper: Keeper | None = None) -> Options:
+        """The options of a `rig run` request: the cache's snapshots unless it
+        asks for none; `keeper` for its --keep-guest."""
+        return cls(boot_timeout=request.boot_timeout, case_timeout=request.case_timeout,
+                   fault=request.fault, keeper=keeper,
+                   snapshots=snapshot.Store() if request.snapshots else None)
 
 
 @dataclass(frozen=True)
