@@ -30,21 +30,23 @@ from rig.guest.topology import Device, Topology
 from rig.results.run import Status
 from rig.scenarios import hint_cases, matrix
 
-from .test_run_results import (
+from .fakes import (
     TCG,
+    A,
+    B,
+    C,
     FakeCase,
     FakeGuest,
     FakeLab,
     FakeProc,
     FakeShell,
-    _arts,
-    _rig,
+    fake_arts,
     mismatch,
+    run_rig,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 TPHCTL = REPO / "guest-image/tphctl.c"
-A, B, C = Topology(name="alpha"), Topology(name="beta"), Topology(name="gamma")
 BENCH = Bench("0000:03:00.0", "0000:04:00.0", "0000:05:00.0")
 DEVICES = [Device("exporter", "tphexp", "0000:03:00.0"),
            Device("importer", "tphimp", "0000:04:00.0"),
@@ -69,7 +71,7 @@ def test_rig_boot_list_topologies_builds_nothing(monkeypatch: pytest.MonkeyPatch
         raise AssertionError("--list-topologies must not build")
 
     monkeypatch.setattr(artifacts, "build", no_build)
-    rc, out, _ = _rig(capsys, "boot", "--list-topologies")
+    rc, out, _ = run_rig(capsys, "boot", "--list-topologies")
     assert rc == 0
     for topo, members in matrix.topologies():
         assert re.search(rf"^{re.escape(topo.name)}\b", out, re.M), out
@@ -82,7 +84,7 @@ def test_rig_boot_list_topologies_builds_nothing(monkeypatch: pytest.MonkeyPatch
 def test_rig_boot_unknown_topology_names_them_all(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(artifacts, "build", lambda *a: pytest.fail("built"))
-    rc, _, err = _rig(capsys, "boot", "--topology", "no-such")
+    rc, _, err = run_rig(capsys, "boot", "--topology", "no-such")
     assert rc == RigError("x").exit_code
     assert "--topology no-such: the matrix has no such topology" in err
     assert all(t.name in err for t, _ in matrix.topologies())
@@ -129,7 +131,7 @@ class RecordingShell(FakeShell):
 
 
 def test_bind_devices_writes_the_role_file_in_the_same_command(tmp_path: Path) -> None:
-    guest = FakeGuest(FakeLab(), A, tmp_path, "tcg", _arts(tmp_path))
+    guest = FakeGuest(FakeLab(), A, tmp_path, "tcg", fake_arts(tmp_path))
     guest.start()
     shell = RecordingShell(guest)
     guest.shell = shell
@@ -175,7 +177,7 @@ def test_a_session_of_an_older_rig_still_loads(cache_home: Path,
 
 
 def test_session_of_a_booted_guest(tmp_path: Path) -> None:
-    vm = vm_mod.VM(_arts(tmp_path), hint_cases.RP_NO_COMPLETER, tmp_path / "g", "tcg")
+    vm = vm_mod.VM(fake_arts(tmp_path), hint_cases.RP_NO_COMPLETER, tmp_path / "g", "tcg")
     vm.proc = SimpleNamespace(pid=777)  # type: ignore[assignment]
     sess = Session.of(vm, "tcg", DEVICES[:2])
     assert (sess.pid, sess.ssh_port, sess.topology) == (777, vm.ssh_port, "rp-no-completer")
@@ -254,7 +256,7 @@ def test_hints_names_the_device_and_the_requesters_role(
         capsys: pytest.CaptureFixture[str]) -> None:
     answers, calls = hints_session
     answers.append(_answer([REC], 1))
-    rc, out, _ = _rig(capsys, "hints")
+    rc, out, _ = run_rig(capsys, "hints")
     assert rc == 0
     assert calls == [{"path": "/machine/peripheral/tphexp", "since": 0}]
     lines = out.splitlines()
@@ -280,7 +282,7 @@ def test_hints_device_role_since_and_json(
     answers, calls = hints_session
     reply = _answer([{**REC, "seq": 5}], 6)
     answers.append(reply)
-    rc, out, _ = _rig(capsys, "hints", "--device", "importer", "--since", "5", "--json")
+    rc, out, _ = run_rig(capsys, "hints", "--device", "importer", "--since", "5", "--json")
     assert rc == 0
     assert calls == [{"path": "/machine/peripheral/tphimp", "since": 5}]
     assert json.loads(out) == reply
@@ -290,7 +292,7 @@ def test_hints_unknown_device_is_refused_before_qmp(
         hints_session: tuple[list[dict[str, Any]], list[dict[str, Any]]],
         capsys: pytest.CaptureFixture[str]) -> None:
     _, calls = hints_session
-    rc, _, err = _rig(capsys, "hints", "--device", "nope")
+    rc, _, err = run_rig(capsys, "hints", "--device", "nope")
     assert rc != 0 and "--device nope" in err and calls == []
 
 
@@ -299,7 +301,7 @@ def test_hints_follow_prints_each_record_once_until_ctrl_c(
         capsys: pytest.CaptureFixture[str]) -> None:
     answers, calls = hints_session
     answers += [_answer([REC], 1), _answer([], 1), _answer([{**REC, "seq": 1, "ph": 2}], 2)]
-    rc, out, _ = _rig(capsys, "hints", "--follow", "--json", "--interval", "0.1")
+    rc, out, _ = run_rig(capsys, "hints", "--follow", "--json", "--interval", "0.1")
     assert rc == 0                       # Ctrl-C ends it
     assert [c["since"] for c in calls] == [0, 1, 1, 2]
     assert [json.loads(ln)["seq"] for ln in out.splitlines()] == [0, 1]
@@ -310,7 +312,7 @@ def test_hints_follow_starts_again_when_the_log_is_cleared(
         capsys: pytest.CaptureFixture[str]) -> None:
     answers, calls = hints_session
     answers += [_answer([REC, {**REC, "seq": 1}], 2), _answer([], 0), _answer([REC], 1)]
-    rc, out, err = _rig(capsys, "hints", "--follow")
+    rc, out, err = run_rig(capsys, "hints", "--follow")
     assert rc == 0 and [c["since"] for c in calls] == [0, 2, 0, 1]
     assert "(the hint log was cleared)" in err
     assert len([ln for ln in out.splitlines() if "TH=1" in ln]) == 3
@@ -320,7 +322,7 @@ def test_hints_follow_starts_again_when_the_log_is_cleared(
 def test_hints_follow_interval_is_bounded(
         interval: str, hints_session: tuple[list[dict[str, Any]], list[dict[str, Any]]],
         capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = _rig(capsys, "hints", "--follow", "--interval", interval)
+    rc, _, err = run_rig(capsys, "hints", "--follow", "--interval", interval)
     assert rc != 0 and f"--interval {float(interval)}" in err
 
 
@@ -339,7 +341,7 @@ def test_hints_follow_ends_when_the_guest_stops(
 
     monkeypatch.setattr("rig.cli.guest._query_hints", query)
     monkeypatch.setattr(Session, "alive", lambda self: state["up"])
-    rc, out, err = _rig(capsys, "hints", "--follow")
+    rc, out, err = run_rig(capsys, "hints", "--follow")
     assert rc == 0 and "TH=1" in out and "the guest (pid 4242) stopped" in err
 
 
@@ -350,7 +352,7 @@ def _keep_run(lab: FakeLab, cases: list[FakeCase], tmp_path: Path,
     keeper = runner.Keeper()
     rundir = tmp_path / "run"
     rundir.mkdir(exist_ok=True)
-    run = runner.run_matrix(cases, _arts(tmp_path), TCG, rundir,
+    run = runner.run_matrix(cases, fake_arts(tmp_path), TCG, rundir,
                             opts=runner.Options(jobs=1, vm_factory=lab.factory, keeper=keeper))
     return keeper, run
 
@@ -391,7 +393,7 @@ def test_keep_guest_keeps_nothing_when_all_pass_or_the_guest_died(tmp_path: Path
 def test_keep_guest_keeps_nothing_once_the_run_is_halting(tmp_path: Path) -> None:
     ctl = control.Control(runlog.RunLog(tmp_path / "run.log"))
     lab = FakeLab()
-    guest = ctl.track(lab.factory)(_arts(tmp_path), A, tmp_path / "g", "tcg")
+    guest = ctl.track(lab.factory)(fake_arts(tmp_path), A, tmp_path / "g", "tcg")
     ctl.halt("the run was interrupted")
     assert not ctl.untrack(guest)
     keeper = runner.Keeper()
@@ -403,7 +405,7 @@ class KeepableGuest(FakeGuest):
     """A fake guest with what a session needs (pid, SSH port, QMP socket, keys)."""
 
     def __init__(self, lab: FakeLab, topo: Topology, rundir: Path, accel: str) -> None:
-        super().__init__(lab, topo, rundir, accel, _arts(rundir))
+        super().__init__(lab, topo, rundir, accel, fake_arts(rundir))
         self.proc = KeepableProc()
         self.ssh_port = 40123
         self.qmp_path = rundir / "qmp.sock"
@@ -437,7 +439,7 @@ class KeepableLab(FakeLab):
 def keep_rig(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
              tmp_path: Path) -> Iterator[tuple[KeepableLab, list[FakeCase]]]:
     """`rig run` with the builds faked and guests a session can be made of."""
-    arts = _arts(tmp_path)
+    arts = fake_arts(tmp_path)
     built = SimpleNamespace(guest=lambda: arts, sources=lambda: {})
     lab = KeepableLab()
     cases = [FakeCase("a1", A), FakeCase("b1", B, verify=mismatch)]
@@ -452,7 +454,7 @@ def test_rig_run_keep_guest_saves_the_kept_guest_as_the_boot_session(
         keep_rig: tuple[KeepableLab, list[FakeCase]],
         capsys: pytest.CaptureFixture[str]) -> None:
     lab, _ = keep_rig
-    rc, out, err = _rig(capsys, "run", "--accel", "tcg", "--keep-guest")
+    rc, out, err = run_rig(capsys, "run", "--accel", "tcg", "--keep-guest")
     assert rc == 1, out + err
     kept = _guest(lab, B)
     assert isinstance(kept, KeepableGuest)
@@ -471,7 +473,7 @@ def test_rig_run_keep_guest_says_when_nothing_was_kept(
         capsys: pytest.CaptureFixture[str]) -> None:
     _, cases = keep_rig
     cases[1] = FakeCase("b1", B)
-    rc, _, err = _rig(capsys, "run", "--accel", "tcg", "--keep-guest")
+    rc, _, err = run_rig(capsys, "run", "--accel", "tcg", "--keep-guest")
     assert rc == 0 and "--keep-guest: no guest kept (no scenario failed)" in err
     assert not boot_session.state_path().exists()
 
@@ -482,7 +484,7 @@ def test_rig_run_keep_guest_refuses_while_a_guest_runs(
     lab, _ = keep_rig
     monkeypatch.setattr(boot_session, "load", lambda: _session())
     js = tmp_path / "r.json"
-    rc, _, err = _rig(capsys, "run", "--accel", "tcg", "--keep-guest", "--json", str(js))
+    rc, _, err = run_rig(capsys, "run", "--accel", "tcg", "--keep-guest", "--json", str(js))
     assert rc == 2 and "a guest is already running (pid 4242" in err and "rig stop" in err
     assert lab.guests == []
     assert {s["status"] for s in json.loads(js.read_text())["scenarios"]} == {"NOT_RUN"}
@@ -492,7 +494,7 @@ def test_rig_boot_topology_prints_the_roles_and_saves_them(
         keep_rig: tuple[KeepableLab, list[FakeCase]],
         capsys: pytest.CaptureFixture[str]) -> None:
     lab, _ = keep_rig
-    rc, out, err = _rig(capsys, "boot", "--accel", "tcg", "--topology", "beta")   # keep_rig's
+    rc, out, err = run_rig(capsys, "boot", "--accel", "tcg", "--topology", "beta")   # keep_rig's
     assert rc == 0, err
     (guest,) = lab.guests
     assert guest.topo == B and not guest.stopped.is_set()
@@ -511,7 +513,7 @@ def test_rig_boot_refuses_while_a_guest_runs(keep_rig: tuple[KeepableLab, list[F
                                              capsys: pytest.CaptureFixture[str]) -> None:
     lab, _ = keep_rig
     monkeypatch.setattr(boot_session, "load", lambda: _session())
-    rc, _, err = _rig(capsys, "boot", "--accel", "tcg")
+    rc, _, err = run_rig(capsys, "boot", "--accel", "tcg")
     assert rc == 2 and "rig boot: a guest is already running (pid 4242, topology default)" in err
     assert lab.guests == []
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import ast
 import json
-import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,16 +22,12 @@ import xmlschema
 
 from rig import hostfacts
 from rig.build import artifacts
-from rig.build.artifacts import Artifacts
 from rig.cli import guest as cli_guest
-from rig.cli import main as cli_main
 from rig.errors import AccelError, GuestError, RigError
-from rig.execution import runner, scenario_run
+from rig.execution import runner
 from rig.guest import bringup, budget
 from rig.guest import vm as vm_mod
 from rig.guest.devices import Bench
-from rig.guest.kvm import Accel
-from rig.guest.ssh import CmdResult
 from rig.guest.topology import Topology
 from rig.results import report
 from rig.results.run import (
@@ -46,186 +40,30 @@ from rig.results.run import (
     Status,
 )
 from rig.scenarios import matrix
-from rig.scenarios.kit import Seen
+from tests.fakes import (
+    STEP,
+    TCG,
+    A,
+    B,
+    C,
+    FakeCase,
+    FakeLab,
+    fake_arts,
+    mismatch,
+    raises_key_error,
+    run_rig,
+)
 
 DATA = Path(__file__).parent / "data"
 SCHEMA = xmlschema.XMLSchema(DATA / "junit.xsd")
-TCG = Accel("tcg", "asked for with --accel tcg")
-A, B, C = Topology(name="alpha"), Topology(name="beta"), Topology(name="gamma")
-STEP = '{"step": "get", "ret": 0, "errno": 0}'
-
-
-@dataclass(frozen=True)
-class FakeCase:
-    """A scenario whose command the fake guest recognises by its name."""
-
-    name: str
-    topo: Topology
-    verify: Callable[[Seen], list[str]] = lambda seen: []
-    did: str = "ST=0x42 PH=2"
-    summary: str = "a fake scenario"
-    busy_vcpus: int = 1
-
-    def command(self, bench: Bench) -> str:
-        return f"fake-scenario {self.name}"
-
-    def check(self, seen: Seen) -> list[str]:
-        return self.verify(seen)
-
-    def describe_set(self) -> str:
-        return self.did
-
-    def received(self, seen: Seen) -> str:
-        return f"{len(seen.steps)} step(s), {len(seen.records)} record(s)"
-
-
-def raises_key_error(seen: Seen) -> list[str]:
-    return [str(seen.steps[0]["no-such-field"])]
-
-
-def mismatch(seen: Seen) -> list[str]:
-    return ["exporter received ST=0x43, expected ST=0x42"]
-
-
-@dataclass
-class FakeProc:
-    returncode: int | None = None
-
-    def poll(self) -> int | None:
-        return self.returncode
-
-
-@dataclass
-class FakeLab:
-    """What the fake guests do: by scenario name, "kill" (QEMU dies in it),
-    "hang" (the command never ends), "die-after" (QEMU dies right after it),
-    "block" (waits until the guest is stopped); by topology name, a boot error."""
-
-    fate: dict[str, str] = field(default_factory=dict)
-    boot_error: dict[str, RigError] = field(default_factory=dict)
-    guests: list[FakeGuest] = field(default_factory=list)
-    started: dict[str, threading.Event] = field(default_factory=dict)
-    seconds: float = 0.0        # how long each scenario's command takes
-    # (scenario, start, end) of each scenario's command, by time.monotonic()
-    ran: list[tuple[str, float, float]] = field(default_factory=list)
-
-    def factory(self, arts: Artifacts, topo: Topology, rundir: Path, accel: str) -> FakeGuest:
-        g = FakeGuest(self, topo, rundir, accel, arts)
-        self.guests.append(g)
-        return g
-
-    def event(self, name: str) -> threading.Event:
-        return self.started.setdefault(name, threading.Event())
-
-
-class FakeShell:
-    def __init__(self, guest: FakeGuest) -> None:
-        self.guest = guest
-
-    def run(self, command: str, timeout: float = 60.0) -> CmdResult:
-        g = self.guest
-        if not g.alive():
-            raise GuestError(f"guest command {command!r} failed over SSH: EOF")
-        if command.startswith(("tphlab-bind", "dmesg")):
-            g.commands.append(command.split()[0])
-            return CmdResult(0, "", "")
-        name = command.split(";")[0].split()[1]
-        g.lab.event(name).set()
-        fate = g.lab.fate.get(name)
-        if fate == "kill":
-            g.proc.returncode = -9
-            raise GuestError(f"guest command {command!r} failed over SSH: Socket is closed")
-        if fate == "hang":
-            raise GuestError(f"guest command {command!r} did not finish in {timeout:.0f} s "
-                             "(its SSH channel was closed)")
-        if fate == "block":
-            g.stopped.wait(10)
-            raise GuestError(f"guest command {command!r} failed over SSH: Socket is closed")
-        if fate == "die-after":
-            g.proc.returncode = -11
-        began = time.monotonic()
-        time.sleep(g.lab.seconds)
-        g.lab.ran.append((name, began, time.monotonic()))
-        return CmdResult(0, f'{STEP}\n\n{scenario_run.AFTER_MARK}\n'
-                            "tphlab-dmabufs: 0\n", "")
-
-
-class FakeGuest:
-    def __init__(self, lab: FakeLab, topo: Topology, rundir: Path, accel: str,
-                 arts: Artifacts) -> None:
-        self.lab, self.topo, self.rundir, self.accel = lab, topo, rundir, accel
-        self.arts = arts
-        rundir.mkdir(parents=True, exist_ok=True)
-        self.console = rundir / "console.log"
-        self.stage = "qemu"
-        self.boot_seconds = 0.0
-        self.proc = FakeProc()
-        self.shell: FakeShell | None = None
-        self.stopped = threading.Event()
-        self.qmp_log: list[str] = []
-        self.commands: list[str] = []       # the set-up commands its shell ran
-        self.started_from: str | None = None   # "boot" or "snapshot", once up
-
-    # What rig.guest.snapshot and the runner use of a VM to save and restore it:
-    # the "snapshot" is a file naming the topology it was saved from.
-
-    def save(self, state: Path, timeout: float = 60.0) -> None:
-        if self.lab.fate.get("save") == "fail":
-            raise RigError("saving the guest: QEMU's migration failed: no space left")
-        state.write_text(f"guest {self.topo.name}\n")
-
-    def restore(self, state: Path, timeout: float = 30.0) -> None:
-        if state.read_text() != f"guest {self.topo.name}\n":
-            raise RigError("restoring the guest: QEMU's migration failed: "
-                           "Unable to read from file")
-        self.stage, self.boot_seconds, self.started_from = "ssh", 0.05, "snapshot"
-        self.shell = FakeShell(self)
-
-    def start(self, timeout: float = 120.0,
-              on_stage: Callable[[str, float], None] | None = None) -> None:
-        self.console.write_text("Linux version 7.2.13-tphlab\ntphlab-ready\n")
-        err = self.lab.boot_error.get(self.topo.name)
-        if err is not None:
-            self.stage = "network"
-            raise err
-        self.stage, self.boot_seconds, self.started_from = "ssh", 0.25, "boot"
-        self.shell = FakeShell(self)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stopped.set()
-        if self.proc.returncode is None:
-            self.proc.returncode = 0
-
-    def alive(self) -> bool:
-        return self.proc.returncode is None
-
-    def qmp_cmd(self, name: str, **args: Any) -> Any:
-        if not self.alive():
-            raise GuestError(f"QMP {name}: no answer from QEMU (EOFError)")
-        self.qmp_log.append(name)
-        if name == "query-pci":
-            dev = [{"slot": 3, "function": 0, "qdev_id": "tphexp"},
-                   {"slot": 4, "function": 0, "qdev_id": "tphimp"}]
-            return [{"bus": 0, "devices": dev}]
-        if name == "x-query-tph-hints":
-            return {"records": [{"seq": 0, "generation": 1, "requester-id": 0x20,
-                                 "offset": 0, "length": 64, "th": True, "ph": 2, "st": 0x42,
-                                 "ext": False}], "generation": 2}
-        return {}
 
 
 def _lab_run(lab: FakeLab, cases: list[FakeCase], tmp_path: Path, jobs: int = 2) -> Run:
-    arts = _arts(tmp_path)
+    arts = fake_arts(tmp_path)
     rundir = tmp_path / "run"
     rundir.mkdir(exist_ok=True)
     return runner.run_matrix(cases, arts, TCG, rundir,
                              opts=runner.Options(jobs=jobs, vm_factory=lab.factory))
-
-
-def _arts(tmp_path: Path) -> Artifacts:
-    d = tmp_path / "arts"
-    return Artifacts(d / "qemu-system-x86_64", d / "share/qboot.rom", d / "share",
-                     d / "bzImage", d / "initramfs.cpio.gz", d / "client_key", d / "host_key")
 
 
 def _statuses(run: Run) -> dict[str, Status]:
@@ -241,7 +79,7 @@ def fake_rig(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
              tmp_path: Path) -> Iterator[tuple[FakeLab, list[FakeCase]]]:
     """`rig run` with the builds faked, the fake lab's guests and THREE's scenarios
     (a test may change the list it gets)."""
-    arts = _arts(tmp_path)
+    arts = fake_arts(tmp_path)
     built = SimpleNamespace(guest=lambda: arts, sources=lambda: {
         "qemu": {"describe": "fake qemu"},
         "kernel": {"describe": "fake kernel + series from mails",
@@ -255,12 +93,6 @@ def fake_rig(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
     yield lab, cases
 
 
-def _rig(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = cli_main.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 # --- a guest that dies, hangs or does not boot ---------------------------------------------
 
 def test_a_killed_guest_marks_its_own_scenarios_and_the_others_pass(
@@ -269,7 +101,8 @@ def test_a_killed_guest_marks_its_own_scenarios_and_the_others_pass(
     lab, _ = fake_rig
     lab.fate["b2"] = "kill"
     js, junit = tmp_path / "run.json", tmp_path / "junit.xml"
-    rc, out, err = _rig(capsys, "run", "--accel", "tcg", "--json", str(js), "--junit", str(junit))
+    rc, out, err = run_rig(capsys, "run", "--accel", "tcg", "--json", str(js),
+                           "--junit", str(junit))
     assert rc == EXIT_GUEST, out + err
     doc = json.loads(js.read_text())
     status = {s["name"]: s["status"] for s in doc["scenarios"]}
@@ -384,7 +217,7 @@ def test_a_check_that_raises_is_an_error_with_its_traceback_and_the_rest_still_r
     _, cases = fake_rig
     cases[0] = FakeCase("a1", A, verify=raises_key_error)
     js = tmp_path / "run.json"
-    rc, out, err = _rig(capsys, "run", "--accel", "tcg", "--json", str(js))
+    rc, out, err = run_rig(capsys, "run", "--accel", "tcg", "--json", str(js))
     assert rc == EXIT_INTERNAL, out + err
     run = Run.from_json(js.read_text())
     assert _statuses(run)["a1"] is Status.ERROR
@@ -449,7 +282,7 @@ def test_an_internal_error_of_a_command_exits_4_with_the_traceback_in_a_log(
         raise KeyError("boom")
 
     monkeypatch.setattr(cli_guest, "cmd_stop", broken)
-    rc, _, err = _rig(capsys, "stop")
+    rc, _, err = run_rig(capsys, "stop")
     assert rc == EXIT_INTERNAL
     assert "internal error of the rig: KeyError: 'boom'" in err
     logs = list((cache_home / "logs").glob("internal-*.log"))
@@ -478,7 +311,8 @@ def test_ctrl_c_stops_the_guests_and_keeps_what_finished(
     monkeypatch.setattr(hostfacts, "jobs", lambda: 2)
     js, junit = tmp_path / "run.json", tmp_path / "junit.xml"
     started = time.monotonic()
-    rc, out, err = _rig(capsys, "run", "--accel", "tcg", "--json", str(js), "--junit", str(junit))
+    rc, out, err = run_rig(capsys, "run", "--accel", "tcg", "--json", str(js),
+                           "--junit", str(junit))
     assert rc == 130 and time.monotonic() - started < 10
     assert "interrupted" in err
     run = Run.from_json(js.read_text())
@@ -500,7 +334,7 @@ def test_a_set_up_error_before_the_run_still_writes_the_reports(
 
     monkeypatch.setattr(artifacts, "build", no_build)
     js, junit = tmp_path / "run.json", tmp_path / "junit.xml"
-    rc, _, err = _rig(capsys, "run", "--json", str(js), "--junit", str(junit))
+    rc, _, err = run_rig(capsys, "run", "--json", str(js), "--junit", str(junit))
     assert rc == 2 and "error: the kernel build failed" in err
     run = Run.from_json(js.read_text())
     assert run.count(Status.NOT_RUN) == len(THREE) and run.exit_code == 2
@@ -528,11 +362,11 @@ def test_rig_report_reproduces_the_run_byte_for_byte(
     _mixed(fake_rig)
     js, junit = tmp_path / "run.json", tmp_path / "junit.xml"
     extra = ["--ktap"] if fmt == "ktap" else []
-    rc, printed, _ = _rig(capsys, "run", "--accel", "tcg", "--json", str(js), "--junit",
+    rc, printed, _ = run_rig(capsys, "run", "--accel", "tcg", "--json", str(js), "--junit",
                           str(junit), *extra)
     assert rc == EXIT_INTERNAL
     again = tmp_path / "again.xml"
-    rc, reprinted, err = _rig(capsys, "report", str(js), "--junit", str(again), *extra)
+    rc, reprinted, err = run_rig(capsys, "report", str(js), "--junit", str(again), *extra)
     assert rc == 0, err
     assert reprinted == printed
     assert again.read_bytes() == junit.read_bytes()
@@ -560,7 +394,7 @@ def test_the_table_fits_100_columns_and_the_json_keeps_the_whole_text(
         capsys: pytest.CaptureFixture[str]) -> None:
     _mixed(fake_rig)
     js = tmp_path / "run.json"
-    _, out, _ = _rig(capsys, "run", "--accel", "tcg", "--json", str(js))
+    _, out, _ = run_rig(capsys, "run", "--accel", "tcg", "--json", str(js))
     # Only a word longer than a line (a path) is not broken.
     assert all(len(ln) <= 100 or len(ln.split()) == 1 for ln in out.splitlines()), out
     assert "; console\n      /" in out and "(traceback in\n      /" in out
@@ -585,7 +419,7 @@ def test_a_run_round_trips_through_json(fake_rig: tuple[FakeLab, list[FakeCase]]
                                         capsys: pytest.CaptureFixture[str]) -> None:
     _mixed(fake_rig)
     js = tmp_path / "run.json"
-    _rig(capsys, "run", "--accel", "tcg", "--json", str(js))
+    run_rig(capsys, "run", "--accel", "tcg", "--json", str(js))
     run = Run.from_json(js.read_text())
     assert Run.from_json(run.to_json()) == run
     assert run.to_json() == js.read_text()
@@ -612,7 +446,7 @@ def test_each_scenario_keeps_its_raw_output_in_the_run_directory(tmp_path: Path)
 
 
 def test_a_report_from_before_status_still_renders(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = _rig(capsys, "report", str(DATA / "run-before-status.json"))
+    rc, out, err = run_rig(capsys, "report", str(DATA / "run-before-status.json"))
     assert rc == 0, err
     doc = json.loads((DATA / "run-before-status.json").read_text())
     assert f"{len(doc['scenarios'])}/{len(doc['scenarios'])} scenarios passed" in out
@@ -626,14 +460,14 @@ def test_rig_report_markdown_and_the_summary_alias(
         capsys: pytest.CaptureFixture[str]) -> None:
     _mixed(fake_rig)
     js = tmp_path / "run.json"
-    _rig(capsys, "run", "--accel", "tcg", "--json", str(js))
-    rc, md, _ = _rig(capsys, "report", str(js), "--markdown")
+    run_rig(capsys, "run", "--accel", "tcg", "--json", str(js))
+    rc, md, _ = run_rig(capsys, "report", str(js), "--markdown")
     assert rc == 0
     assert md.startswith("### tphlab: 3/7 scenarios passed (accel tcg (asked for with")
     assert "| b2 | ST=0x42 PH=2 |  | **CRASHED** |" in md
     assert "| b3 | ST=0x42 PH=2 |  | NOT_RUN |" in md and "| a1 |" in md
     assert "- error: guest beta, scenario b2: QEMU exited with status -9" in md
-    rc, old, err = _rig(capsys, "summary", str(js))
+    rc, old, err = run_rig(capsys, "summary", str(js))
     assert rc == 0 and old == md and "deprecated" in err
 
 
@@ -641,9 +475,9 @@ def test_rig_report_refuses_what_is_not_a_run(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "x.json"
     bad.write_text('{"accel": "tcg"}')
-    rc, _, err = _rig(capsys, "report", str(bad))
+    rc, _, err = run_rig(capsys, "report", str(bad))
     assert rc == 2 and "not a tphlab run report" in err and "fix:" in err
-    rc, _, err = _rig(capsys, "report", str(tmp_path / "missing.json"))
+    rc, _, err = run_rig(capsys, "report", str(tmp_path / "missing.json"))
     assert rc == 2 and "cannot read the run report" in err
 
 

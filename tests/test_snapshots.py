@@ -19,7 +19,7 @@ from rig.execution import runner
 from rig.guest import snapshot
 from rig.guest.topology import Topology
 from rig.results.run import Run, Status
-from tests.test_run_results import TCG, A, B, FakeCase, FakeLab
+from tests.fakes import TCG, A, B, FakeCase, FakeLab
 
 
 def _arts(tmp_path: Path) -> Artifacts:
