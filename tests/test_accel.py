@@ -95,7 +95,7 @@ def fake_bench(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
 
     def run_case(vm: FakeVM, case: Scenario, bench: Bench, timeout: float = 60.0,
                  *rest: Any) -> Outcome:
-        return scenario_run.outcome(case, Status.PASS, 0.1)
+        return scenario_run.outcome_of(case, Status.PASS, 0.1)
 
     monkeypatch.setattr(runner, "run_case", run_case)
     return FakeVM.made
@@ -291,7 +291,7 @@ def test_run_matrix_names_the_topology_that_fell_back(
                   **kw: Any) -> runner.GroupResult:
         used = auto.fallen_back(f"the guest ({topo.name}) hung") if topo.name != "default" \
             else auto
-        return runner.GroupResult(used, 1.0, [scenario_run.outcome(c, Status.PASS, 0.1)
+        return runner.GroupResult(used, 1.0, [scenario_run.outcome_of(c, Status.PASS, 0.1)
                                               for c in members])
 
     monkeypatch.setattr(runner, "run_group", run_group)

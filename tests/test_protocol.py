@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from rig.errors import RigError
-from rig.execution import scenario_run
 from rig.scenarios import hint_cases, hostile, matrix, protocol
 from rig.scenarios.kit import Seen
 from rig.scenarios.protocol import ProtocolError, Seq
@@ -115,7 +114,7 @@ def test_a_garbled_line_is_set_apart() -> None:
     cut = '{"step": "race-queries", "observed": [[0, 1'
     steps, garbled = protocol.parse(OUTPUT + cut)
     assert len(steps) == 4 and garbled == [cut]
-    assert scenario_run.parse_steps(OUTPUT + cut) == (protocol.split(OUTPUT)[0], [cut])
+    assert protocol.split(OUTPUT + cut) == (protocol.split(OUTPUT)[0], [cut])
 
 
 @pytest.mark.parametrize("name", [s["name"] for s in RECORDED["scenarios"]])

@@ -150,8 +150,8 @@ def test_dmesg_splats_are_found() -> None:
 
 def _run() -> Run:
     seen = Seen([], good_records(CASE), RID)
-    ok = scenario_run.outcome(CASE, Status.PASS, 0.5, seen=seen, received=CASE.received(seen))
-    bad = scenario_run.outcome(hint_cases.matrix()[0], Status.FAIL, 0.25,
+    ok = scenario_run.outcome_of(CASE, Status.PASS, 0.5, seen=seen, received=CASE.received(seen))
+    bad = scenario_run.outcome_of(hint_cases.matrix()[0], Status.FAIL, 0.25,
                                ["exporter received [] ..."])
     return Run("tcg", [ok, bad], {"default": 1.5})
 
@@ -212,7 +212,7 @@ def test_every_report_says_what_was_tested() -> None:
     text = report.table(run)
     assert "  kernel: tree /src/linux at abababababab (dirty" in text
     assert "  qemu: Debian qemu=1:10.0.13 (trixie) + our series (5 patches)" in text
-    doc = json.loads(report.to_json(run))
+    doc = json.loads(run.to_json())
     assert doc["sources"]["kernel"]["dirty"] is True
     props = ET.fromstring(report.to_junit(run)).find("testsuite/properties")
     assert props is not None

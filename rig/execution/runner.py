@@ -29,7 +29,7 @@ from rig.errors import AccelError, GuestError, RigError, first_line
 from rig.execution.control import Control
 from rig.execution.request import RunRequest
 from rig.execution.runlog import RUN_LOG, RunLog
-from rig.execution.scenario_run import AFTER, not_run, outcome, run_case
+from rig.execution.scenario_run import AFTER, not_run, outcome_of, run_case
 from rig.guest import bringup, budget, devices, faults, snapshot, topology
 from rig.guest.devices import Bench
 from rig.guest.interface import GuestVM, VMFactory
@@ -326,7 +326,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
                 return bench
             if isinstance(exc, GuestError) or not vm.alive():
                 err = guest_died(where, exc)
-                done(outcome(case, Status.CRASHED, time.monotonic() - started,
+                done(outcome_of(case, Status.CRASHED, time.monotonic() - started,
                              [f"{first_line(err.message)}; console {vm.console}"],
                              output=outdir))
                 skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
@@ -334,7 +334,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             # The rig broke, not the guest: this case has no verdict, the next may.
             result.problems.append(log.problem(exc, where, topo.name))
             suffix = "" if isinstance(exc, RigError) else f" (traceback in {log.path})"
-            done(outcome(case, Status.ERROR, time.monotonic() - started,
+            done(outcome_of(case, Status.ERROR, time.monotonic() - started,
                          [f"{own_message(exc)}{suffix}"], output=outdir))
             continue
         if ctl.halted is not None and not vm.alive():

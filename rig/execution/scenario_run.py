@@ -35,14 +35,6 @@ AFTER = (f"printf '\\n%s\\n' {AFTER_MARK}; dmesg -c; n=; "
 _DMABUFS = re.compile(r"^tphlab-dmabufs: (\d*)$", re.M)
 
 
-def parse_steps(stdout: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """tphctl's JSON step lines, and the lines that began as one but do not
-    parse (a process killed mid-line). The scenario's check reads the steps
-    as rig.scenarios.protocol records: a missing or malformed field is a
-    ProtocolError there."""
-    return protocol.split(stdout)
-
-
 def split_after(stdout: str) -> tuple[str, str]:
     """A scenario command's output: (the scenario's own, AFTER's).
 
@@ -74,7 +66,7 @@ def after_checks(output: str) -> AfterChecks:
     return AfterChecks(dmesg, failures)
 
 
-def describe(case: Scenario) -> str:
+def set_text_of(case: Scenario) -> str:
     """The case's "set" text; a scenario whose describe_set breaks says so."""
     try:
         return case.describe_set()
@@ -82,20 +74,20 @@ def describe(case: Scenario) -> str:
         return f"(describe_set raised {type(exc).__name__}: {exc})"
 
 
-def outcome(case: Scenario, status: Status, seconds: float = 0.0,
+def outcome_of(case: Scenario, status: Status, seconds: float = 0.0,
             failures: Sequence[str] = (), seen: Seen | None = None, received: str = "",
             dmesg: Sequence[str] = (), output: Path | None = None) -> Outcome:
     """A scenario's Outcome: everything the reports need, taken from it now."""
     seen = seen if seen is not None else Seen([])
     return Outcome(name=case.name, topology=case.topo.name, status=status,
-                   seconds=round(seconds, 3), summary=case.summary, set_text=describe(case),
+                   seconds=round(seconds, 3), summary=case.summary, set_text=set_text_of(case),
                    received=received, failures=list(failures), steps=seen.steps,
                    records=seen.records, dmesg=list(dmesg),
                    output=str(output) if output is not None else None)
 
 
 def not_run(case: Scenario, why: str) -> Outcome:
-    return outcome(case, Status.NOT_RUN, failures=[f"not run: {why}"])
+    return outcome_of(case, Status.NOT_RUN, failures=[f"not run: {why}"])
 
 
 def _save_output(outdir: Path, name: str, text: str) -> None:
@@ -148,7 +140,9 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
         _save_output(outdir, "tphctl.out", out)
         _save_output(outdir, "stderr.out", res.stderr)
         _save_output(outdir, "dmesg.out", after_out)
-    steps, garbled = parse_steps(out)
+    # tphctl's step lines, and those a process killed mid-line left unparsable
+    # (the check reads the steps as protocol records: a ProtocolError there).
+    steps, garbled = protocol.split(out)
     seen = Seen(steps, records, pci_address.requester_id(bench.importer))
     checked = after_checks(after_out)
     splats = checked.dmesg.reports
@@ -164,12 +158,12 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
                 else f"{type(exc).__name__}: {exc}")
         failures.append(f"internal error: the check raised {text}"
                         + (f" (traceback in {log.path})" if log is not None else ""))
-        return outcome(case, Status.ERROR, time.monotonic() - started, failures, seen,
+        return outcome_of(case, Status.ERROR, time.monotonic() - started, failures, seen,
                        dmesg=splats, output=outdir)
     if res.stderr.strip():
         failures.append(f"stderr: {res.stderr.strip()}")
     failures += checked.failures
-    done = outcome(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
+    done = outcome_of(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
                    failures, seen, received, splats, outdir)
     done.warnings = checked.dmesg.stalls
     return done

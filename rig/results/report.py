@@ -104,10 +104,6 @@ def describe_source(doc: dict[str, Any]) -> str:
     return text + "".join(f"\n      {s}" for s in subjects)
 
 
-def to_json(run: Run) -> str:
-    return run.to_json()
-
-
 def _xml(text: str) -> str:
     return _NOT_XML.sub("\ufffd", text)
 

@@ -312,7 +312,9 @@ def expected_records(case: Case, rid: int) -> list[dict[str, Any]]:
              "malformed": False}]
 
 
-def project(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def compared_fields(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each hint record as check compares it: the fields expected_records has,
+    its flags as bools."""
     keys = ("requester-id", "offset", "length", "th", "ph", "st", "ext", "malformed")
     flags = ("th", "ext", "malformed")
     # A record of a device from before "malformed" existed was well-formed
@@ -373,7 +375,7 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
         bad.append(f"the importer's DMA ended with status {status_text(dma.status)}, "
                    "expected DONE")
     want_recs = expected_records(case, rid)
-    got_recs = project(records)
+    got_recs = compared_fields(records)
     if got_recs != want_recs:
         bad.append(f"exporter received {got_recs}, expected {want_recs}")
     return bad
