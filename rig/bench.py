@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rig import proc
-from rig.build import context, kernel_build, series
-from rig.build.artifacts import Artifacts
-from rig.build.cache import input_key
+from rig.builder import context, kernel_build, series
+from rig.builder.artifacts import Artifacts
+from rig.builder.cache import input_key
 from rig.errors import RigError
 from rig.execution import runner
 from rig.guest import bringup, devices, kvm, snapshot

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig import proc
-from rig.build import qemu_build, sources
-from rig.build.cache import Cache, input_key
+from rig.builder import qemu_build, sources
+from rig.builder.cache import Cache, input_key
 from rig.errors import RigError
 from rig.guest import kvm
 from rig.paths import DATA_DIR, cache_root

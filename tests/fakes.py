@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.cli import main as cli_main
 from rig.errors import GuestError, RigError
 from rig.execution.scenario_run import AFTER_MARK

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rig.build import artifacts
-from rig.build.artifacts import Artifacts
+from rig.builder import artifacts
+from rig.builder.artifacts import Artifacts
 from rig.cli import main as cli_main
 from rig.cli import options
 from rig.errors import AccelError, GuestError

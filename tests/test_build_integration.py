@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rig.build import series
+from rig.builder import series
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 import filelock
 import pytest
 
-from rig.build import cache, compilecache, kernel_build, qemu_build, sources
+from rig.builder import cache, compilecache, kernel_build, qemu_build, sources
 from rig.errors import BuildError, CacheError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import compilecache, kernel_build, qemu_build
+from rig.builder import compilecache, kernel_build, qemu_build
 from rig.errors import ConfigError
 
 # `ccache --print-stats` of ccache 4.7, shortened.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import artifacts
+from rig.builder import artifacts
 from rig.guest import bringup, devices, kvm
 from rig.paths import run_dir
 from rig.progress import Progress

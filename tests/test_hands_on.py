@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from rig.build import artifacts
-from rig.build.artifacts import Artifacts
+from rig.builder import artifacts
+from rig.builder.artifacts import Artifacts
 from rig.cli import guest as cli_guest
 from rig.errors import RigError
 from rig.execution import control, runlog, runner

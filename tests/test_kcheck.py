@@ -50,7 +50,7 @@ def test_render_marks_each_patch() -> None:
 
 
 def test_a_checker_that_rejects_typeof_unqual_is_not_usable(tmp_path: Path) -> None:
-    from rig.build import sparse
+    from rig.builder import sparse
 
     old = tmp_path / "old-sparse"
     old.write_text("#!/bin/sh\necho \"$1:3:9: error: undefined identifier '__typeof_unqual__'\"\n")

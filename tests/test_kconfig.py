@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import kconfig
+from rig.builder import kconfig
 from rig.errors import ConfigError
 
 FRAGMENT = """\

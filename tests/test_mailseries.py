@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import mailseries, sources
+from rig.builder import mailseries, sources
 from rig.errors import SeriesError
 
 REPO = Path(__file__).resolve().parent.parent

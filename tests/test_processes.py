@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rig import proc
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.errors import BuildError, GuestError, RigError, SourceError
 from rig.guest import topology
 from rig.guest.qemu import QemuError, QemuProcess

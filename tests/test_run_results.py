@@ -21,7 +21,7 @@ import pytest
 import xmlschema
 
 from rig import hostfacts
-from rig.build import artifacts
+from rig.builder import artifacts
 from rig.cli import guest as cli_guest
 from rig.errors import AccelError, GuestError, RigError
 from rig.execution import runner

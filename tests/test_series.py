@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import series
+from rig.builder import series
 from rig.errors import SeriesError
 
 from .conftest import git
@@ -109,7 +109,7 @@ def test_failing_hunk_picks_the_right_file_and_line() -> None:
 def test_a_rig_without_its_series_refuses_to_build_unpatched(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An installed copy of the package with no checkout next to it: no silent base build."""
-    from rig.build import qemu_build, sources
+    from rig.builder import qemu_build, sources
 
     monkeypatch.setenv("TPHLAB_REPO", str(tmp_path))
     src = sources.resolve("qemu")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import series
+from rig.builder import series
 from rig.paths import kernel_series_dir, qemu_series_dir
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import api_probe
+from rig.builder import api_probe
 from rig.errors import SourceError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.execution import runner
 from rig.guest import snapshot
 from rig.guest.topology import Topology

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import aptsrc, sources
+from rig.builder import aptsrc, sources
 from rig.errors import SourceError
 
 PINS = {

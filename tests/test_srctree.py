@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import series, srctree
+from rig.builder import series, srctree
 from rig.errors import SeriesError
 
 from .conftest import git

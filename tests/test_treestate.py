@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.build import cache, kernel_build, sources, treestate
+from rig.builder import cache, kernel_build, sources, treestate
 
 from .conftest import git
 
@@ -107,7 +107,7 @@ def test_the_kernel_key_follows_the_tree(tree: Path, cache_home: Path) -> None:
 
 def test_a_cache_hit_reports_the_tree_asked_for(tree: Path, tmp_path: Path) -> None:
     """Two trees with the same content share a build; the report names this one."""
-    from rig.build import artifacts, context
+    from rig.builder import artifacts, context
 
     other = {"kind": "tree", "path": "/elsewhere/linux", "describe": "tree /elsewhere/linux"}
     res = context.Result("kernel", "k", tmp_path, {}, True, 0.0, {"source_detail": other})

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from rig import bench
-from rig.build import series
+from rig.builder import series
 from rig.paths import kernel_series_dir
 from rig.progress import Progress
 from rig.scenarios import matrix

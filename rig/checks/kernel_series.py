@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig import tools
-from rig.build import context, kernel_build, series, sources, sparse
+from rig.builder import context, kernel_build, series, sources, sparse
 from rig.checks import checker
 from rig.checks.checker import run_checker
 from rig.errors import RigError

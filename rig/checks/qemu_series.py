@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rig import tools
-from rig.build import context, qemu_build, series, sources
+from rig.builder import context, qemu_build, series, sources
 from rig.checks import checker
 from rig.checks.checker import run_checker
 from rig.errors import RigError

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from rig import bench
-from rig.build import artifacts
+from rig.builder import artifacts
 from rig.cli import options
 from rig.guest import kvm, vm
 from rig.progress import Progress

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from rig import doctor
-from rig.build import artifacts, context, kernel_build, qemu_build, sources, srctree
-from rig.build.cache import input_key
+from rig.builder import artifacts, context, kernel_build, qemu_build, sources, srctree
+from rig.builder.cache import input_key
 from rig.checks import kernel_series, qemu_series
 from rig.cli import options
 from rig.progress import Progress

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from qemu.qmp import ExecuteError
 
-from rig.build import artifacts
+from rig.builder import artifacts
 from rig.cli import options
 from rig.errors import RigError
 from rig.guest import boot_session, bringup, devices, kvm, pci_address

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rig.build import artifacts, kernel_build, sources
+from rig.builder import artifacts, kernel_build, sources
 from rig.guest import kvm
 from rig.progress import Progress
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import cast
 
 from rig import stopsignals
-from rig.build import artifacts
+from rig.builder import artifacts
 from rig.cli import options
 from rig.cli.guest import keep_session, no_session, session_text
 from rig.errors import RigError

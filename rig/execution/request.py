@@ -1,7 +1,7 @@
 """What `rig run` is asked to do, typed: built once from the command line (in
 rig.cli.run, the one place that reads its arguments) and carried to the
 runner (runner.Options.of) and the report writers, as the build's
-rig.build.artifacts.Request is to the builds."""
+rig.builder.artifacts.Request is to the builds."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import cast
 
 from rig import hostfacts
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError, first_line
 from rig.execution.control import Control
 from rig.execution.request import RunRequest

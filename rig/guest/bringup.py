@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError, first_line
 from rig.guest import snapshot, topology
 from rig.guest import vm as guest_vm

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.guest import topology
 
 

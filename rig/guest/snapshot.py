@@ -9,7 +9,7 @@ every input of that guest:
   and paths: the topology's devices,
   the accelerator, vCPUs, memory, the kernel command line, and the paths of
   QEMU, its firmware, the kernel and the initramfs, whose directories are the
-  build cache's input keys (rig.build.cache): another tree, config or image
+  build cache's input keys (rig.builder.cache): another tree, config or image
   is another path;
 - each of those files' size and modification time, so an entry rebuilt in
   place (`--force`) is another guest;
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.errors import RigError
 from rig.guest.topology import Topology
 from rig.guest.vm import guest_argv

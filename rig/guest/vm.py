@@ -16,7 +16,7 @@ from typing import Any
 from qemu.qmp import ExecuteError
 
 from rig import proc
-from rig.build.artifacts import Artifacts
+from rig.builder.artifacts import Artifacts
 from rig.errors import BuildError, GuestError, RigError
 from rig.guest import topology
 from rig.guest.qemu import QemuProcess

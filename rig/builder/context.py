@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.build import cache as cachemod
-from rig.build import series, sources
+from rig.builder import cache as cachemod
+from rig.builder import series, sources
 from rig.paths import cache_root
 from rig.progress import Progress
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rig import proc, tools
-from rig.build import api_probe, compilecache, context, series, sources
-from rig.build.cache import file_digest, input_key
+from rig.builder import api_probe, compilecache, context, series, sources
+from rig.builder.cache import file_digest, input_key
 from rig.errors import ConfigError, ToolError
 from rig.hostfacts import compiler_version
 from rig.paths import DATA_DIR, cache_root, qemu_series_dir

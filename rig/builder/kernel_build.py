@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rig import proc, tools
-from rig.build import api_probe, compilecache, context, kconfig, series, sources
-from rig.build.cache import file_digest, files_inputs, input_key, tree_digest
+from rig.builder import api_probe, compilecache, context, kconfig, series, sources
+from rig.builder.cache import file_digest, files_inputs, input_key, tree_digest
 from rig.errors import BuildError, ConfigError, SourceError
 from rig.hostfacts import compiler_version, jobs
 from rig.paths import importer_dir, kernel_series_dir

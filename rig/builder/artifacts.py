@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.build import context, image_build, kernel_build, qemu_build, sources
+from rig.builder import context, image_build, kernel_build, qemu_build, sources
 from rig.paths import kernel_series_dir, qemu_series_dir
 from rig.progress import Progress
 

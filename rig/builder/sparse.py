@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rig import proc
-from rig.build import context, sources
-from rig.build.cache import input_key
+from rig.builder import context, sources
+from rig.builder.cache import input_key
 from rig.errors import BuildError
 from rig.hostfacts import compiler_version
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rig import proc
-from rig.build import aptsrc, mailseries, treestate
+from rig.builder import aptsrc, mailseries, treestate
 from rig.errors import SourceError
 from rig.paths import DATA_DIR, cache_root
 

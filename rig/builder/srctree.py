@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-from rig.build import context, qemu_build, series, sources
+from rig.builder import context, qemu_build, series, sources
 from rig.errors import RigError, SeriesError
 from rig.paths import kernel_series_dir, qemu_series_dir
 

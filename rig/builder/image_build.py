@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rig import proc, tools
-from rig.build import context
-from rig.build.cache import file_digest, files_inputs, input_key
+from rig.builder import context
+from rig.builder.cache import file_digest, files_inputs, input_key
 from rig.errors import BuildError, ToolError
 from rig.hostfacts import compiler_version
 from rig.paths import guest_image_dir, importer_dir, repo_root
