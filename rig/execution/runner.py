@@ -327,15 +327,15 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             if isinstance(exc, GuestError) or not vm.alive():
                 err = guest_died(where, exc)
                 done(outcome_of(case, Status.CRASHED, time.monotonic() - started,
-                             [f"{first_line(err.message)}; console {vm.console}"],
-                             output=outdir))
+                                [f"{first_line(err.message)}; console {vm.console}"],
+                                output=outdir))
                 skip_rest(f"the guest ({topo.name}) died in scenario {case.name}")
                 return bench
             # The rig broke, not the guest: this case has no verdict, the next may.
             result.problems.append(log.problem(exc, where, topo.name))
             suffix = "" if isinstance(exc, RigError) else f" (traceback in {log.path})"
             done(outcome_of(case, Status.ERROR, time.monotonic() - started,
-                         [f"{own_message(exc)}{suffix}"], output=outdir))
+                            [f"{own_message(exc)}{suffix}"], output=outdir))
             continue
         if ctl.halted is not None and not vm.alive():
             skip_rest(ctl.halted)         # stopped under it by Ctrl-C: no verdict

@@ -75,8 +75,8 @@ def set_text_of(case: Scenario) -> str:
 
 
 def outcome_of(case: Scenario, status: Status, seconds: float = 0.0,
-            failures: Sequence[str] = (), seen: Seen | None = None, received: str = "",
-            dmesg: Sequence[str] = (), output: Path | None = None) -> Outcome:
+               failures: Sequence[str] = (), seen: Seen | None = None, received: str = "",
+               dmesg: Sequence[str] = (), output: Path | None = None) -> Outcome:
     """A scenario's Outcome: everything the reports need, taken from it now."""
     seen = seen if seen is not None else Seen([])
     return Outcome(name=case.name, topology=case.topo.name, status=status,
@@ -159,12 +159,12 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
         failures.append(f"internal error: the check raised {text}"
                         + (f" (traceback in {log.path})" if log is not None else ""))
         return outcome_of(case, Status.ERROR, time.monotonic() - started, failures, seen,
-                       dmesg=splats, output=outdir)
+                          dmesg=splats, output=outdir)
     if res.stderr.strip():
         failures.append(f"stderr: {res.stderr.strip()}")
     failures += checked.failures
-    done = outcome_of(case, Status.FAIL if failures else Status.PASS, time.monotonic() - started,
-                   failures, seen, received, splats, outdir)
+    done = outcome_of(case, Status.FAIL if failures else Status.PASS,
+                      time.monotonic() - started, failures, seen, received, splats, outdir)
     done.warnings = checked.dmesg.stalls
     return done
 
