@@ -35,7 +35,7 @@ from rig.scenarios.protocol import (
     hint_text,
 )
 
-__all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT", "Bench", "Seen"]
+__all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT"]
 
 # The default topology has a second vfio-pci device (a dma-buf of another
 # device is hostile input). It and the importer-8bit guest have two vCPUs:
