@@ -13,5 +13,8 @@ CONFIG_PCI_BRIDGE=y
 # The guest's network (SSH)
 CONFIG_VIRTIO_PCI=y
 CONFIG_VIRTIO_NET=y
+# The guest IOMMU of the IOMMU topologies (intel-iommu): VFIO with type1
+# and iommufd, devices in IOMMU groups, IOVAs for peer-to-peer DMA
+CONFIG_VTD=y
 # The bench's device
 CONFIG_TPH_TESTDEV=y
