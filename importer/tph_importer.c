@@ -48,6 +48,7 @@
 #include <linux/dma-resv.h>
 #include <linux/fs.h>
 #include <linux/io.h>
+#include <linux/iommu.h>
 #include <linux/jiffies.h>
 #include <linux/kref.h>
 #include <linux/list.h>
@@ -148,6 +149,7 @@ struct tph_imp_file {
 	int st_index;			/* own ST table entry, -1: none */
 	bool tph_user;			/* counted in imp->tph_users */
 	u32 dmas;
+	dma_addr_t last_addr;		/* of the last DMA, 0: none yet */
 
 	/* Mapping and hints, under dmabuf->resv while attached */
 	struct sg_table *sgt;
@@ -677,6 +679,8 @@ static int tph_imp_dma_one(struct tph_imp_file *f, struct tph_importer_dma *arg)
 
 	count = readl(imp->regs + TPH_IMP_REG_DMA_COUNT);
 	ret = tph_imp_start_dma(f, addr, arg->len, arg->pattern);
+	if (!ret)
+		f->last_addr = addr;
 
 out_unlock:
 	dma_resv_unlock(resv);
@@ -744,6 +748,68 @@ static long tph_imp_ioctl_dma(struct tph_imp_file *f,
 	return ret;
 }
 
+/* TPH_IMPORTER_DMA_STALE: a DMA to an address no longer mapped */
+static long tph_imp_ioctl_dma_stale(struct tph_imp_file *f,
+				    struct tph_importer_dma __user *uarg)
+{
+	struct tph_imp *imp = f->imp;
+	struct tph_importer_dma arg;
+	u32 count;
+	int ret;
+
+	lockdep_assert_held(&imp->lock);
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	memset(&arg.done, 0, sizeof(arg) - offsetof(struct tph_importer_dma, done));
+	if (f->attach || !f->last_addr)
+		return -ENOTCONN;
+	if (!arg.len || arg.len > readl(imp->regs + TPH_IMP_REG_DMA_MAX))
+		return -EINVAL;
+
+	pci_warn(imp->pdev, "stale DMA of %u bytes to unmapped %pad\n",
+		 arg.len, &f->last_addr);
+	count = readl(imp->regs + TPH_IMP_REG_DMA_COUNT);
+	writel(lower_32_bits(f->last_addr), imp->regs + TPH_IMP_REG_DMA_ADDR_LO);
+	writel(upper_32_bits(f->last_addr), imp->regs + TPH_IMP_REG_DMA_ADDR_HI);
+	writel(arg.len, imp->regs + TPH_IMP_REG_DMA_LEN);
+	writel(arg.pattern, imp->regs + TPH_IMP_REG_DMA_PATTERN);
+	writel(0, imp->regs + TPH_IMP_REG_DMA_PH);
+	writel(0, imp->regs + TPH_IMP_REG_DMA_ST);
+
+	mutex_lock(&imp->engine_lock);
+	if (imp->stopped) {
+		ret = -EIO;
+	} else {
+		imp->busy = f;
+		writel(TPH_IMP_CMD_START, imp->regs + TPH_IMP_REG_DMA_CMD);
+		ret = 0;
+	}
+	mutex_unlock(&imp->engine_lock);
+	if (!ret)
+		ret = tph_imp_wait_dma(f, count, &arg.status);
+	if (!ret)
+		arg.done = 1;
+
+	if (copy_to_user(uarg, &arg, sizeof(arg)))
+		return -EFAULT;
+	return ret;
+}
+
+/* The importing device's IOMMU domain, as TPH_IMPORTER_DOMAIN_* */
+static u32 tph_imp_domain(struct pci_dev *pdev)
+{
+	struct iommu_domain *dom = iommu_get_domain_for_dev(&pdev->dev);
+
+	if (!dom)
+		return TPH_IMPORTER_DOMAIN_NONE;
+	if (dom->type == IOMMU_DOMAIN_IDENTITY)
+		return TPH_IMPORTER_DOMAIN_IDENTITY;
+	if (dom->type & __IOMMU_DOMAIN_DMA_API)
+		return TPH_IMPORTER_DOMAIN_DMA;
+	return TPH_IMPORTER_DOMAIN_OTHER;
+}
+
 static long tph_imp_ioctl_status(struct tph_imp_file *f,
 				 struct tph_importer_status __user *uarg)
 {
@@ -764,6 +830,8 @@ static long tph_imp_ioctl_status(struct tph_imp_file *f,
 		arg.size = f->dmabuf->size;
 		arg.attached = 1;
 		arg.mapped = !!f->sgt;
+		if (f->sgt && f->sgt->nents)
+			arg.dma_addr = sg_dma_address(f->sgt->sgl);
 		arg.th = f->th;
 		arg.st = f->th ? f->st : 0;
 		arg.ph = f->th ? f->ph : 0;
@@ -778,6 +846,7 @@ static long tph_imp_ioctl_status(struct tph_imp_file *f,
 	if (f->attach)
 		dma_resv_unlock(f->dmabuf->resv);
 	arg.req_type = pcie_tph_enabled_req_type(imp->pdev);
+	arg.domain = tph_imp_domain(imp->pdev);
 
 	if (copy_to_user(uarg, &arg, sizeof(arg)))
 		return -EFAULT;
@@ -873,6 +942,9 @@ static long tph_imp_ioctl(struct file *file, unsigned int cmd,
 		break;
 	case TPH_IMPORTER_CPU_ST:
 		ret = tph_imp_ioctl_cpu_st(f, uarg);
+		break;
+	case TPH_IMPORTER_DMA_STALE:
+		ret = tph_imp_ioctl_dma_stale(f, uarg);
 		break;
 	default:
 		ret = -ENOTTY;

@@ -116,6 +116,12 @@ struct tph_importer_dma {
  *	(dma_buf_get_pci_tph() for the namespace the last mapping used, under
  *	the reservation lock, mapped or not): 0, -EOPNOTSUPP, -ENODEV while
  *	the exporter has revoked the buffer; -ENOTCONN if not attached
+
+ * @domain: the importing device's IOMMU domain now: TPH_IMPORTER_DOMAIN_*
+ * @pad2: reserved, zero
+ * @dma_addr: the DMA address of the first byte of the current mapping, as
+ *	the exporter's map handed it out (a bus address or an IOVA); 0 when
+ *	not mapped
  */
 struct tph_importer_status {
 	__u64 size;
@@ -132,7 +138,16 @@ struct tph_importer_status {
 	__u8 ext;
 	__u8 pad[3];
 	__s32 query_ret;
+	__u32 domain;
+	__u32 pad2;
+	__u64 dma_addr;
 };
+
+/* The importing device's IOMMU domain (&struct tph_importer_status) */
+#define TPH_IMPORTER_DOMAIN_NONE	0	/* no IOMMU translates its DMA */
+#define TPH_IMPORTER_DOMAIN_IDENTITY	1	/* identity (passthrough) */
+#define TPH_IMPORTER_DOMAIN_DMA		2	/* translating, DMA API */
+#define TPH_IMPORTER_DOMAIN_OTHER	3	/* blocked, unmanaged, ... */
 
 /**
  * struct tph_importer_cpu_st - argument of TPH_IMPORTER_CPU_ST
@@ -178,6 +193,14 @@ struct tph_importer_cpu_st {
 #define TPH_IMPORTER_DETACH	_IO(TPH_IMPORTER_MAGIC, 0x02)
 /* Report attachment state, counters and the hints, and query the exporter */
 #define TPH_IMPORTER_STATUS	_IOR(TPH_IMPORTER_MAGIC, 0x03, struct tph_importer_status)
+/*
+ * A fault, for the IOMMU scenarios: one DMA, without hints, of @len bytes of
+ * @pattern at the DMA address this file's last DMA used, after its mapping
+ * is gone (detached): what a buggy importer does. The IOMMU should refuse
+ * it. -ENOTCONN while attached or before any DMA. Outputs as for
+ * TPH_IMPORTER_DMA (@offset is ignored).
+ */
+#define TPH_IMPORTER_DMA_STALE	_IOWR(TPH_IMPORTER_MAGIC, 0x05, struct tph_importer_dma)
 /* Get a CPU's Steering Tag from firmware, and optionally DMA with it */
 #define TPH_IMPORTER_CPU_ST	_IOWR(TPH_IMPORTER_MAGIC, 0x04, struct tph_importer_cpu_st)
 
