@@ -15,7 +15,9 @@
  * file of its own, so each slot's attachment is its own.
  *
  * Steps (`tphctl --help` prints this list: keep usage[] below the same):
- *   open BDF|ROLE                VFIO device of the exporter (no-IOMMU group);
+ *   open BDF|ROLE                VFIO device of the exporter (no-IOMMU group,
+ *                                type1 container or iommufd: TPHLAB_VFIO or
+ *                                /etc/tphlab/vfio, else auto);
  *                                a ROLE (exporter, spare) or QOM id is looked
  *                                up in /etc/tphlab/devices
  *   slot N                       make slot N (0..3) the current one
@@ -36,6 +38,8 @@
  *                                a long DMA: one importer DMA ioctl of COUNT
  *                                DMAs, in a thread; the steps after it run
  *                                meanwhile
+ *   dma-stale LEN PATTERN        importer DMA_STALE (a fault): LEN bytes at the
+ *                                address of the last DMA, after detach
  *   dma-wait                     wait for the dma-start thread; prints the
  *                                DMA's result and how long the ioctl took
  *   detach                       importer DETACH
@@ -62,6 +66,7 @@
  * releases the device: read it over QMP after tphctl exits.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -75,6 +80,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/iommufd.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <misc/tph_importer.h>
@@ -96,7 +102,9 @@ static const char usage[] =
 	"another file): exit status 2 if that file is missing, 19 if it lacks ROLE.\n"
 	"\n"
 	"Steps:\n"
-	"  open BDF|ROLE                VFIO device of the exporter (no-IOMMU group);\n"
+	"  open BDF|ROLE                VFIO device of the exporter (no-IOMMU group,\n"
+	"                               type1 container or iommufd: TPHLAB_VFIO or\n"
+	"                               /etc/tphlab/vfio, else auto);\n"
 	"                               a ROLE (exporter, spare) or QOM id is looked\n"
 	"                               up in /etc/tphlab/devices\n"
 	"  slot N                       make slot N (0..3) the current one\n"
@@ -117,6 +125,8 @@ static const char usage[] =
 	"                               a long DMA: one importer DMA ioctl of COUNT\n"
 	"                               DMAs, in a thread; the steps after it run\n"
 	"                               meanwhile\n"
+	"  dma-stale LEN PATTERN        importer DMA_STALE (a fault): LEN bytes at the\n"
+	"                               address of the last DMA, after detach\n"
 	"  dma-wait                     wait for the dma-start thread; prints the\n"
 	"                               DMA's result and how long the ioctl took\n"
 	"  detach                       importer DETACH\n"
@@ -266,31 +276,128 @@ static const char *bdf_of(const char *name)
 	exit(ENODEV);
 }
 
-static int step_open(struct vdev *v, const char *bdf)
+/*
+ * How tphctl opens a vfio-pci device: TPHLAB_VFIO, else the first word of
+ * VFIO_PATH_FILE (the rig writes it for the topology), else "auto": the
+ * no-IOMMU group if the device has one, else iommufd if the kernel gives
+ * the device a cdev, else a type1 container.
+ */
+#define VFIO_PATH_FILE "/etc/tphlab/vfio"
+
+static const char *vfio_path_wanted(void)
 {
-	char path[PATH_MAX], link[PATH_MAX];
-	const char *group;
+	static char word[32];
+	const char *env = getenv("TPHLAB_VFIO");
+	FILE *f;
+
+	if (env && *env)
+		return env;
+	f = fopen(VFIO_PATH_FILE, "r");
+	if (f) {
+		int n = fscanf(f, "%31s", word);
+
+		fclose(f);
+		if (n == 1)
+			return word;
+	}
+	return "auto";
+}
+
+/* The device's IOMMU group number, in a static buffer; NULL if none */
+static const char *iommu_group_of(const char *bdf)
+{
+	static char link[PATH_MAX];
+	char path[PATH_MAX];
 	ssize_t n;
 
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
 	n = readlink(path, link, sizeof(link) - 1);
 	if (n < 0)
-		return -errno;
+		return NULL;
 	link[n] = 0;
-	group = strrchr(link, '/') + 1;
+	return strrchr(link, '/') + 1;
+}
+
+/* A group (no-IOMMU or not) in a container with the given IOMMU model */
+static int open_group(struct vdev *v, const char *bdf, const char *node,
+		      unsigned long model)
+{
 	v->container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
 	if (v->container < 0)
 		return -errno;
-	snprintf(path, sizeof(path), "/dev/vfio/noiommu-%s", group);
-	v->group = open(path, O_RDWR | O_CLOEXEC);
+	v->group = open(node, O_RDWR | O_CLOEXEC);
 	if (v->group < 0)
 		return -errno;
+	/* A group that is not viable (a device of it bound elsewhere): EBUSY */
 	if (ioctl(v->group, VFIO_GROUP_SET_CONTAINER, &v->container))
 		return -errno;
-	if (ioctl(v->container, VFIO_SET_IOMMU, VFIO_NOIOMMU_IOMMU))
+	if (ioctl(v->container, VFIO_SET_IOMMU, model))
 		return -errno;
 	v->device = ioctl(v->group, VFIO_GROUP_GET_DEVICE_FD, bdf);
 	return v->device < 0 ? -errno : 0;
+}
+
+/* iommufd: the device's cdev bound to /dev/iommu, attached to a new IOAS */
+static int open_iommufd(struct vdev *v, const char *bdf)
+{
+	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
+	struct vfio_device_attach_iommufd_pt attach = { .argsz = sizeof(attach) };
+	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+	char path[PATH_MAX], node[PATH_MAX] = "";
+	struct dirent *e;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vfio-dev", bdf);
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, "vfio", 4))
+			snprintf(node, sizeof(node), "/dev/vfio/devices/%s", e->d_name);
+	closedir(d);
+	if (!*node)
+		return -ENODEV;
+	v->container = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (v->container < 0)
+		return -errno;
+	v->device = open(node, O_RDWR | O_CLOEXEC);
+	if (v->device < 0)
+		return -errno;
+	bind.iommufd = v->container;
+	if (ioctl(v->device, VFIO_DEVICE_BIND_IOMMUFD, &bind))
+		return -errno;
+	if (ioctl(v->container, IOMMU_IOAS_ALLOC, &alloc))
+		return -errno;
+	attach.pt_id = alloc.out_ioas_id;
+	return ioctl(v->device, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) ? -errno : 0;
+}
+
+/* Open @bdf through VFIO; *@how says which way ("noiommu", "type1", "iommufd") */
+static int step_open(struct vdev *v, const char *bdf, const char **how)
+{
+	const char *want = vfio_path_wanted();
+	const char *group = iommu_group_of(bdf);
+	char node[PATH_MAX];
+
+	*how = want;
+	if (!group)
+		return -ENODEV;	/* not bound to vfio-pci, or no such device */
+	snprintf(node, sizeof(node), "/dev/vfio/noiommu-%s", group);
+	if (!strcmp(want, "auto")) {
+		*how = !access(node, F_OK) ? "noiommu" :
+		       !access("/dev/iommu", F_OK) ? "iommufd" : "type1";
+	}
+	if (!strcmp(*how, "noiommu"))
+		return open_group(v, bdf, node, VFIO_NOIOMMU_IOMMU);
+	if (!strcmp(*how, "type1")) {
+		snprintf(node, sizeof(node), "/dev/vfio/%s", group);
+		return open_group(v, bdf, node, VFIO_TYPE1v2_IOMMU);
+	}
+	if (!strcmp(*how, "iommufd"))
+		return open_iommufd(v, bdf);
+	fprintf(stderr, "tphctl: TPHLAB_VFIO (or %s) is \"%s\": use noiommu, type1, "
+		"iommufd or auto\n", VFIO_PATH_FILE, want);
+	return -EINVAL;
 }
 
 static int step_get(struct vdev *v, unsigned int region, unsigned long long *size,
@@ -530,20 +637,21 @@ int main(int argc, char **argv)
 		return EINVAL;
 	}
 	for (; i < argc; i++) {
-		const char *s = argv[i];
+		const char *s = argv[i], *how = "";
 		int r = 0;
 
 		if (!strcmp(s, "open")) {
 			need(argc, i, 1, s);
 			argv[i + 1] = (char *)bdf_of(argv[i + 1]);
-			r = step_open(&xp, argv[++i]);
-			emit(s, r, -r, "\"bdf\": \"%s\", \"device_fd\": %d", argv[i], xp.device);
+			r = step_open(&xp, argv[++i], &how);
+			emit(s, r, -r, "\"bdf\": \"%s\", \"device_fd\": %d, \"vfio\": \"%s\"",
+			     argv[i], xp.device, how);
 		} else if (!strcmp(s, "other")) {
 			unsigned long long size = 0;
 
 			need(argc, i, 1, s);
 			argv[i + 1] = (char *)bdf_of(argv[i + 1]);
-			r = step_open(&other, argv[++i]);
+			r = step_open(&other, argv[++i], &how);
 			if (!r)
 				r = step_get(&other, 2, &size, &other.dmabuf);
 			emit(s, r, -r, "\"bdf\": \"%s\", \"fd\": %d", argv[i], other.dmabuf);
@@ -620,6 +728,18 @@ int main(int argc, char **argv)
 			     "\"tph_ret\": %d, \"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, "
 			     "\"remapped\": %u", (unsigned long long)d.offset, d.len, d.status,
 			     d.ret, d.th, d.st, d.ph, d.ext, d.remapped);
+		} else if (!strcmp(s, "dma-stale")) {
+			struct tph_importer_dma d = { 0 };
+
+			need(argc, i, 2, s);
+			d.len = (__u32)num(argv[i + 1]);
+			d.pattern = (__u32)strtoul(argv[i + 2], NULL, 0);
+			i += 2;
+			r = importer();
+			if (!r && ioctl(cur->importer, TPH_IMPORTER_DMA_STALE, &d))
+				r = -errno;
+			emit(s, r, -r, "\"len\": %u, \"status\": %u, \"done\": %u", d.len,
+			     d.status, d.done);
 		} else if (!strcmp(s, "dma-start")) {
 			need(argc, i, 4, s);
 			if (bg.running) {
@@ -668,9 +788,11 @@ int main(int argc, char **argv)
 				r = -errno;
 			emit(s, r, -r, "\"attached\": %u, \"mapped\": %u, \"invalidations\": %u, "
 			     "\"maps\": %u, \"dmas\": %u, \"tph_ret\": %d, \"req_type\": %u, "
-			     "\"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, \"query_ret\": %d",
+			     "\"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, \"query_ret\": %d, "
+			     "\"domain\": %u, \"dma_addr\": %llu",
 			     st.attached, st.mapped, st.invalidations, st.maps, st.dmas, st.ret,
-			     st.req_type, st.th, st.st, st.ph, st.ext, st.query_ret);
+			     st.req_type, st.th, st.st, st.ph, st.ext, st.query_ret, st.domain,
+			     (unsigned long long)st.dma_addr);
 		} else if (!strcmp(s, "cpu-st")) {
 			i += cpu_st_step(s, argc, argv, i, 0);
 		} else if (!strcmp(s, "cpu-st-use")) {

@@ -62,7 +62,7 @@ def test_a_port_without_prefix_support_is_on_the_command_line() -> None:
     assert "no End-End TLP Prefixes on dn0, up0" in topo.describe()
     # A QEMU without our series has no such property: it is left out
     assert not any("x-eetlp-prefix" in a for a in topology.device_args(topo, False))
-    with pytest.raises(ValueError, match="no switch port dn7"):
+    with pytest.raises(ValueError, match="no switch port dn7; the ports are rp0, up0, dn0, dn1"):
         topology.device_args(topo.with_(no_prefix_ports=("dn7",)), True)
 
 

@@ -20,7 +20,8 @@ RECORDED = json.loads((DATA / "run-tcg.json").read_text())
 
 OUTPUT = """\
 tphctl: a line on stderr merged in
-{"step": "open", "ret": 0, "errno": 0, "error": "", "bdf": "0000:05:00.0", "device_fd": 5}
+{"step": "open", "ret": 0, "errno": 0, "error": "", "bdf": "0000:05:00.0", "device_fd": 5, \
+"vfio": "iommufd"}
 {"step": "set", "ret": -22, "errno": 22, "error": "Invalid argument", "flags": 3, "st": 18, \
 "st_ext": 4660, "ph": 1}
 {"step": "dma", "ret": 0, "errno": 0, "error": "", "offset": 0, "len": 64, "status": 0, \
@@ -74,7 +75,7 @@ def test_good_lines_parse_into_typed_records() -> None:
     steps, garbled = protocol.parse(OUTPUT)
     assert garbled == []
     op, st, dma, race = steps
-    assert op == protocol.Open(bdf="0000:05:00.0", device_fd=5)
+    assert op == protocol.Open(bdf="0000:05:00.0", device_fd=5, vfio="iommufd")
     assert isinstance(st, protocol.Set) and (st.errno, st.st_ext, st.error) == (
         22, 0x1234, "Invalid argument")
     assert isinstance(dma, protocol.Dma) and (dma.th, dma.len, dma.remapped) == (1, 64, 0)
@@ -198,3 +199,13 @@ def test_every_bad_set_is_a_hostile_row_and_back() -> None:
     for s in (hint_cases.SET_NO_COMPLETER, hint_cases.SET_EXT_8BIT_COMPLETER):
         assert any(h.probe == s.seq() and h.errno == s.errno for h in rows.values())
         assert any(s in c.sets for c in hint_cases.matrix())
+
+
+def test_a_saved_line_of_an_older_tphctl_reads_its_added_fields_as_defaults() -> None:
+    old = {"step": "open", "ret": 0, "errno": 0, "error": "", "bdf": "0000:05:00.0",
+           "device_fd": 5}
+    assert protocol.record(old) == protocol.Open(bdf="0000:05:00.0", device_fd=5, vfio="")
+    # Only the added fields may be missing
+    del old["device_fd"]
+    with pytest.raises(protocol.ProtocolError, match='field "device_fd" is missing'):
+        protocol.record(old)

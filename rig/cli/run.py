@@ -29,13 +29,20 @@ from rig.scenarios.kit import Scenario
 
 
 def select(cases: list[Scenario], patterns: Sequence[str]) -> list[Scenario]:
+    """The cases -k picks: a pattern that is a scenario's whole name picks that
+    one (no-tph, not rootports-no-tph too); any other picks every name it is
+    a part of, or that it matches as a glob."""
     if not patterns:
         return cases
-    chosen = [c for c in cases
-              if any(fnmatch.fnmatch(c.name, p) or p in c.name for p in patterns)]
+    names = {c.name for c in cases}
+
+    def picks(p: str, name: str) -> bool:
+        return name == p if p in names else fnmatch.fnmatch(name, p) or p in name
+
+    chosen = [c for c in cases if any(picks(p, c.name) for p in patterns)]
     if not chosen:
-        names = ", ".join(c.name for c in cases)
-        raise RigError(f"-k {' '.join(patterns)} matches no scenario", fix=f"pick from: {names}")
+        every = ", ".join(c.name for c in cases)
+        raise RigError(f"-k {' '.join(patterns)} matches no scenario", fix=f"pick from: {every}")
     return chosen
 
 

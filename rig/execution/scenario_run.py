@@ -19,7 +19,7 @@ from rig.guest import kernel_log, pci_address, topology
 from rig.guest.devices import Bench
 from rig.guest.interface import GuestVM
 from rig.results.run import Outcome, Status
-from rig.scenarios import protocol
+from rig.scenarios import iommu, protocol
 from rig.scenarios.kit import Scenario, Seen
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
@@ -166,5 +166,6 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     done = outcome_of(case, Status.FAIL if failures else Status.PASS,
                       time.monotonic() - started, failures, seen, received, splats, outdir)
     done.warnings = checked.dmesg.stalls
+    done.path = iommu.p2p_path(case, seen)
     return done
 

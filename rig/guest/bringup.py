@@ -118,7 +118,7 @@ def restore(factory: VMFactory, store: snapshot.Store, arts: Artifacts,
     try:
         vm.restore(snap.state, timeout=RESTORE_TIMEOUT)
         bench = bench_of(vm)
-        if bind_command(bench) != snap.meta().get("bind"):
+        if bind_command(bench, topo.vfio) != snap.meta().get("bind"):
             raise RigError("its devices were bound at other addresses")
     except (RigError, OSError, ValueError) as exc:
         vm.stop()
@@ -143,7 +143,7 @@ def save(store: snapshot.Store, vm: GuestVM, arts: Artifacts, accel: str, bench:
     try:
         data = snapshot.inputs(arts, vm.topo, accel)
         snap = store.save(vm, snapshot.key_of(data),
-                          {"inputs": data, "bind": bind_command(bench),
+                          {"inputs": data, "bind": bind_command(bench, vm.topo.vfio),
                            "boot_seconds": round(vm.boot_seconds, 3)})
     except GuestError:
         raise

@@ -71,10 +71,12 @@ def bench_of(vm: GuestVM) -> Bench:
                  find_bdf(pci, topology.SPARE_ID) if vm.topo.spare else None)
 
 
-def bind_command(bench: Bench) -> str:
-    """The guest command that binds the bench's devices and lists them by role."""
+def bind_command(bench: Bench, vfio: str = "noiommu") -> str:
+    """The guest command that binds the bench's devices, lists them by role and
+    says how tphctl opens them through VFIO (topology.VFIO_PATH_FILE)."""
     return (f"tphlab-bind {bench.exporter} {bench.importer} {bench.spare or ''} && "
-            f"{devices_command(bench)}")
+            f"{devices_command(bench)} && "
+            f"echo {shlex.quote(vfio)} > {shlex.quote(topology.VFIO_PATH_FILE)}")
 
 
 def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
@@ -89,7 +91,7 @@ def bind_devices(vm: GuestVM, clear_log: bool = False) -> Bench:
     shell = vm.shell
     assert shell is not None
     bench = bench_of(vm)
-    res = shell.run(bind_command(bench), timeout=30)
+    res = shell.run(bind_command(bench, vm.topo.vfio), timeout=30)
     if res.rc != 0:
         raise GuestError(f"binding the bench devices failed: {res.stderr.strip()}",
                          fix="check the guest kernel has vfio-pci and tph_importer "

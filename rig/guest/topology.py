@@ -7,6 +7,7 @@ p2pdma distance between them is a bus address; virtio-net for SSH.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -27,7 +28,21 @@ DEVICES_FILE = "/etc/tphlab/devices"
 # a wild-memory-access on the (5-level) direct map (seen once in 18 debug
 # boots, in start_kernel, before any driver). 4-level paging avoids it.
 TCG_CPU = "max,la57=off"
-BASE_APPEND = ["console=ttyS0", "quiet", "panic=-1", "vfio.enable_unsafe_noiommu_mode=1"]
+BASE_APPEND = ["console=ttyS0", "quiet", "panic=-1"]
+# Without an IOMMU, VFIO runs in no-IOMMU mode (which taints the kernel).
+NOIOMMU_APPEND = ["vfio.enable_unsafe_noiommu_mode=1"]
+# With one: QEMU's intel-iommu, switched on in the guest, and no no-IOMMU
+# mode. With interrupt remapping, as deployments have it: VFIO refuses a
+# device whose MSIs cannot be isolated. xAPIC mode (eim=off): one or two
+# vCPUs need no x2APIC. Under KVM interrupt remapping needs QEMU's
+# split irqchip (IOMMU_KVM_MACHINE).
+IOMMU_DEVICE = "intel-iommu,intremap=on,eim=off"
+IOMMU_KVM_MACHINE = "q35,kernel-irqchip=split"
+IOMMU_APPEND = ["intel_iommu=on"]
+# How userspace opens a vfio-pci device: tphctl reads it from this file
+# (see guest-image/tphctl.c), which the rig writes when it binds the devices.
+VFIO_PATH_FILE = "/etc/tphlab/vfio"
+VFIO_PATHS = ("noiommu", "type1", "iommufd")
 # Under TCG a vCPU runs only when the host gives it a core: with other
 # guests or builds on the machine, RCU and the soft-lockup watchdog would
 # report stalls that say nothing about the code under test. Their timeouts
@@ -47,8 +62,13 @@ class Topology:
     spare: bool = False                        # a third tph-testdev, for vfio-pci
     cpus: int = 1
     # "switch": the endpoints behind a switch under a root port; "rciep":
-    # both on pcie.0, Root Complex Integrated Endpoints (no root port).
-    placement: Literal["switch", "rciep"] = "switch"
+    # both on pcie.0, Root Complex Integrated Endpoints (no root port);
+    # "rootports": each endpoint below a root port of its own (rp0: the
+    # exporter's, rp1: the importer's; the spare's rp2), so their
+    # peer-to-peer path crosses the Root Complex; "multifunction": both
+    # functions of one device below rp0 (exporter 0, importer 1), which no
+    # ACS separates.
+    placement: Literal["switch", "rciep", "rootports", "multifunction"] = "switch"
     # The CPU model, when the topology needs one: p2pdma between devices on
     # the host bridge needs a CPU its whitelist takes (AMD Zen: EPYC).
     cpu_model: str | None = None
@@ -58,6 +78,14 @@ class Topology:
     # Properties of the q35 host bridge (-global q35-pcihost.K=V), e.g. the
     # CPUs' TPH Steering Tags its _DSM reports (x-tph-cpu-st).
     host_bridge: dict[str, str] = field(default_factory=dict)
+    # A guest IOMMU (QEMU's intel-iommu, intel_iommu=on): VFIO opens the
+    # exporter through `vfio` (type1 or iommufd); without one, no-IOMMU.
+    iommu: bool = False
+    vfio: Literal["noiommu", "type1", "iommufd"] = "noiommu"
+    # The switch's downstream ports with ACS (xio3130-downstream
+    # disable-acs=off): Linux then puts the endpoints in IOMMU groups of
+    # their own and redirects their peer-to-peer requests to the Root Complex.
+    switch_acs: bool = False
 
     def with_(self, **changes: object) -> Topology:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -85,7 +113,25 @@ class Topology:
             parts.append("no End-End TLP Prefixes on " + ", ".join(self.no_prefix_ports))
         if self.host_bridge:
             parts.append("host bridge" + _props(self.host_bridge).replace(",", " "))
+        if self.placement == "rootports":
+            parts.append("endpoints below root ports of their own")
+        if self.placement == "multifunction":
+            parts.append("exporter and importer functions 0 and 1 of one device")
+        if self.switch_acs:
+            parts.append("switch downstream ports with ACS")
+        if self.iommu:
+            parts.append(f"IOMMU (intel-iommu), VFIO {self.vfio}")
         return "; ".join(parts)
+
+    def check(self) -> None:
+        """ValueError naming the setting that cannot be: a VFIO path the IOMMU
+        setting does not allow, ACS on a switch this placement has not."""
+        if self.iommu == (self.vfio == "noiommu"):
+            raise ValueError(f"topology {self.name}: VFIO {self.vfio} "
+                             f"{'with' if self.iommu else 'without'} an IOMMU; use "
+                             f"{'type1 or iommufd' if self.iommu else 'noiommu'}")
+        if self.switch_acs and self.placement != "switch":
+            raise ValueError(f"topology {self.name}: switch_acs needs placement \"switch\"")
 
 
 @dataclass(frozen=True)
@@ -158,34 +204,89 @@ def _rciep_args(topo: Topology, tph_devices: bool) -> list[str]:
 SWITCH_PORTS = ("rp0", "up0", "dn0", "dn1")
 
 
+# The ports of the rootports topology, by id
+ROOT_PORTS = ("rp0", "rp1", "rp2")
+
+
+def _ports_of(topo: Topology) -> tuple[str, ...]:
+    return {"switch": SWITCH_PORTS, "rootports": ROOT_PORTS, "rciep": (),
+            "multifunction": ("rp0",)}[topo.placement]
+
+
+def _root_port(topo: Topology, pid: str, n: int, tph_devices: bool) -> str:
+    """A pcie-root-port at slot 0x4+n of pcie.0, with the topology's completer."""
+    rp = f"pcie-root-port,id={pid},bus=pcie.0,chassis={1 + n},slot={1 + n},addr={4 + n:#x}"
+    if tph_devices and topo.root_port_completer != "none":
+        rp += f",x-tph-completer={topo.root_port_completer}"
+    return rp
+
+
+def _rootports_args(topo: Topology, tph_devices: bool,
+                    port: Callable[[str, str], str]) -> list[str]:
+    """Each endpoint below a root port of its own: rp0 exporter, rp1 importer, rp2 spare.
+    Their chassis numbers follow the switch's (2.., see device_args)."""
+    roles = [("rp0", EXPORTER_ID, topo.exporter), ("rp1", IMPORTER_ID, topo.importer)]
+    if topo.spare:
+        roles.append(("rp2", SPARE_ID, {}))
+    args: list[str] = []
+    for n, (pid, _, _) in enumerate(roles):
+        args += ["-device", port(_root_port(topo, pid, n, tph_devices), pid)]
+    if tph_devices:
+        for pid, qom, props in roles:
+            args += ["-device", f"tph-testdev,id={qom},bus={pid}{_props(props)}"]
+    return args
+
+
+def _multifunction_args(topo: Topology, tph_devices: bool,
+                        port: Callable[[str, str], str]) -> list[str]:
+    """Exporter and importer as functions 0 and 1 of one device below rp0."""
+    if topo.spare:
+        raise ValueError(f"topology {topo.name}: a multifunction placement has no spare")
+    args = ["-device", port(_root_port(topo, "rp0", 0, tph_devices), "rp0")]
+    if tph_devices:
+        args += ["-device", f"tph-testdev,id={EXPORTER_ID},bus=rp0,addr=0x0.0,"
+                            f"multifunction=on{_props(topo.exporter)}",
+                 "-device", f"tph-testdev,id={IMPORTER_ID},bus=rp0,addr=0x0.1"
+                            f"{_props(topo.importer)}"]
+    return args
+
+
 def device_args(topo: Topology, tph_devices: bool) -> list[str]:
-    """The PCI devices: the switch with both endpoints (or the RCiEPs), then the NIC."""
-    unknown = set(topo.no_prefix_ports) - set(SWITCH_PORTS if topo.placement == "switch" else ())
+    """The PCI devices: the IOMMU first (QEMU wants it before the devices it
+    translates for), the switch with both endpoints (or the RCiEPs, or the
+    root ports), then the NIC."""
+    topo.check()
+    iommu = ["-device", IOMMU_DEVICE] if topo.iommu else []
+    unknown = set(topo.no_prefix_ports) - set(_ports_of(topo))
     if topo.placement == "rciep" and unknown:
         raise ValueError(f"topology {topo.name}: RCiEPs have no ports to clear End-End TLP "
                          f"Prefix support on ({', '.join(sorted(unknown))}); use "
                          "placement \"switch\" or no no_prefix_ports")
     if topo.placement == "rciep":
-        return _rciep_args(topo, tph_devices)
+        return iommu + _rciep_args(topo, tph_devices)
     if unknown:
-        raise ValueError(f"topology {topo.name}: no switch port {', '.join(sorted(unknown))}; "
-                         f"the ports are {', '.join(SWITCH_PORTS)}")
+        raise ValueError(f"topology {topo.name}: no {topo.placement} port "
+                         f"{', '.join(sorted(unknown))}; the ports are "
+                         f"{', '.join(_ports_of(topo))}")
 
     def port(spec: str, pid: str) -> str:
         off = tph_devices and pid in topo.no_prefix_ports
         return spec + (",x-eetlp-prefix=off" if off else "")
 
-    rp = "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1,addr=0x4"
-    if tph_devices and topo.root_port_completer != "none":
-        rp += f",x-tph-completer={topo.root_port_completer}"
-    args = ["-device", port(rp, "rp0"),
+    if topo.placement == "rootports":
+        return iommu + _rootports_args(topo, tph_devices, port)
+    if topo.placement == "multifunction":
+        return iommu + _multifunction_args(topo, tph_devices, port)
+    # Our series' property (upstream's xio3130-downstream has no ACS)
+    acs = ",disable-acs=off" if topo.switch_acs and tph_devices else ""
+    args = [*iommu, "-device", port(_root_port(topo, "rp0", 0, tph_devices), "rp0"),
             "-device", port("x3130-upstream,id=up0,bus=rp0", "up0"),
-            "-device", port("xio3130-downstream,id=dn0,bus=up0,addr=0x0,chassis=2,slot=0",
+            "-device", port(f"xio3130-downstream,id=dn0,bus=up0,addr=0x0,chassis=2,slot=0{acs}",
                             "dn0"),
-            "-device", port("xio3130-downstream,id=dn1,bus=up0,addr=0x1,chassis=3,slot=0",
+            "-device", port(f"xio3130-downstream,id=dn1,bus=up0,addr=0x1,chassis=3,slot=0{acs}",
                             "dn1")]
     if topo.spare:
-        args += ["-device", "xio3130-downstream,id=dn2,bus=up0,addr=0x2,chassis=4,slot=0"]
+        args += ["-device", f"xio3130-downstream,id=dn2,bus=up0,addr=0x2,chassis=4,slot=0{acs}"]
     if tph_devices:
         args += ["-device", f"tph-testdev,id={EXPORTER_ID},bus=dn0{_props(topo.exporter)}",
                  "-device", f"tph-testdev,id={IMPORTER_ID},bus=dn1{_props(topo.importer)}"]
@@ -195,16 +296,17 @@ def device_args(topo: Topology, tph_devices: bool) -> list[str]:
 
 
 def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]:
-    append = " ".join([*BASE_APPEND, *(TCG_APPEND if boot.accel != "kvm" else []),
-                       *topo.append])
+    append = " ".join([*BASE_APPEND, *(IOMMU_APPEND if topo.iommu else NOIOMMU_APPEND),
+                       *(TCG_APPEND if boot.accel != "kvm" else []), *topo.append])
     default_cpu = "host" if boot.accel == "kvm" else TCG_CPU
+    machine = IOMMU_KVM_MACHINE if topo.iommu and boot.accel == "kvm" else "q35"
     accel = ["-accel", "kvm" if boot.accel == "kvm" else "tcg",
              "-cpu", topo.cpu_model or default_cpu]
     # Only our series has these properties, like the devices
     host = [a for k, v in sorted(topo.host_bridge.items()) if tph_devices
             for a in ("-global", f"q35-pcihost.{k}={v}")]
     return [
-        str(boot.qemu), "-machine", "q35", *accel, "-L", str(boot.datadir),
+        str(boot.qemu), "-machine", machine, *accel, "-L", str(boot.datadir),
         "-bios", str(boot.bios),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-smp", str(topo.cpus), "-m", str(topo.memory_mb),

@@ -92,6 +92,9 @@ def table(run: Run, width: int = WIDTH) -> str:
             f"{k} {v:.1f}s" + (" (restored)" if run.started.get(k) == "snapshot" else "")
             for k, v in run.boots.items()),
                         "  ", "    ", width)
+    for o in run.outcomes:
+        if o.path:
+            out += _wrapped(f"{o.topology}: {o.path}", "  ", "    ", width)
     for name, doc in run.sources.items():
         out += _wrapped(f"{name}: {describe_source(doc)}", "  ", "      ", width)
     return "\n".join(out)

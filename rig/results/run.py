@@ -58,6 +58,9 @@ class Outcome:
     dmesg: list[str] = field(default_factory=list)                         # kernel reports
     output: str | None = None       # the directory with its raw output
     warnings: list[str] = field(default_factory=list)     # stall reports: not a verdict
+    # The VFIO path and P2P mapping its guest used, as read there (IOMMU
+    # topologies' p2p-path scenarios); "" for the others
+    path: str = ""
 
     @property
     def passed(self) -> bool:
@@ -68,7 +71,8 @@ class Outcome:
                 "set": self.set_text, "received": self.received, "status": self.status.value,
                 "passed": self.passed, "seconds": self.seconds, "failures": self.failures,
                 "steps": self.steps, "records": self.records,
-                "dmesg": self.dmesg, "output": self.output, "warnings": self.warnings}
+                "dmesg": self.dmesg, "output": self.output, "warnings": self.warnings,
+                **({"path": self.path} if self.path else {})}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Outcome:
@@ -86,7 +90,8 @@ class Outcome:
                    failures=[str(f) for f in doc.get("failures", [])],
                    steps=list(doc.get("steps", [])), records=list(records),
                    dmesg=[str(d) for d in doc.get("dmesg", [])], output=doc.get("output"),
-                   warnings=[str(w) for w in doc.get("warnings", [])])
+                   warnings=[str(w) for w in doc.get("warnings", [])],
+                   path=str(doc.get("path", "")))
 
 
 BUG_FIX = "this is a bug of the rig: report it with the log"

@@ -40,11 +40,15 @@ class Line:
     """One line of tphctl's output."""
 
     NAME: ClassVar[str] = ""
+    # The ADDED fields its line lacked (an older tphctl's): line() leaves them out
+    absent: frozenset[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
 
     def line(self) -> dict[str, Any]:
         """The JSON object tphctl prints for this record."""
         out: dict[str, Any] = {"step": self.NAME}
         for f in dataclasses.fields(self):
+            if f.name == "absent" or f.name in self.absent:
+                continue
             value = getattr(self, f.name)
             out[f.name] = [list(v) for v in value] if isinstance(value, tuple) else value
         return out
@@ -83,6 +87,7 @@ class Open(Step):
     NAME = "open"
     bdf: str = ""
     device_fd: int = 0
+    vfio: str = ""           # how: "noiommu", "type1" or "iommufd"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +195,22 @@ class Status(Step):
     ph: int = 0
     ext: int = 0
     query_ret: int = 0
+    domain: int = 0          # the importer's IOMMU domain (DOMAINS)
+    dma_addr: int = 0        # the mapping's first DMA address, 0: not mapped
+
+
+# The importer's IOMMU domain (TPH_IMPORTER_DOMAIN_*), by Status.domain
+DOMAINS = ("none", "identity", "translated", "other")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DmaStale(Step):
+    """The importer's fault: a DMA at the last DMA's address after detach."""
+
+    NAME = "dma-stale"
+    len: int = 0
+    status: int = 0
+    done: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +262,39 @@ class RaceQueries(Line):
     observed: tuple[Answer, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Bar(Result):
+    """The rig's shell step: the exporter's BAR2 address (sysfs resource)."""
+
+    NAME = "bar"
+    phys: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tainted(Result):
+    """The rig's shell step: /proc/sys/kernel/tainted."""
+
+    NAME = "tainted"
+    mask: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Groups(Result):
+    """The rig's shell step: the IOMMU group numbers of exporter and importer."""
+
+    NAME = "groups"
+    exporter: int = 0
+    importer: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DmarFaults(Result):
+    """The rig's shell step: how many DMA remapping faults the guest logged."""
+
+    NAME = "dmar-faults"
+    count: int = 0
+
+
 Probe = _plain("probe", Step)
 TphGet = _plain("tph-get", Step)
 Detach = _plain("detach", Step)
@@ -255,20 +309,28 @@ Rmmod = _plain("rmmod", Result)
 Unloaded = _plain("unloaded", Result)
 Insmod = _plain("insmod", Result)
 Rebound = _plain("rebound", Result)
+BindImporter = _plain("bind-importer", Step)
 
 TPHCTL: tuple[type[Line], ...] = (
-    Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, DmaStart, DmaWait, Detach,
-    Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race, RaceQueries,
-    Sleep)
-SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound)
+    Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, DmaStale, DmaStart, DmaWait,
+    Detach, Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race,
+    RaceQueries, Sleep)
+SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound, Bar, Tainted, Groups,
+                                   DmarFaults, BindImporter)
 KINDS: dict[str, type[Line]] = {k.NAME: k for k in (*TPHCTL, *SHELL)}
 # The steps tphctl takes on its command line (race-queries is only printed).
 STEP_NAMES = tuple(k.NAME for k in TPHCTL if k is not RaceQueries)
 
 # Each kind's fields and their types, in the order tphctl prints them.
 FIELDS: dict[type[Line], tuple[tuple[str, Any], ...]] = {
-    k: tuple((f.name, get_type_hints(k)[f.name]) for f in dataclasses.fields(k))
+    k: tuple((f.name, get_type_hints(k)[f.name]) for f in dataclasses.fields(k)
+             if f.name != "absent")
     for k in KINDS.values()}
+
+# Fields tphctl printed later than the rest: a saved run from an older tphctl
+# lacks them, and they read as their defaults there.
+ADDED: dict[type[Line], frozenset[str]] = {
+    Open: frozenset({"vfio"}), Status: frozenset({"domain", "dma_addr"})}
 
 L = TypeVar("L", bound=Line)
 
@@ -325,7 +387,10 @@ def record(obj: Mapping[str, Any], where: str = "") -> Line:
         raise ProtocolError(f"tphctl output{where}: field \"step\" is {json.dumps(name)}, "
                             f"no step tphctl has: {json.dumps(obj)[:200]}")
     values: dict[str, object] = {}
+    absent = ADDED.get(kind, frozenset()) - obj.keys()
     for field, hint in FIELDS[kind]:
+        if field in absent:
+            continue
         if field not in obj:
             raise ProtocolError(f"tphctl step \"{name}\"{where}: field \"{field}\" is missing")
         value = _read(hint, obj[field])
@@ -334,7 +399,7 @@ def record(obj: Mapping[str, Any], where: str = "") -> Line:
                                 f"{json.dumps(obj[field])[:80]}, not "
                                 f"{_WANTED.get(hint, 'a list of [ret, st, ph]')}")
         values[field] = value
-    return kind(**values)
+    return kind(**values, absent=frozenset(absent))
 
 
 def records(lines: Iterable[Mapping[str, Any]]) -> list[Line]:
@@ -427,6 +492,10 @@ class Seq:
                   pattern: int = DMA_PATTERN, count: int = 1) -> Seq:
         """count DMAs in one importer ioctl, in a thread; dma_wait() joins it."""
         return self._then(DmaStart, str(offset), str(length), hex(pattern), str(count))
+
+    def dma_stale(self, length: int = DMA_LEN, pattern: int = DMA_PATTERN) -> Seq:
+        """The importer's fault: a DMA at the last DMA's address, after detach."""
+        return self._then(DmaStale, str(length), hex(pattern))
 
     def dma_wait(self) -> Seq:
         return self._then(DmaWait)
