@@ -139,8 +139,10 @@ def test_bind_devices_writes_the_role_file_in_the_same_command(tmp_path: Path) -
     assert bench == Bench("0000:00:03.0", "0000:00:04.0")
     bind = shell.commands[0]
     assert bind.startswith("tphlab-bind 0000:00:03.0 0000:00:04.0 ")
-    assert bind.endswith(devices.devices_command(bench))
+    assert f" && {devices.devices_command(bench)} && " in bind
     assert "exporter 0000:00:03.0 tphexp" in bind and "importer 0000:00:04.0 tphimp" in bind
+    # and how tphctl opens the exporter, from the topology (no IOMMU: noiommu)
+    assert bind.endswith("echo noiommu > /etc/tphlab/vfio")
 
 
 # --- the session's roles and --device ------------------------------------------------------

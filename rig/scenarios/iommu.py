@@ -226,15 +226,17 @@ class NoTaint:
 @dataclass(frozen=True)
 class SharedGroup:
     """Exporter and importer in one IOMMU group: VFIO refuses the exporter while
-    the importer has its kernel driver (EBUSY: the group's DMA is owned by
-    the kernel), and the importer's driver cannot bind while userspace holds
-    the exporter (EBUSY from the bind). The user learns why from the errno,
-    and the rig checks the group is indeed one."""
+    the importer has its kernel driver (EPERM: iommu_group_claim_dma_owner()
+    for a type1 container, iommu_device_claim_dma_owner() for iommufd, find
+    the group's DMA owned by the kernel), and the importer's driver cannot
+    bind while userspace holds the exporter (EBUSY:
+    iommu_device_use_default_domain() finds the group owned by VFIO). The
+    user learns why from the errno; the rig checks the group is indeed one."""
 
     name: str
     topo: Topology
     summary: str = ("exporter and importer in one IOMMU group: VFIO refuses the exporter "
-                    "(EBUSY) while the importer has a driver, and the importer cannot bind "
+                    "(EPERM) while the importer has a driver, and the importer cannot bind "
                     "(EBUSY) while VFIO holds the exporter")
     busy_vcpus: int = 1
 
@@ -266,7 +268,7 @@ class SharedGroup:
         elif g.exporter != g.importer:
             failures.append(f"exporter and importer are in groups {g.exporter} and "
                             f"{g.importer}: this topology wants them in one")
-        failures += expect_errno(steps, Open, errno.EBUSY)
+        failures += expect_errno(steps, Open, errno.EPERM)
         failures += expect_ok(steps, Open, 1)
         bound = steps.find(BindImporter)
         if bound is None or bound.ret == 0:
