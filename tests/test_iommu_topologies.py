@@ -242,3 +242,10 @@ def test_the_stale_iova_fails_when_the_write_gets_through_or_goes_unreported() -
     assert any("expected EIO" in b for b in case.check(_stale_seen(stale_errno=0)))
     assert any("no DMAR fault" in b for b in case.check(_stale_seen(faults=0)))
     assert any("only the mapped DMA" in b for b in case.check(_stale_seen(records=2)))
+
+
+def test_a_shell_line_prints_what_the_parser_reads() -> None:
+    import subprocess
+    cmd = protocol.shell_line(protocol.Groups, exporter="$((2 + 3))", importer="7")
+    out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
+    assert protocol.parse(out)[0] == [protocol.Groups(exporter=5, importer=7)]

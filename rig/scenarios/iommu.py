@@ -40,6 +40,7 @@ from rig.scenarios.protocol import (
     Status,
     Steps,
     Tainted,
+    shell_line,
 )
 
 # The exporter below rp0 and the importer below rp1: the write crosses the
@@ -140,8 +141,7 @@ class P2pPath:
         seq = (Seq().open(bench.exporter).get().set(ST_EXT, st_ext=0x1D1D, ph=1).attach()
                .dma().status().detach())
         bar = (f"p=$(sed -n 3p /sys/bus/pci/devices/{bench.exporter}/resource | cut -d' ' -f1); "
-               f'echo "{{\\"step\\": \\"bar\\", \\"ret\\": 0, \\"errno\\": 0, '
-               f'\\"phys\\": $((p))}}"')
+               + shell_line(Bar, phys="$((p))"))
         return f"{seq.command()}; {bar}"
 
     def check(self, seen: Seen) -> list[str]:
@@ -204,8 +204,7 @@ class NoTaint:
     busy_vcpus: int = 1
 
     def command(self, bench: Bench) -> str:
-        return ('echo "{\\"step\\": \\"tainted\\", \\"ret\\": 0, \\"errno\\": 0, '
-                '\\"mask\\": $(cat /proc/sys/kernel/tainted)}"')
+        return shell_line(Tainted, mask="$(cat /proc/sys/kernel/tainted)")
 
     def check(self, seen: Seen) -> list[str]:
         t = seen.read().find(Tainted)
@@ -245,8 +244,7 @@ class SharedGroup:
         exp = f"/sys/bus/pci/devices/{bench.exporter}"
         groups = (f'ge=$(basename "$(readlink {exp}/iommu_group)"); '
                   f'gi=$(basename "$(readlink {imp}/iommu_group)"); '
-                  'echo "{\\"step\\": \\"groups\\", \\"ret\\": 0, \\"errno\\": 0, '
-                  '\\"exporter\\": $ge, \\"importer\\": $gi}"')
+                  + shell_line(Groups, exporter="$ge", importer="$gi"))
         # 1. importer bound: open the exporter (tphctl's line says how it failed)
         # 2. importer unbound, the exporter held open by tphctl: bind the importer
         held = Seq().open(bench.exporter).sleep(4000).command()
@@ -304,8 +302,7 @@ class StaleIova:
         seq = (Seq().open(bench.exporter).get().attach().dma().detach().dma_stale())
         # The IOMMU reports the fault by interrupt: give it a moment
         return (f"{seq.command()}; sleep 1; n=$(dmesg | grep -c 'DMAR: \\[DMA Write'); "
-                'echo "{\\"step\\": \\"dmar-faults\\", \\"ret\\": 0, \\"errno\\": 0, '
-                '\\"count\\": $n}"')
+                + shell_line(DmarFaults, count="$n"))
 
     def check(self, seen: Seen) -> list[str]:
         steps = seen.read()

@@ -305,6 +305,16 @@ Sleep = _plain("sleep", Step)
 # The rig's own shell steps (the importer module reload) print their outcome
 # in tphctl's format with this shell function: `r NAME STATUS`.
 SHELL_RESULT = 'r() { echo "{\\"step\\": \\"$1\\", \\"ret\\": $2, \\"errno\\": 0}"; }; '
+
+
+def shell_line(kind: type[Result], **numbers: str) -> str:
+    """A shell command that prints `kind`'s line, a successful one, in tphctl's
+    format; each field's value is a shell expression of a number
+    (shell_line(Tainted, mask="$(cat /proc/sys/kernel/tainted)"))."""
+    fields = "".join(f', \\"{k}\\": {v}' for k, v in numbers.items())
+    return f'echo "{{\\"step\\": \\"{kind.NAME}\\", \\"ret\\": 0, \\"errno\\": 0{fields}}}"'
+
+
 Rmmod = _plain("rmmod", Result)
 Unloaded = _plain("unloaded", Result)
 Insmod = _plain("insmod", Result)
