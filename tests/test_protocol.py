@@ -12,7 +12,8 @@ import pytest
 from rig.errors import RigError
 from rig.scenarios import hint_cases, hostile, matrix, protocol
 from rig.scenarios.kit import Seen
-from rig.scenarios.protocol import ProtocolError, Seq
+from rig.scenarios.protocol import ProtocolError
+from rig.scenarios.sequence import Seq
 
 DATA = Path(__file__).parent / "data"
 TPHCTL_C = Path(__file__).resolve().parent.parent / "guest-image" / "tphctl.c"

@@ -27,13 +27,13 @@ from rig.scenarios.protocol import (
     Get,
     Open,
     Probe,
-    Seq,
     Set,
     SetRaw,
     Steps,
     TphGet,
     hint_text,
 )
+from rig.scenarios.sequence import Seq
 
 __all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT"]
 

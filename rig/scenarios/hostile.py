@@ -37,11 +37,11 @@ from rig.scenarios.protocol import (
     Rebound,
     Result,
     Rmmod,
-    Seq,
     Set,
     Steps,
     Unloaded,
 )
+from rig.scenarios.sequence import Seq
 
 EINVAL, EBADF, EBUSY = errno.EINVAL, errno.EBADF, errno.EBUSY
 ENOTCONN, EOPNOTSUPP = errno.ENOTCONN, errno.EOPNOTSUPP

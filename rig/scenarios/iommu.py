@@ -36,12 +36,12 @@ from rig.scenarios.protocol import (
     DmaStale,
     Groups,
     Open,
-    Seq,
     Status,
     Steps,
     Tainted,
     shell_line,
 )
+from rig.scenarios.sequence import Seq
 
 # The exporter below rp0 and the importer below rp1: the write crosses the
 # Root Complex whatever ACS says. iommufd, the way new VFIO userspace

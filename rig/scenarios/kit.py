@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
-from rig.scenarios.protocol import ProtocolError, Result, Seq, Steps, hint_text
+from rig.scenarios.protocol import ProtocolError, Result, Steps, hint_text
+from rig.scenarios.sequence import Seq
 
 
 @dataclass

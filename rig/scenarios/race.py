@@ -17,7 +17,8 @@ from rig.guest.topology import Topology
 from rig.scenarios import protocol
 from rig.scenarios.hint_cases import DEFAULT, IMPORTER_8BIT
 from rig.scenarios.kit import Seen, errname, expect_ok, received_from
-from rig.scenarios.protocol import ST, ST_EXT, RaceQueries, Seq, Set, Steps
+from rig.scenarios.protocol import ST, ST_EXT, RaceQueries, Set, Steps
+from rig.scenarios.sequence import Seq
 
 
 def written(t: int, k: int) -> tuple[int, int, int, int]:

@@ -42,12 +42,12 @@ from rig.scenarios.protocol import (
     Get,
     Open,
     Reset,
-    Seq,
     Set,
     Status,
     Steps,
     hint_text,
 )
+from rig.scenarios.sequence import Seq
 
 A = (0x1A1, 1)     # (extended ST, PH) set before attach
 B = (0x1A2, 2)     # set while attached or revoked
