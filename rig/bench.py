@@ -25,7 +25,6 @@ from rig.guest.vm import VM
 from rig.paths import cache_root, kernel_series_dir, repo_root, run_dir
 from rig.progress import Progress
 from rig.qdev import device_figures
-from rig.results.run import Run
 from rig.scenarios import matrix
 
 
@@ -229,7 +228,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     t = time.monotonic()
     booted = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"))
     booted_s = time.monotonic() - t
-    accel = _followed(booted, accel, progress)
+    accel = _followed(booted.passed, booted.accel, booted.accel_reason, accel, progress)
     store = snapshot.Store()
     wholes: list[float] = []
     per_case: dict[str, list[float]] = {}
@@ -241,7 +240,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
         run = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"),
                                 opts=runner.Options(snapshots=store))
         secs = time.monotonic() - t
-        accel = _followed(run, accel, progress)
+        accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)
         if "boot" in run.started.values() and i == 1:
             progress.note("  (a guest had no snapshot yet: saved now, this run not counted)")
             continue
@@ -260,14 +259,16 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     return accel, figs
 
 
-def _followed(run: Run, accel: kvm.Accel, progress: Progress) -> kvm.Accel:
-    """The accelerator the next runs use: the one this run fell back to, if any."""
-    if not run.passed:
+def _followed(passed: bool, used: str, reason: str, accel: kvm.Accel,
+              progress: Progress) -> kvm.Accel:
+    """The accelerator the next runs use: the one a run (that `passed` or not)
+    fell back to (`used`, for `reason`), if any."""
+    if not passed:
         progress.note("warning: a scenario failed during the bench")
-    if run.accel == accel.name:
+    if used == accel.name:
         return accel
-    progress.note(f"accelerator: {run.accel} ({run.accel_reason})")
-    return kvm.Accel(run.accel, run.accel_reason, auto=True)
+    progress.note(f"accelerator: {used} ({reason})")
+    return kvm.Accel(used, reason, auto=True)
 
 
 def restore_ready(arts: Artifacts, accel: kvm.Accel, runs: int,
