@@ -41,12 +41,28 @@ REG_DMA_CMD = 0x2C
 REG_DMA_STATUS = 0x30
 REG_DMA_COUNT = 0x34
 REG_DMA_LAST_HINT = 0x38
+REG_DMA_ERROR = 0x3C    # why the last DMA failed: DMA_ERR_*
+REG_DMA_SRC_LO = 0x40   # COPY's source
+REG_DMA_SRC_HI = 0x44
+REG_DMA_LOCAL = 0x48    # READ's offset in the device's own BAR2
+REG_MSIX_SEND = 0x4C    # write a vector: signalled at once
 MSIX_TABLE = 0x1000
 MSIX_ENTRY_SIZE = 16
 
 CMD_START = 0x1
 CMD_IRQ = 0x2
 CMD_NO_PREFIX = 0x4     # Requester Enable 11b: send ST[7:0] without the TPH TLP Prefix
+CMD_READ = 0x10         # OP READ: DMA_ADDR into BAR2 at DMA_LOCAL
+CMD_COPY = 0x20         # OP COPY: DMA_SRC to DMA_ADDR
+
+# DMA_ERROR, and the dma-errors counter each one counts in
+DMA_ERR_NONE = 0
+DMA_ERR_ARG = 1
+DMA_ERR_ST = 2
+DMA_ERR_BUS_MASTER = 3
+DMA_ERR_UNASSIGNED = 4
+DMA_ERR_IOMMU = 5
+DMA_ERR_TARGET = 6
 
 DMA_DELAY_NS = 1000     # the engine runs this long after START (virtual clock)
 ID_VALUE = 0x01485054
@@ -88,14 +104,26 @@ class Hint:
 NO_HINT = Hint(th=False, ph=0, st=0, ext=False)
 
 
+DMA_ERROR_COUNTERS = ("arg", "st", "bus-master", "unassigned", "iommu", "target")
+
+
+def dma_errors(**counts: int) -> dict[str, int]:
+    """x-query-tph-hints' dma-errors, whole: the counters named (with _ for -),
+    the others 0."""
+    unknown = {k.replace("_", "-") for k in counts} - set(DMA_ERROR_COUNTERS)
+    assert not unknown, f"no such dma-errors counter: {sorted(unknown)}"
+    return {k: counts.get(k.replace("-", "_"), 0) for k in DMA_ERROR_COUNTERS}
+
+
 def record(seq: int, rid: int, offset: int, length: int, hint: Hint,
-           generation: int = 0, malformed: bool = False) -> dict[str, Any]:
+           generation: int = 0, malformed: bool = False,
+           direction: str = "write") -> dict[str, Any]:
     """One x-query-tph-hints record, whole, as QMP returns it; `generation`:
     the device resets before it was made; `malformed`: it arrived as a
-    Malformed TLP."""
+    Malformed TLP; `direction`: "write" or "read"."""
     return {"seq": seq, "generation": generation, "requester-id": rid, "offset": offset,
             "length": length, "th": hint.th, "ph": hint.ph, "st": hint.st, "ext": hint.ext,
-            "malformed": malformed}
+            "malformed": malformed, "direction": direction}
 
 
 class TphDev:
@@ -181,6 +209,10 @@ class TphDev:
     def last_hint(self) -> int:
         return self.reg(REG_DMA_LAST_HINT)
 
+    def last_error(self) -> int:
+        """DMA_ERROR: why the last DMA failed (DMA_ERR_*), 0 if it did not."""
+        return self.reg(REG_DMA_ERROR)
+
     # BAR2 recorder, over QMP
 
     def hints(self, **args: int) -> dict[str, Any]:
@@ -192,9 +224,11 @@ class TphDev:
         assert self.vm.qmp_cmd("x-tph-hints-clear", path=self.id) == {}
 
     def assert_log(self, records: list[dict[str, Any]], total: int | None = None,
-                   dropped: int = 0, generation: int = 0, malformed: int = 0) -> None:
+                   dropped: int = 0, generation: int = 0, malformed: int = 0,
+                   errors: dict[str, int] | None = None) -> None:
         """The whole log is exactly `records`, its counters as given and the
         device's reset generation `generation`."""
         want_total = len(records) + dropped if total is None else total
         assert self.hints() == {"records": records, "total": want_total, "dropped": dropped,
-                                "malformed": malformed, "generation": generation}
+                                "malformed": malformed, "generation": generation,
+                                "dma-errors": errors or dma_errors()}

@@ -9,6 +9,10 @@ import pytest
 from rig.qdev.qtest import QemuExited, qtest_qemu
 from rig.qdev.switch import MEM, PREF, MiB, QemuBin, SwitchRig, switch_rig
 from rig.qdev.tphdev import (
+    DMA_ERR_ARG,
+    DMA_ERR_BUS_MASTER,
+    DMA_ERR_ST,
+    DMA_ERR_UNASSIGNED,
     NO_HINT,
     ST_DONE,
     ST_ERR_ARG,
@@ -17,6 +21,7 @@ from rig.qdev.tphdev import (
     ST_ERROR,
     Mode,
     Req,
+    dma_errors,
     record,
 )
 
@@ -50,9 +55,11 @@ def imp_ds(rig: SwitchRig) -> Iterator[SwitchRig]:
     rig.exp.assert_log([record(0, rig.imp.rid, 0x40, 16, HINT)])
 
 
-def assert_nothing_recorded(r: SwitchRig) -> None:
+def assert_nothing_recorded(r: SwitchRig, **errors: int) -> None:
+    """Neither device recorded anything; the importer's failed DMAs are
+    counted as `errors` (dma-errors counters, with _ for -)."""
     r.exp.assert_log([])
-    r.imp.assert_log([])
+    r.imp.assert_log([], errors=dma_errors(**errors))
 
 
 @pytest.mark.parametrize("addr", [
@@ -66,7 +73,8 @@ def test_dma_to_unmapped_address(imp_ds: SwitchRig, addr: int) -> None:
     assert r.imp.dma(addr, 64, index=INDEX, ph=PH) == ST_DONE | ST_ERROR | ST_ERR_DMA
     # The request went out (and was rejected): its hint is the last hint
     assert r.imp.last_hint() == HINT.last_hint_reg
-    assert_nothing_recorded(r)
+    assert r.imp.last_error() == DMA_ERR_UNASSIGNED
+    assert_nothing_recorded(r, unassigned=1)
 
 
 def test_dma_without_bus_master_enable(imp_ds: SwitchRig) -> None:
@@ -78,7 +86,8 @@ def test_dma_without_bus_master_enable(imp_ds: SwitchRig) -> None:
         r.ecam.enable_mem_master(r.imp.bdf)
     # Nothing was sent, so there is no last hint (a rejected write has one)
     assert r.imp.last_hint() == 0
-    assert_nothing_recorded(r)
+    assert r.imp.last_error() == DMA_ERR_BUS_MASTER
+    assert_nothing_recorded(r, bus_master=1)
 
 
 @pytest.mark.parametrize(("addr_off", "length"), [
@@ -91,7 +100,8 @@ def test_dma_bad_arguments(imp_ds: SwitchRig, addr_off: int | None, length: int)
     addr = (1 << 64) - 4 if addr_off is None else r.exp.bar2 + addr_off
     assert r.imp.dma(addr, length, index=INDEX, ph=PH) == ST_DONE | ST_ERROR | ST_ERR_ARG
     assert r.imp.last_hint() == 0
-    assert_nothing_recorded(r)
+    assert r.imp.last_error() == DMA_ERR_ARG
+    assert_nothing_recorded(r, arg=1)
 
 
 @pytest.mark.parametrize(("mode", "req", "irq"), [(Mode.DS, Req.EXT, False),
@@ -105,7 +115,8 @@ def test_dma_st_index_beyond_table(imp_ds: SwitchRig, mode: Mode, req: Req, irq:
     r.imp.set_ctrl(mode, req)
     assert r.imp.dma(r.exp.bar2, 64, index=16, ph=PH, irq=irq) == ST_DONE | ST_ERROR | ST_ERR_ST
     assert r.imp.last_hint() == 0
-    assert_nothing_recorded(r)
+    assert r.imp.last_error() == DMA_ERR_ST
+    assert_nothing_recorded(r, st=1)
 
 
 @pytest.mark.parametrize("mode", [Mode.IV, Mode.DS, Mode.NS])
@@ -129,7 +140,7 @@ def test_bad_length_and_index_set_one_error_bit(imp_ds: SwitchRig) -> None:
         assert r.imp.dma(r.exp.bar2, 64, index=16, ph=PH) == ST_DONE | ST_ERROR | ST_ERR_ST
     finally:
         r.ecam.enable_mem_master(r.imp.bdf)
-    assert_nothing_recorded(r)
+    assert_nothing_recorded(r, arg=1, st=1)
 
 
 # Invalid properties: QEMU exits at start-up with a message naming the property.
@@ -205,8 +216,9 @@ def test_qmp_path_forms(rig: SwitchRig, path: str) -> None:
     rig.exp.clear_hints()
     rig.vm.qtest.writew(rig.exp.bar2 + 2, 0xBEEF)
     want = {"records": [record(0, 0, 2, 2, NO_HINT)], "total": 1,
-            "dropped": 0, "malformed": 0, "generation": 0}
+            "dropped": 0, "malformed": 0, "generation": 0, "dma-errors": dma_errors()}
     assert rig.vm.qmp_cmd("x-query-tph-hints", path=path) == want
     assert rig.vm.qmp_cmd("x-tph-hints-clear", path=path) == {}
     assert rig.vm.qmp_cmd("x-query-tph-hints", path=path) == {
-        "records": [], "total": 0, "dropped": 0, "malformed": 0, "generation": 0}
+        "records": [], "total": 0, "dropped": 0, "malformed": 0, "generation": 0,
+        "dma-errors": dma_errors()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rig.qdev.switch import QemuBin, SwitchRig, switch_rig
-from rig.qdev.tphdev import ST_DONE, Mode, Req, record
+from rig.qdev.tphdev import ST_DONE, Mode, Req, dma_errors, record
 
 from .hints import ST_TABLE, expected_hint, program_st_table
 
@@ -34,7 +34,8 @@ def test_log_keeps_newest(qemu_bin: QemuBin, n: int, m: int) -> None:
         # since/max on the kept window: since below it starts at its oldest
         assert r.exp.hints(since=0, max=1) == {"records": kept[:1], "total": m,
                                                "dropped": m - n, "malformed": 0,
-                                               "generation": 0}
+                                               "generation": 0,
+                                               "dma-errors": dma_errors()}
         assert r.exp.hints(since=m - 1)["records"] == want[-1:]
         assert r.exp.hints(since=m)["records"] == []
 
