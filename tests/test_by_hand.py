@@ -93,8 +93,9 @@ def test_the_readme_session_shows_the_hinted_dma(no_guest_left: None) -> None:
     line = next(ln for ln in table.splitlines() if "TH=" in ln)
     # seq, the exporter's reset generation (open and release reset it), the record
     assert line.split()[:2] == ["0", str(r["generation"])] and r["generation"] >= 1
-    assert line.split()[2:] == [bdfs["importer"][5:], "importer", "0x0", "128", "TH=1", "PH=1",
-                                "ST=0xbeef", "ext"]
+    assert r["direction"] == "write"
+    assert line.split()[2:] == [bdfs["importer"][5:], "importer", "0x0", "128", "write",
+                                "TH=1", "PH=1", "ST=0xbeef", "ext"]
     assert "total 1, dropped 0" in table
 
 

@@ -263,9 +263,23 @@ def test_hints_names_the_device_and_the_requesters_role(
     assert calls == [{"path": "/machine/peripheral/tphexp", "since": 0}]
     lines = out.splitlines()
     assert lines[0] == "hints received by exporter tphexp (0000:03:00.0)"
-    assert lines[2].split() == ["0", "1", "04:00.0", "importer", "0x0", "128", "TH=1", "PH=1",
-                                "ST=0xbeef", "ext"]
+    # REC has no "direction", as from a QEMU before reads were recorded: a write
+    assert lines[2].split() == ["0", "1", "04:00.0", "importer", "0x0", "128", "write",
+                                "TH=1", "PH=1", "ST=0xbeef", "ext"]
     assert lines[3] == "total 1, dropped 0"
+
+
+def test_hints_shows_reads_and_malformed_records(
+        hints_session: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    answers, _ = hints_session
+    answers.append(_answer([{**REC, "direction": "write", "malformed": False},
+                            {**REC, "seq": 1, "direction": "read", "malformed": True}], 2))
+    rc, out, _ = run_rig(capsys, "hints")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[2].split()[6:] == ["write", "TH=1", "PH=1", "ST=0xbeef", "ext"]
+    assert lines[3].split()[6:] == ["read", "TH=1", "PH=1", "ST=0xbeef", "ext", "MALFORMED"]
 
 
 def test_the_readme_shows_what_rig_hints_prints() -> None:

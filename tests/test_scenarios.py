@@ -63,12 +63,22 @@ def test_matching_run_passes_for_every_case() -> None:
 
 @pytest.mark.parametrize("field,value", [("st", 0x43), ("ph", 1), ("ext", True), ("th", False),
                                          ("requester-id", 0x0300), ("length", 32),
-                                         ("malformed", True)])
+                                         ("malformed", True), ("direction", "read")])
 def test_any_wrong_field_on_the_wire_fails(field: str, value: object) -> None:
     recs = good_records(CASE)
     recs[0][field] = value
     bad = hint_cases.check(CASE, good_steps(CASE), recs, RID)
     assert bad and "exporter received" in bad[0]
+
+
+def test_a_record_without_direction_is_a_write() -> None:
+    """A QEMU from before tph-testdev recorded reads gives no "direction"."""
+    recs = good_records(CASE)
+    del recs[0]["direction"]
+    assert hint_cases.check(CASE, good_steps(CASE), recs, RID) == []
+    recs[0]["direction"] = "read"
+    bad = hint_cases.check(CASE, good_steps(CASE), recs, RID)
+    assert bad and "read" in bad[0]
 
 
 def test_a_dma_the_device_failed_fails_the_case() -> None:

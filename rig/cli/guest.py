@@ -21,7 +21,7 @@ from rig.guest.kvm import Accel
 from rig.guest.topology import Device
 from rig.paths import run_dir
 from rig.progress import Progress
-from rig.scenarios import hint_cases, matrix
+from rig.scenarios import hint_cases, kit, matrix
 
 MIN_INTERVAL, MAX_INTERVAL = 0.05, 10.0       # rig hints --follow --interval bounds
 
@@ -115,7 +115,8 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     return res.rc
 
 
-HINTS_HEADER = f"{'seq':>6} {'gen':>4}  {'requester':<16}  {'offset':>10} {'length':>8}  hint"
+HINTS_HEADER = (f"{'seq':>6} {'gen':>4}  {'requester':<16}  {'offset':>10} {'length':>8}  "
+                f"{'dir':<5}  hint")
 
 
 def _fmt_record(r: dict[str, object], sess: boot_session.Session | None = None) -> str:
@@ -125,9 +126,13 @@ def _fmt_record(r: dict[str, object], sess: boot_session.Session | None = None) 
     role = sess.role_of(rid) if sess is not None else None
     req = pci_address.bdf_of(rid) + (f" {role}" if role else "")
     gen = r.get("generation", "-")                 # the device's resets before it
+    # A device from before reads were recorded gives no direction: writes
+    direction = kit.record_direction(r)
     return (f"{r['seq']:>6} {gen:>4}  {req:<16}  {int(str(r['offset'])):#10x} {r['length']:>8}  "
+            f"{direction:<5}  "
             f"TH={int(bool(r['th']))} PH={r['ph']} ST={int(str(r['st'])):#06x} "
-            f"{'ext' if r['ext'] else '8-bit'}")
+            f"{'ext' if r['ext'] else '8-bit'}"
+            + (" MALFORMED" if r.get("malformed") else ""))
 
 
 def _query_hints(sess: boot_session.Session, path: str, since: int) -> dict[str, Any]:

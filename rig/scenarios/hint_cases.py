@@ -15,7 +15,7 @@ from typing import Any
 from rig.guest.devices import Bench
 from rig.guest.dma_status import ST_DONE, status_text
 from rig.guest.topology import Topology
-from rig.scenarios.kit import Seen, hints_summary
+from rig.scenarios.kit import Seen, hints_summary, record_direction
 from rig.scenarios.protocol import (
     DMA_LEN,
     DMA_PATTERN,
@@ -309,7 +309,7 @@ def expected_records(case: Case, rid: int) -> list[dict[str, Any]]:
     w = case.wire
     return [{"requester-id": rid, "offset": 0, "length": DMA_LEN, "th": w is not None,
              "ph": w.ph if w else 0, "st": w.st if w else 0, "ext": w.ext if w else False,
-             "malformed": False}]
+             "malformed": False, "direction": "write"}]
 
 
 def compared_fields(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -317,8 +317,10 @@ def compared_fields(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     its flags as bools."""
     keys = ("requester-id", "offset", "length", "th", "ph", "st", "ext", "malformed")
     flags = ("th", "ext", "malformed")
-    # A record of a device from before "malformed" existed was well-formed
-    return [{k: (bool(r.get(k, False)) if k in flags else r[k]) for k in keys}
+    # A record of a device from before "malformed" existed was well-formed,
+    # and one from before "direction" existed was a write
+    return [{**{k: (bool(r.get(k, False)) if k in flags else r[k]) for k in keys},
+             "direction": record_direction(r)}
             for r in records]
 
 

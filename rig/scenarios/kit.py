@@ -11,7 +11,7 @@ each record carries the device's reset generation).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -128,8 +128,16 @@ class Scripted:
         return hints_summary(seen.records)
 
 
+def record_direction(r: Mapping[str, Any]) -> str:
+    """"write" or "read": the direction of an x-query-tph-hints record. A
+    tph-testdev from before reads were recorded gives no direction: all its
+    records are writes."""
+    return str(r.get("direction", "write"))
+
+
 def hints_summary(records: list[dict[str, Any]]) -> str:
     if not records:
         return "nothing"
     return "; ".join(hint_text(*hint_of(r), length=r["length"])
+                     + (" read" if record_direction(r) == "read" else "")
                      + (" MALFORMED" if r.get("malformed") else "") for r in records)
