@@ -34,6 +34,8 @@
  *   attach [FD]                  importer ATTACH (FD as for set-raw)
  *   dma OFFSET LEN PATTERN       importer DMA; OFFSET "end" or "end-N" counts
  *                                from the end of the attached dma-buf
+ *   read OFFSET LEN              importer DMA that reads the dma-buf, hinted
+ *                                the same way
  *   dma-start OFFSET LEN PATTERN COUNT
  *                                a long DMA: one importer DMA ioctl of COUNT
  *                                DMAs, in a thread; the steps after it run
@@ -121,6 +123,8 @@ static const char usage[] =
 	"  attach [FD]                  importer ATTACH (FD as for set-raw)\n"
 	"  dma OFFSET LEN PATTERN       importer DMA; OFFSET \"end\" or \"end-N\" counts\n"
 	"                               from the end of the attached dma-buf\n"
+	"  read OFFSET LEN              importer DMA that reads the dma-buf, hinted\n"
+	"                               the same way\n"
 	"  dma-start OFFSET LEN PATTERN COUNT\n"
 	"                               a long DMA: one importer DMA ioctl of COUNT\n"
 	"                               DMAs, in a thread; the steps after it run\n"
@@ -740,6 +744,22 @@ int main(int argc, char **argv)
 				r = -errno;
 			emit(s, r, -r, "\"len\": %u, \"status\": %u, \"done\": %u", d.len,
 			     d.status, d.done);
+		} else if (!strcmp(s, "read")) {
+			struct tph_importer_dma d = { 0 };
+
+			need(argc, i, 2, s);
+			d.offset = dma_offset(argv[i + 1]);
+			d.len = (__u32)num(argv[i + 2]);
+			d.count = 1;
+			d.flags = TPH_IMPORTER_DMA_READ;
+			i += 2;
+			r = importer();
+			if (!r && ioctl(cur->importer, TPH_IMPORTER_DMA, &d))
+				r = -errno;
+			emit(s, r, -r, "\"offset\": %llu, \"len\": %u, \"status\": %u, "
+			     "\"tph_ret\": %d, \"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, "
+			     "\"remapped\": %u", (unsigned long long)d.offset, d.len, d.status,
+			     d.ret, d.th, d.st, d.ph, d.ext, d.remapped);
 		} else if (!strcmp(s, "dma-start")) {
 			need(argc, i, 4, s);
 			if (bg.running) {

@@ -93,12 +93,14 @@ MODULE_IMPORT_NS("DMA_BUF");
 #define TPH_IMP_REG_DMA_CMD		0x2c	/* WO */
 #define  TPH_IMP_CMD_START		BIT(0)
 #define  TPH_IMP_CMD_NO_PREFIX		BIT(2)	/* 11b: ST[7:0], no prefix */
+#define  TPH_IMP_CMD_OP_READ		(1 << 4)	/* read DMA_ADDR into BAR2 */
 #define TPH_IMP_REG_DMA_STATUS		0x30	/* RW1C */
 #define  TPH_IMP_STATUS_BUSY		BIT(0)
 #define  TPH_IMP_STATUS_DONE		BIT(1)
 #define  TPH_IMP_STATUS_ERROR		BIT(2)
 #define TPH_IMP_REG_DMA_COUNT		0x34	/* RO, completed DMAs */
 #define TPH_IMP_REG_DMA_LAST_HINT	0x38	/* RO */
+#define TPH_IMP_REG_DMA_LOCAL		0x48	/* READ: offset in the device's BAR2 */
 
 /* Most ST table entries used, one per attachment */
 #define TPH_IMP_MAX_ST			64
@@ -126,6 +128,7 @@ struct tph_imp {
 	struct list_head files;		/* open files */
 	unsigned int tph_users;		/* attachments that DMA with hints */
 	unsigned int st_entries;	/* usable ST table entries, 0: none */
+	bool can_read;			/* the engine has the READ operation */
 	DECLARE_BITMAP(st_used, TPH_IMP_MAX_ST);
 
 	/*
@@ -255,10 +258,10 @@ static void tph_imp_stop_engine(struct tph_imp *imp, struct tph_imp_file *f)
 
 /* Start a DMA for @f; engine idle, imp->lock and @f's reservation lock held */
 static int tph_imp_start_dma(struct tph_imp_file *f, dma_addr_t addr, u32 len,
-			     u32 pattern)
+			     u32 pattern, bool read)
 {
 	struct tph_imp *imp = f->imp;
-	u32 cmd = TPH_IMP_CMD_START;
+	u32 cmd = TPH_IMP_CMD_START | (read ? TPH_IMP_CMD_OP_READ : 0);
 	int ret = 0;
 
 	lockdep_assert_held(&imp->lock);
@@ -276,6 +279,7 @@ static int tph_imp_start_dma(struct tph_imp_file *f, dma_addr_t addr, u32 len,
 	       imp->regs + TPH_IMP_REG_DMA_ST_INDEX);
 	writel(f->th ? f->ph : 0, imp->regs + TPH_IMP_REG_DMA_PH);
 	writel(f->th ? f->st : 0, imp->regs + TPH_IMP_REG_DMA_ST);
+	writel(0, imp->regs + TPH_IMP_REG_DMA_LOCAL);
 
 	mutex_lock(&imp->engine_lock);
 	if (imp->stopped && !imp->dead && tph_imp_engine_idle(imp)) {
@@ -678,7 +682,8 @@ static int tph_imp_dma_one(struct tph_imp_file *f, struct tph_importer_dma *arg)
 		goto out_unlock;
 
 	count = readl(imp->regs + TPH_IMP_REG_DMA_COUNT);
-	ret = tph_imp_start_dma(f, addr, arg->len, arg->pattern);
+	ret = tph_imp_start_dma(f, addr, arg->len, arg->pattern,
+				arg->flags & TPH_IMPORTER_DMA_READ);
 	if (!ret)
 		f->last_addr = addr;
 
@@ -711,7 +716,11 @@ static long tph_imp_ioctl_dma(struct tph_imp_file *f,
 	arg.th = 0;
 	arg.ext = 0;
 	arg.remapped = 0;
-	arg.pad = 0;
+
+	if (arg.flags & ~TPH_IMPORTER_DMA_READ)
+		return -EINVAL;
+	if ((arg.flags & TPH_IMPORTER_DMA_READ) && !imp->can_read)
+		return -EOPNOTSUPP;
 
 	for (i = 0; i < count; i++) {
 		if (i && signal_pending(current)) {
@@ -761,7 +770,12 @@ static long tph_imp_ioctl_dma_stale(struct tph_imp_file *f,
 
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
 		return -EFAULT;
-	memset(&arg.done, 0, sizeof(arg) - offsetof(struct tph_importer_dma, done));
+	/* The outputs, from @done up to @flags, an input */
+	memset(&arg.done, 0, offsetof(struct tph_importer_dma, flags) -
+	       offsetof(struct tph_importer_dma, done));
+	/* A stale DMA is a write: no TPH_IMPORTER_DMA_READ, no other flag */
+	if (arg.flags)
+		return -EINVAL;
 	if (f->attach || !f->last_addr)
 		return -ENOTCONN;
 	if (!arg.len || arg.len > readl(imp->regs + TPH_IMP_REG_DMA_MAX))
@@ -1096,14 +1110,23 @@ static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		pci_dbg(pdev, "no MSI-X\n");
 	imp->st_entries = tph_imp_st_entries(pdev, vectors);
 
+	/*
+	 * A tph-testdev that can read has DMA_LOCAL; an older one reads an
+	 * unknown register as zero and would take READ for a write.
+	 */
+	writel(4, imp->regs + TPH_IMP_REG_DMA_LOCAL);
+	imp->can_read = readl(imp->regs + TPH_IMP_REG_DMA_LOCAL) == 4;
+	writel(0, imp->regs + TPH_IMP_REG_DMA_LOCAL);
+
 	pci_set_drvdata(pdev, imp);
 
 	mutex_lock(&tph_imp_lock);
 	list_add_tail(&imp->node, &tph_imp_devices);
 	mutex_unlock(&tph_imp_lock);
 
-	pci_info(pdev, "tph-testdev, ID register %#010x, %u ST table entries\n",
-		 readl(imp->regs + TPH_IMP_REG_ID), imp->st_entries);
+	pci_info(pdev, "tph-testdev, ID register %#010x, %u ST table entries%s\n",
+		 readl(imp->regs + TPH_IMP_REG_ID), imp->st_entries,
+		 imp->can_read ? ", reads" : "");
 	return 0;
 
 err_free:

@@ -39,8 +39,9 @@ def good_steps(case: Case) -> list[dict[str, Any]]:
               protocol.SetRaw(ret=-b.errno, errno=b.errno, fd=b.fd) for b in case.bad_sets]
     lines += [protocol.Attach(tph_ret=case.attach_ret, st=st, ph=ph, ext=ext, req_type=3,
                               size=1 << 20),
-              protocol.Dma(len=protocol.DMA_LEN, status=ST_DONE, tph_ret=case.attach_ret,
-                           th=int(w is not None), st=st, ph=ph, ext=ext)]
+              (protocol.Read if case.read else protocol.Dma)(
+                  len=protocol.DMA_LEN, status=ST_DONE, tph_ret=case.attach_ret,
+                  th=int(w is not None), st=st, ph=ph, ext=ext)]
     return [ln.line() for ln in lines]
 
 
@@ -79,6 +80,19 @@ def test_a_record_without_direction_is_a_write() -> None:
     recs[0]["direction"] = "read"
     bad = hint_cases.check(CASE, good_steps(CASE), recs, RID)
     assert bad and "read" in bad[0]
+
+
+def test_a_read_case_wants_a_read_step_and_a_read_record() -> None:
+    case = next(c for c in hint_cases.matrix() if c.name == "read-st8-ph2")
+    assert case.read and case.tphctl_steps(BENCH)[-6:] == ["attach", "read", "0", "64",
+                                                          "status", "detach"]
+    steps, recs = good_steps(case), good_records(case)
+    assert recs[0]["direction"] == "read"
+    assert hint_cases.check(case, steps, recs, RID) == []
+    # The write's records, or its step, do not pass for a read
+    writes = [dict(r, direction="write") for r in recs]
+    assert hint_cases.check(case, steps, writes, RID)
+    assert hint_cases.check(case, good_steps(CASE), recs, RID)
 
 
 def test_a_dma_the_device_failed_fails_the_case() -> None:

@@ -8,6 +8,7 @@ importer's DMA. `check` compares all of it with what tphctl and QMP saw.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from rig.scenarios.protocol import (
     Get,
     Open,
     Probe,
+    Read,
     Set,
     SetRaw,
     Steps,
@@ -147,6 +149,8 @@ class Case:
     # firmware instead of the exporter's hints (tphctl cpu-st-use)
     use_cpu_st: tuple[int, int, int] | None = None
     busy_vcpus: int = 1
+    # The importer's DMA reads the dma-buf (tphctl read) instead of writing
+    read: bool = False
 
     def seq(self, bench: Bench) -> Seq:
         seq = Seq().open(bench.exporter)
@@ -161,7 +165,8 @@ class Case:
             seq += b.seq()
         if self.use_cpu_st is not None:
             seq = seq.cpu_st_use(*self.use_cpu_st)
-        return seq.attach().dma().status().detach()
+        seq = seq.attach()
+        return (seq.read() if self.read else seq.dma()).status().detach()
 
     def tphctl_steps(self, bench: Bench) -> list[str]:
         return list(self.seq(bench).args)
@@ -295,7 +300,23 @@ def matrix() -> list[Case]:
              sets=(TphSet(ST | ST_EXT, st=0x7C, st_ext=0xC7C7, ph=3, errno=EOPNOTSUPP),
                    TphSet(ST, st=0x7C, ph=3)), wire=Hint(0x7C, 3, False)),
     ]
+    # The same hints on reads: 8-bit and Extended, each PH, the 8-bit tag
+    # without the prefix on an Extended importer (NO_PREFIX), the fallback to
+    # 8-bit tags across a port without End-End TLP Prefix support, none.
+    cases += [reading(c) for c in cases if c.name in READ_CASES]
     return cases
+
+
+READ_CASES = ("no-tph", "ext-st", "both-ns-8bit", "st8-only-ext-importer",
+              *(f"st8-ph{ph}" for ph in range(4)), "eetlp-importer-port", "iv-msix-ext")
+# read-NAME, except where `rig run -k NAME` would then pick the read too
+READ_NAMES = {"no-tph": "read-unhinted"}
+
+
+def reading(case: Case) -> Case:
+    """`case` with the importer reading the dma-buf instead of writing it."""
+    return dataclasses.replace(case, name=READ_NAMES.get(case.name, f"read-{case.name}"),
+                               summary=f"{case.summary} (the importer reads)", read=True)
 
 
 def custom(st: int, ph: int) -> Case:
@@ -309,7 +330,7 @@ def expected_records(case: Case, rid: int) -> list[dict[str, Any]]:
     w = case.wire
     return [{"requester-id": rid, "offset": 0, "length": DMA_LEN, "th": w is not None,
              "ph": w.ph if w else 0, "st": w.st if w else 0, "ext": w.ext if w else False,
-             "malformed": False, "direction": "write"}]
+             "malformed": False, "direction": "read" if case.read else "write"}]
 
 
 def compared_fields(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -367,9 +388,9 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
             w.st, w.ph, w.ext):
         bad.append(f"importer got {hint_text(True, at.st, at.ph, bool(at.ext))}, expected "
                    f"{w.describe()}")
-    dma = log.find(Dma)
+    dma = log.find(Read) if case.read else log.find(Dma)
     if dma is None or dma.ret != 0:
-        bad.append(f"DMA failed: {dma}")
+        bad.append(f"{'read ' if case.read else ''}DMA failed: {dma}")
         return bad
     if bool(dma.th) != (w is not None):
         bad.append(f"importer says the DMA carried TH={dma.th}, expected {int(w is not None)}")

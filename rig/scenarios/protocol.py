@@ -151,6 +151,23 @@ class Dma(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Read(Step):
+    """An importer DMA that reads the dma-buf: Dma's fields, in Dma's order
+    (not a subclass, so that finding a Dma never finds a read)."""
+
+    NAME = "read"
+    offset: int = 0
+    len: int = 0
+    status: int = 0
+    tph_ret: int = 0
+    th: int = 0
+    st: int = 0
+    ph: int = 0
+    ext: int = 0
+    remapped: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class DmaStart(Step):
     """A long DMA started in a thread of tphctl; dma-wait reports how it ended."""
 
@@ -321,8 +338,8 @@ Rebound = _plain("rebound", Result)
 BindImporter = _plain("bind-importer", Step)
 
 TPHCTL: tuple[type[Line], ...] = (
-    Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, DmaStale, DmaStart, DmaWait,
-    Detach, Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race,
+    Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Read, DmaStale, DmaStart,
+    DmaWait, Detach, Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race,
     RaceQueries, Sleep)
 SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound, Bar, Tainted, Groups,
                                    DmarFaults, BindImporter)

@@ -26,6 +26,7 @@ from rig.scenarios.protocol import (
     Other,
     Probe,
     Race,
+    Read,
     Reset,
     Set,
     SetRaw,
@@ -88,6 +89,10 @@ class Seq:
             pattern: int = DMA_PATTERN) -> Seq:
         """offset: bytes, or "end" / "end-N" from the end of the attached dma-buf."""
         return self._then(Dma, str(offset), str(length), hex(pattern))
+
+    def read(self, offset: int | str = 0, length: int = DMA_LEN) -> Seq:
+        """An importer DMA that reads length bytes of the dma-buf at offset."""
+        return self._then(Read, str(offset), str(length))
 
     def dma_start(self, offset: int | str = 0, length: int = DMA_LEN,
                   pattern: int = DMA_PATTERN, count: int = 1) -> Seq:

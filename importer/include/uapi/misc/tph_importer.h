@@ -55,9 +55,10 @@ struct tph_importer_attach {
 /**
  * struct tph_importer_dma - argument of TPH_IMPORTER_DMA
  * @offset: in: byte offset into the dma-buf
- * @len: in: number of bytes the device writes, at most the device's
- *	DMA_MAX (1 MiB for tph-testdev)
- * @pattern: in: 32-bit pattern the device writes, repeated
+ * @len: in: number of bytes the device writes (or reads), at most the
+ *	device's DMA_MAX (1 MiB for tph-testdev)
+ * @pattern: in: 32-bit pattern the device writes, repeated (not used by a
+ *	read)
  * @count: in: number of DMAs of @len bytes at @offset to run one after the
  *	other, a long DMA; 0 means 1. The reservation lock is held only to
  *	start each of them, so the exporter can revoke the buffer in between;
@@ -73,7 +74,10 @@ struct tph_importer_attach {
  * @ext: out: 1 if @st is an Extended TPH (16-bit) tag sent with the prefix
  * @remapped: out: 1 if the mapping had been invalidated by the exporter and
  *	was made again, with a new TPH query, for one of the DMAs
- * @pad: reserved, ignored
+ * @flags: in: %TPH_IMPORTER_DMA_READ: the device reads @len bytes at
+ *	@offset of the dma-buf (into its own memory) instead of writing
+ *	@pattern there, with the same hints; -EOPNOTSUPP if the device cannot
+ *	read. Other bits must be 0 (-EINVAL).
  *
  * The outputs are written back also when the ioctl fails (e.g. -ENODEV
  * once the buffer was revoked, -EIO for a DMA the device reported as
@@ -93,8 +97,10 @@ struct tph_importer_dma {
 	__u8 th;
 	__u8 ext;
 	__u8 remapped;
-	__u16 pad;
+	__u16 flags;
 };
+
+#define TPH_IMPORTER_DMA_READ	(1 << 0)
 
 /**
  * struct tph_importer_status - argument of TPH_IMPORTER_STATUS
@@ -198,7 +204,8 @@ struct tph_importer_cpu_st {
  * @pattern at the DMA address this file's last DMA used, after its mapping
  * is gone (detached): what a buggy importer does. The IOMMU should refuse
  * it. -ENOTCONN while attached or before any DMA. Outputs as for
- * TPH_IMPORTER_DMA (@offset is ignored).
+ * TPH_IMPORTER_DMA (@offset and @count are ignored; @flags must be 0,
+ * -EINVAL otherwise: the stale DMA is always a write).
  */
 #define TPH_IMPORTER_DMA_STALE	_IOWR(TPH_IMPORTER_MAGIC, 0x05, struct tph_importer_dma)
 /* Get a CPU's Steering Tag from firmware, and optionally DMA with it */
