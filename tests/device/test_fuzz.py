@@ -2,7 +2,7 @@
 
 Random register writes (both BARs, every width), random config-space writes
 (the TPH and MSI-X capabilities, the command register), random DMA
-descriptors (any address, length, ST index, PH, mode) run to completion on
+descriptors (any OP, address, source, length, ST index, PH, mode) run to completion on
 the virtual clock, and hint-log queries over QMP. The seed is fixed and
 printed, so a failure replays exactly: pytest -k test_fuzz, same seed.
 """
@@ -20,10 +20,15 @@ import pytest
 
 from rig.qdev.switch import MEM, PREF, MiB, QemuBin, SwitchRig, switch_rig
 from rig.qdev.tphdev import (
+    CMD_COPY,
+    CMD_READ,
     DMA_DELAY_NS,
     MSIX_CAP,
     MSIX_TABLE,
     REG_DMA_CMD,
+    REG_DMA_LOCAL,
+    REG_DMA_SRC_HI,
+    REG_DMA_SRC_LO,
     REG_DMA_STATUS,
     TPH_CAP,
     TphDev,
@@ -74,7 +79,7 @@ def _ops(rng: random.Random, r: SwitchRig,
     qt = r.vm.qtest
 
     def bar0_write(d: TphDev) -> None:
-        off = rng.choice((rng.randrange(0, 0x40, 4), MSIX_TABLE + rng.randrange(0, 64, 4),
+        off = rng.choice((rng.randrange(0, 0x50, 4), MSIX_TABLE + rng.randrange(0, 64, 4),
                           rng.randrange(0, 0x2000)))
         width = rng.choice(("b", "w", "l", "q"))
         qt.write(width, d.bar0 + off, rng.getrandbits({"b": 8, "w": 16, "l": 32, "q": 64}[width]))
@@ -101,7 +106,14 @@ def _ops(rng: random.Random, r: SwitchRig,
         for off, val in zip(range(0x10, 0x2C, 4), (regs[0] & 0xFFFF_FFFF, regs[0] >> 32, *regs[1:]),
                             strict=True):
             d.set_reg(off, val)
-        d.set_reg(REG_DMA_CMD, rng.choice((1, 1, 3, 0, rng.getrandbits(32))))
+        # COPY's source, READ's offset in BAR2
+        src = _addr(rng, r)
+        d.set_reg(REG_DMA_SRC_LO, src & 0xFFFF_FFFF)
+        d.set_reg(REG_DMA_SRC_HI, src >> 32)
+        d.set_reg(REG_DMA_LOCAL, rng.choice((0, rng.randrange(MiB), rng.getrandbits(32))))
+        # WRITE, READ, COPY (with IRQ too), the reserved OP, no START, anything
+        d.set_reg(REG_DMA_CMD, rng.choice((1, 1, 3, CMD_READ | 1, CMD_READ | 3, CMD_COPY | 1,
+                                           CMD_COPY | 3, 0x31, 0, rng.getrandbits(32))))
         qt.clock_step(rng.choice((1, DMA_DELAY_NS // 2, 10 * DMA_DELAY_NS)))
         d.set_reg(REG_DMA_STATUS, rng.getrandbits(32))
 
