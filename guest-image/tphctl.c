@@ -40,6 +40,7 @@
  *                                a long DMA: one importer DMA ioctl of COUNT
  *                                DMAs, in a thread; the steps after it run
  *                                meanwhile
+ *   read-start OFFSET LEN COUNT  dma-start of reads (TPH_IMPORTER_DMA_READ)
  *   dma-stale LEN PATTERN        importer DMA_STALE (a fault): LEN bytes at the
  *                                address of the last DMA, after detach
  *   dma-wait                     wait for the dma-start thread; prints the
@@ -129,6 +130,7 @@ static const char usage[] =
 	"                               a long DMA: one importer DMA ioctl of COUNT\n"
 	"                               DMAs, in a thread; the steps after it run\n"
 	"                               meanwhile\n"
+	"  read-start OFFSET LEN COUNT  dma-start of reads (TPH_IMPORTER_DMA_READ)\n"
 	"  dma-stale LEN PATTERN        importer DMA_STALE (a fault): LEN bytes at the\n"
 	"                               address of the last DMA, after detach\n"
 	"  dma-wait                     wait for the dma-start thread; prints the\n"
@@ -594,6 +596,21 @@ static unsigned long long dma_offset(const char *s)
 	return (unsigned long long)num(s);
 }
 
+/* Start the dma-start thread on bg.d with the current importer file */
+static int bg_start(void)
+{
+	int r = importer();
+
+	bg.fd = cur->importer;
+	bg.r = 0;
+	bg.ms = 0;
+	if (!r) {
+		r = -pthread_create(&bg.thread, NULL, dma_thread, NULL);
+		bg.running = !r;
+	}
+	return r;
+}
+
 static void need(int argc, int i, int n, const char *step)
 {
 	if (i + n >= argc) {
@@ -763,7 +780,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(s, "dma-start")) {
 			need(argc, i, 4, s);
 			if (bg.running) {
-				fprintf(stderr, "tphctl: dma-start while one runs\n");
+				fprintf(stderr, "tphctl: %s while one runs\n", s);
 				return EINVAL;
 			}
 			memset(&bg.d, 0, sizeof(bg.d));
@@ -772,14 +789,21 @@ int main(int argc, char **argv)
 			bg.d.pattern = (__u32)strtoul(argv[i + 3], NULL, 0);
 			bg.d.count = (__u32)num(argv[i + 4]);
 			i += 4;
-			r = importer();
-			bg.fd = cur->importer;
-			bg.r = 0;
-			bg.ms = 0;
-			if (!r) {
-				r = -pthread_create(&bg.thread, NULL, dma_thread, NULL);
-				bg.running = !r;
+			r = bg_start();
+			emit(s, r, -r, "\"count\": %u", bg.d.count);
+		} else if (!strcmp(s, "read-start")) {
+			need(argc, i, 3, s);
+			if (bg.running) {
+				fprintf(stderr, "tphctl: %s while one runs\n", s);
+				return EINVAL;
 			}
+			memset(&bg.d, 0, sizeof(bg.d));
+			bg.d.offset = dma_offset(argv[i + 1]);
+			bg.d.len = (__u32)num(argv[i + 2]);
+			bg.d.count = (__u32)num(argv[i + 3]);
+			bg.d.flags = TPH_IMPORTER_DMA_READ;
+			i += 3;
+			r = bg_start();
 			emit(s, r, -r, "\"count\": %u", bg.d.count);
 		} else if (!strcmp(s, "dma-wait")) {
 			if (!bg.running) {

@@ -176,6 +176,15 @@ class DmaStart(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReadStart(Step):
+    """A long read (count reads in one importer ioctl) started in a thread of
+    tphctl; dma-wait reports how it ended."""
+
+    NAME = "read-start"
+    count: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class DmaWait(Step):
     """A dma-start's ioctl, joined. Dma's fields with count and done among
     them and ms last: a record's fields are in the order tphctl prints them
@@ -339,8 +348,8 @@ BindImporter = _plain("bind-importer", Step)
 
 TPHCTL: tuple[type[Line], ...] = (
     Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Read, DmaStale, DmaStart,
-    DmaWait, Detach, Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice, CloseDmabuf, Race,
-    RaceQueries, Sleep)
+    ReadStart, DmaWait, Detach, Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice,
+    CloseDmabuf, Race, RaceQueries, Sleep)
 SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound, Bar, Tainted, Groups,
                                    DmarFaults, BindImporter)
 KINDS: dict[str, type[Line]] = {k.NAME: k for k in (*TPHCTL, *SHELL)}

@@ -31,6 +31,7 @@ from rig.scenarios.kit import (
     expect_errno,
     expect_ok,
     hint_of,
+    record_direction,
 )
 from rig.scenarios.protocol import (
     ST_EXT,
@@ -41,6 +42,7 @@ from rig.scenarios.protocol import (
     Dma,
     Get,
     Open,
+    Read,
     Reset,
     Set,
     Status,
@@ -60,9 +62,10 @@ def _start(bench: Bench) -> Seq:
             .dma(pattern=PATTERNS[0]))
 
 
-def _dma_hint(steps: Steps, nth: int, want: tuple[int, int], remapped: int) -> list[str]:
-    bad = expect_ok(steps, Dma, nth)
-    d = steps.find(Dma, nth)
+def _dma_hint(steps: Steps, nth: int, want: tuple[int, int], remapped: int,
+              kind: type[Dma] | type[Read] = Dma) -> list[str]:
+    bad = expect_ok(steps, kind, nth)
+    d = steps.find(kind, nth)
     if bad or d is None:
         return bad
     if (bool(d.th), d.st, d.ph, d.remapped) != (True, want[0], want[1], remapped):
@@ -194,18 +197,24 @@ LONG_AFTER_MS = 500
 REVOKE_WITHIN_MS = 2000
 
 
-def long_steps(bench: Bench) -> Seq:
-    return (Seq().open(bench.exporter).get().set(ST_EXT, 0, *LONG).attach()
-            .dma_start(0, CHUNK, PATTERNS[0], COUNT).sleep(LONG_AFTER_MS)
-            .decode(False).dma_wait().status().decode(True)
-            .sleep(200).dma(pattern=PATTERNS[1]).detach())
+def long_steps(bench: Bench, read: bool = False) -> Seq:
+    """With `read` the long DMA and the one after it read the buffer."""
+    seq = Seq().open(bench.exporter).get().set(ST_EXT, 0, *LONG).attach()
+    seq = (seq.read_start(0, CHUNK, COUNT) if read else
+           seq.dma_start(0, CHUNK, PATTERNS[0], COUNT))
+    seq = seq.sleep(LONG_AFTER_MS).decode(False).dma_wait().status().decode(True).sleep(200)
+    return (seq.read() if read else seq.dma(pattern=PATTERNS[1])).detach()
 
 
-def _long_log(seen: Seen, done: int) -> list[str]:
+def _long_log(seen: Seen, done: int, read: bool = False) -> list[str]:
     """The log holds the long DMA's records up to its last (the oldest may have
     been dropped), then the DMA after decode on as record `done`: nothing of
     the long DMA arrived after the revoke point, also not once decode was on."""
     recs = seen.records
+    want = "read" if read else "write"
+    if any(record_direction(r) != want for r in recs):
+        return [f"the hint log holds a record that is not a {want}: "
+                f"{next(r for r in recs if record_direction(r) != want)}"]
     seqs = [int(r["seq"]) for r in recs]
     if not seqs or seqs != list(range(seqs[0], seqs[0] + len(seqs))) or seqs[-1] != done:
         return [f"the hint log holds seq {seqs[:3]}..{seqs[-3:]}, expected a run ending at "
@@ -223,10 +232,11 @@ def _long_log(seen: Seen, done: int) -> list[str]:
     return bad
 
 
-def long_check(seen: Seen) -> list[str]:
+def long_check(seen: Seen, read: bool = False) -> list[str]:
     s = seen.read()
+    start = protocol.ReadStart if read else protocol.DmaStart
     bad = (expect_ok(s, Open) + expect_ok(s, Get) + expect_ok(s, Set) + expect_ok(s, Attach)
-           + expect_ok(s, protocol.DmaStart) + expect_ok(s, Decode))
+           + expect_ok(s, start) + expect_ok(s, Decode))
     off = s.find(Decode)
     if off is not None and off.ms > REVOKE_WITHIN_MS:
         bad.append(f"the revocation (decode off) took {off.ms} ms while the long DMA ran, "
@@ -244,9 +254,17 @@ def long_check(seen: Seen) -> list[str]:
     st = s.find(Status, 0)
     if st is not None and st.dmas != w.done:
         bad.append(f"importer counted {st.dmas} DMAs, the long DMA reported {w.done}")
-    bad += expect_ok(s, Decode, 1) + _dma_hint(s, 0, LONG, 1)
-    bad += _long_log(seen, w.done)
+    bad += expect_ok(s, Decode, 1) + _dma_hint(s, 0, LONG, 1, Read if read else Dma)
+    bad += _long_log(seen, w.done, read)
     return bad
+
+
+def long_read_steps(bench: Bench) -> Seq:
+    return long_steps(bench, read=True)
+
+
+def long_read_check(seen: Seen) -> list[str]:
+    return long_check(seen, read=True)
 
 
 T0 = (0x2B1, 1)    # (extended ST, PH) of slot 0's dma-buf
@@ -314,6 +332,12 @@ def cases() -> list[Scripted]:
                  f"decode off after {LONG_AFTER_MS} ms, decode on, DMA",
                  long_steps, long_check, DEFAULT,
                  busy_vcpus=2),    # the DMA's thread runs while the other revokes
+        Scripted("revoke-during-long-read", f"memory decode off while the importer reads "
+                 f"the buffer in a long DMA: done within {REVOKE_WITHIN_MS} ms, the reads "
+                 "stop with ENODEV, no read recorded after the revoke point",
+                 f"ST_EXT={LONG[0]:#x} PH={LONG[1]}, attach, {COUNT} reads of {CHUNK}B; "
+                 f"decode off after {LONG_AFTER_MS} ms, decode on, read",
+                 long_read_steps, long_read_check, DEFAULT, busy_vcpus=2),
         Scripted("two-attachments", "two dma-bufs attached by two importer files at once: "
                  "each DMA with its own ST entry, both re-queried after a revoke, one file "
                  "cannot touch the other's attachment",

@@ -27,6 +27,7 @@ from rig.scenarios.protocol import (
     Probe,
     Race,
     Read,
+    ReadStart,
     Reset,
     Set,
     SetRaw,
@@ -98,6 +99,10 @@ class Seq:
                   pattern: int = DMA_PATTERN, count: int = 1) -> Seq:
         """count DMAs in one importer ioctl, in a thread; dma_wait() joins it."""
         return self._then(DmaStart, str(offset), str(length), hex(pattern), str(count))
+
+    def read_start(self, offset: int | str = 0, length: int = DMA_LEN, count: int = 1) -> Seq:
+        """count reads in one importer ioctl, in a thread; dma_wait() joins it."""
+        return self._then(ReadStart, str(offset), str(length), str(count))
 
     def dma_stale(self, length: int = DMA_LEN, pattern: int = DMA_PATTERN) -> Seq:
         """The importer's fault: a DMA at the last DMA's address, after detach."""
