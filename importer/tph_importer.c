@@ -38,7 +38,8 @@
  * Test only, not for upstream: an out-of-tree module of the tphlab bench,
  * built with "make M=" against whichever kernel is under test. It needs
  * from that kernel only the API of the TPH dma-buf series from v8 on:
- * dma_buf_get_pci_tph() and pcie_tph_enabled_req_type().
+ * dma_buf_get_pci_tph(), of an attachment or (v8..v11) of a dma-buf, and
+ * pcie_tph_enabled_req_type().
  */
 #include <linux/bitfield.h>
 #include <linux/bitmap.h>
@@ -337,6 +338,22 @@ static int tph_imp_wait_dma(struct tph_imp_file *f, u32 count, u32 *status)
 	return ret;
 }
 
+/*
+ * The series asks the exporter for the hints of an attachment: which tags
+ * reach the completer depends on the importer's path to it (no 16-bit tag
+ * across the Root Complex). v8..v11 asked for those of the dma-buf. Kbuild
+ * tells the two apart from the kernel's header.
+ */
+static int tph_imp_get_pci_tph(struct tph_imp_file *f, bool ext, u16 *st,
+			       u8 *ph)
+{
+#ifdef TPH_IMP_GET_PCI_TPH_OF_ATTACHMENT
+	return dma_buf_get_pci_tph(f->attach, ext, st, ph);
+#else
+	return dma_buf_get_pci_tph(f->dmabuf, ext, st, ph);
+#endif
+}
+
 static int tph_imp_query(struct tph_imp_file *f, bool *ext, u16 *st, u8 *ph)
 {
 	int ret;
@@ -349,14 +366,14 @@ static int tph_imp_query(struct tph_imp_file *f, bool *ext, u16 *st, u8 *ph)
 		*ph = f->cpu_ph;
 		return pcie_tph_get_cpu_st(f->imp->pdev, f->cpu_mem, f->cpu, st);
 	}
-	ret = dma_buf_get_pci_tph(f->dmabuf, *ext, st, ph);
+	ret = tph_imp_get_pci_tph(f, *ext, st, ph);
 	if (ret == -EOPNOTSUPP && *ext) {
 		/*
 		 * TPH Requester Enable 11b permits Extended TPH, it does not
 		 * require it: an 8-bit tag goes out without the TPH prefix.
 		 */
 		*ext = false;
-		ret = dma_buf_get_pci_tph(f->dmabuf, false, st, ph);
+		ret = tph_imp_get_pci_tph(f, false, st, ph);
 	}
 	return ret;
 }

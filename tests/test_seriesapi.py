@@ -51,18 +51,39 @@ def test_a_tree_without_the_vfio_patch_names_symbol_file_and_patch(tmp_path: Pat
         api_probe.check(fake_tree(tmp_path, len(PATCHES) - 1), "--kernel-tree T")
     msg = exc.value.message
     assert "VFIO_DEVICE_FEATURE_DMA_BUF_TPH: not in include/uapi/linux/vfio.h" in msg
-    assert "5/5 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
+    assert "6/6 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
     assert "dma_buf_get_pci_tph" not in msg
 
 
 def test_each_patch_adds_what_it_is_named_for(tmp_path: Path) -> None:
-    # 1/5 and 2/5 (the completer-type and prefix-path fixes) add no API;
-    # 3/5..5/5 one piece each
-    names = [api_probe.PATCH_PCI, api_probe.PATCH_DMABUF, api_probe.PATCH_VFIO]
-    assert len(PATCHES) == 5
-    for upto in range(len(PATCHES)):
+    # 1/6 and 2/6 (the completer-type and prefix-path fixes) and 4/6 (an
+    # export) add no API; 3/6, 5/6 and 6/6 one piece each
+    adds = {3: api_probe.PATCH_PCI, 5: api_probe.PATCH_DMABUF, 6: api_probe.PATCH_VFIO}
+    assert len(PATCHES) == 6
+    for upto in range(len(PATCHES) + 1):
         gone = api_probe.missing(fake_tree(tmp_path / str(upto), upto))
-        assert {n.added_by for n in gone} == set(names[max(0, upto - 2):])
+        assert {n.added_by for n in gone} == {name for i, name in adds.items() if i > upto}
+
+
+def _kbuild_finds_attachment_api(header: Path) -> bool:
+    """Whether importer/Kbuild's test takes `header` for the series' shape."""
+    kbuild = (REPO / "importer/Kbuild").read_text()
+    m = re.search(r"grep -sE '([^']+)'", kbuild)
+    assert m, "importer/Kbuild no longer tells the two shapes of dma_buf_get_pci_tph() apart"
+    res = subprocess.run(["grep", "-sE", m.group(1), str(header)], capture_output=True)
+    return res.returncode == 0
+
+
+def test_the_importer_build_tells_the_series_from_v11(tmp_path: Path) -> None:
+    """The test importer calls dma_buf_get_pci_tph() with the attachment on
+    the series and with the dma-buf on v8..v11; Kbuild reads which."""
+    header = fake_tree(tmp_path, len(PATCHES)) / "include/linux/dma-buf.h"
+    assert _kbuild_finds_attachment_api(header)
+    header.write_text(header.read_text().replace(
+        "dma_buf_get_pci_tph(struct dma_buf_attachment *attach,",
+        "dma_buf_get_pci_tph(struct dma_buf *dmabuf,"))
+    assert "dma_buf_get_pci_tph(struct dma_buf *dmabuf," in header.read_text()
+    assert not _kbuild_finds_attachment_api(header)
 
 
 def test_the_v1_to_v7_shape_is_named(tmp_path: Path) -> None:
