@@ -13,7 +13,7 @@ import pytest
 from rig.guest import topology
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
-from rig.scenarios import iommu, matrix, protocol
+from rig.scenarios import hint_cases, iommu, matrix, protocol, revoke
 from rig.scenarios.kit import Seen
 
 BENCH = Bench("0000:01:00.0", "0000:02:00.0", "0000:03:00.0")
@@ -140,17 +140,30 @@ def _path_seen(vfio: str = "iommufd", domain: int = 2, dma_addr: int = 0xFFFFF00
                records: list[dict[str, Any]] | None = None) -> Seen:
     steps = [_line(protocol.Open, bdf=BENCH.exporter, device_fd=5, vfio=vfio),
              _line(protocol.Get, fd=6, size=4096),
-             _line(protocol.Set, flags=2, st_ext=0x1D1D, ph=1),
+             _line(protocol.Set, flags=3, st=0x1D, st_ext=0x1D1D, ph=1),
              _line(protocol.Attach, size=4096),
-             _line(protocol.Dma, len=64, th=1, st=0x1D1D, ph=1, ext=1),
-             _line(protocol.Status, attached=1, mapped=1, maps=1, dmas=1, th=1, st=0x1D1D,
-                   ph=1, ext=1, domain=domain, dma_addr=dma_addr),
+             _line(protocol.Dma, len=64, th=1, st=0x1D, ph=1, ext=0),
+             _line(protocol.Status, attached=1, mapped=1, maps=1, dmas=1, th=1, st=0x1D,
+                   ph=1, ext=0, domain=domain, dma_addr=dma_addr),
              _line(protocol.Detach),
              _line(protocol.Bar, phys=BAR)]
     recs = records if records is not None else [
-        {"requester-id": RID, "offset": 0, "length": 64, "th": True, "ph": 1, "st": 0x1D1D,
-         "ext": True, "malformed": False}]
+        {"requester-id": RID, "offset": 0, "length": 64, "th": True, "ph": 1, "st": 0x1D,
+         "ext": False, "malformed": False}]
     return Seen(steps, recs, RID)
+
+
+def test_the_p2p_path_fails_on_a_16_bit_tag_across_the_root_complex() -> None:
+    """v11's exporter hands the 16-bit tag to an importer below another Root
+    Port: where the Root Complex forwards the prefix it arrives, and the bench
+    names the difference; where it does not, the write arrives Malformed."""
+    case = iommu.P2pPath("rootports-p2p-path", iommu.ROOTPORTS)
+    wide = {"requester-id": RID, "offset": 0, "length": 64, "th": True, "ph": 1,
+            "st": 0x1D1D, "ext": True, "malformed": False}
+    for rec in (wide, {**wide, "malformed": True}):
+        bad = case.check(_path_seen(records=[rec]))
+        assert any("with the 8-bit ST 0x1d (the 16-bit one withheld across the Root "
+                   "Complex)" in b for b in bad), bad
 
 
 def test_the_p2p_path_passes_on_an_iova_and_names_it() -> None:
@@ -249,3 +262,38 @@ def test_a_shell_line_prints_what_the_parser_reads() -> None:
     cmd = protocol.shell_line(protocol.Groups, exporter="$((2 + 3))", importer="7")
     out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
     assert protocol.parse(out)[0] == [protocol.Groups(exporter=5, importer=7)]
+
+
+# The series withholds 16-bit tags across the Root Complex (get_pci_tph of an
+# attachment): what the IOMMU topologies expect follows from it.
+
+def test_across_the_root_complex_the_8_bit_tag_or_none() -> None:
+    cases = {c.name: c for c in hint_cases.matrix()}
+    ext_only = hint_cases.across_root_complex(cases["ext-st"])
+    assert (ext_only.wire, ext_only.attach_ret) == (None, -errno.EOPNOTSUPP)
+    both = hint_cases.across_root_complex(cases["both-ns-ext"])
+    assert (both.wire, both.attach_ret) == (hint_cases.Hint(0x12, 2, False), 0)
+    assert "withheld" in both.summary
+    st8 = cases["st8-only-ext-importer"]
+    assert hint_cases.across_root_complex(st8) is st8
+
+
+def test_no_scenario_expects_a_16_bit_tag_across_the_root_complex() -> None:
+    crossing = [c for c in matrix.full() if c.topo.iommu or c.topo.placement == "rciep"]
+    assert len(crossing) > 40
+    for c in crossing:
+        if isinstance(c, hint_cases.Case):
+            assert c.wire is None or not c.wire.ext, c.name
+        else:   # scripted ones set the 8-bit tag, alone or beside the 16-bit one
+            assert "ST_EXT=0x" not in c.describe_set() or "ST=0x" in c.describe_set(), c.name
+    assert {c.name for c in crossing if c.topo is iommu.RC_NO_PREFIX} >= {
+        "rc-no-eetlp-prefix-p2p-path", "rc-no-eetlp-prefix-both-ns-ext",
+        "rc-no-eetlp-prefix-no-taint"}
+
+
+def test_the_revocations_across_the_root_complex_use_8_bit_tags() -> None:
+    narrow = {c.name: c for c in revoke.cases(revoke.Tags(ext=False))}
+    assert narrow["revoke-decode"].describe_set().startswith("ST=0xa1 PH=1, attach")
+    assert "ST=0xa2 PH=2" in narrow["revoke-decode"].describe_set()
+    assert revoke.cases()[0].describe_set().startswith("ST_EXT=0x1a1 PH=1")
+    assert revoke.Tags(ext=False).of(revoke.LONG) == (0xA3, 3)

@@ -20,6 +20,8 @@ record's reset generation shows which side of a reset it is on.
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass
+from functools import partial
 
 from rig.guest.devices import Bench
 from rig.scenarios import protocol
@@ -34,6 +36,7 @@ from rig.scenarios.kit import (
     record_direction,
 )
 from rig.scenarios.protocol import (
+    ST,
     ST_EXT,
     Attach,
     CloseDevice,
@@ -56,21 +59,44 @@ B = (0x1A2, 2)     # set while attached or revoked
 PATTERNS = (0x11111111, 0x22222222, 0x33333333)
 
 
-def _start(bench: Bench) -> Seq:
+@dataclass(frozen=True)
+class Tags:
+    """The Steering Tag namespace a scenario sets and expects: the 16-bit one,
+    or the 8-bit one (the low byte of each tag) where the importer's write
+    crosses the Root Complex and the exporter withholds 16-bit tags."""
+
+    ext: bool = True
+
+    def of(self, tag: tuple[int, int]) -> tuple[int, int]:
+        """(ST, PH) of `tag` in this namespace."""
+        return tag if self.ext else (tag[0] & 0xFF, tag[1])
+
+    def set(self, seq: Seq, tag: tuple[int, int]) -> Seq:
+        st, ph = self.of(tag)
+        return seq.set(ST_EXT, 0, st, ph) if self.ext else seq.set(ST, st, 0, ph)
+
+    def text(self, tag: tuple[int, int]) -> str:
+        st, ph = self.of(tag)
+        return f"{'ST_EXT' if self.ext else 'ST'}={st:#x} PH={ph}"
+
+
+EXT = Tags(ext=True)
+
+
+def _start(tags: Tags, bench: Bench) -> Seq:
     """Open, SET A, attach and DMA once."""
-    return (Seq().open(bench.exporter).get().set(ST_EXT, 0, *A).attach()
-            .dma(pattern=PATTERNS[0]))
+    return tags.set(Seq().open(bench.exporter).get(), A).attach().dma(pattern=PATTERNS[0])
 
 
 def _dma_hint(steps: Steps, nth: int, want: tuple[int, int], remapped: int,
-              kind: type[Dma] | type[Read] = Dma) -> list[str]:
+              kind: type[Dma] | type[Read] = Dma, ext: bool = True) -> list[str]:
     bad = expect_ok(steps, kind, nth)
     d = steps.find(kind, nth)
     if bad or d is None:
         return bad
     if (bool(d.th), d.st, d.ph, d.remapped) != (True, want[0], want[1], remapped):
         return [f"DMA #{nth + 1}: importer sent {hint_text(bool(d.th), d.st, d.ph, bool(d.ext))}"
-                f" remapped={d.remapped}, expected {hint_text(True, *want, True)} "
+                f" remapped={d.remapped}, expected {hint_text(True, *want, ext)} "
                 f"remapped={remapped}"]
     return []
 
@@ -96,34 +122,34 @@ def _invalidated(steps: Steps, nth: int, at_least: int) -> list[str]:
     return []
 
 
-def _log_is(seen: Seen, want: list[tuple[int, int, tuple[int, int]]]) -> list[str]:
+def _log_is(seen: Seen, want: list[tuple[int, int, tuple[int, int]]],
+            ext: bool = True) -> list[str]:
     """The log holds exactly these (seq, resets since the first record, (ST, PH))
-    extended hints from the importer."""
+    hints from the importer, extended ones unless `ext` is false."""
     recs = seen.records
     first = int(recs[0]["generation"]) if recs else 0
     got = [(int(r["seq"]), int(r["generation"]) - first, r["requester-id"], hint_of(r))
            for r in recs]
-    exp = [(seq, gen, seen.rid, (True, st, ph, True)) for seq, gen, (st, ph) in want]
+    exp = [(seq, gen, seen.rid, (True, st, ph, ext)) for seq, gen, (st, ph) in want]
     if got != exp:
         return [f"the hint log holds (seq, resets since the first record, requester, hint) "
                 f"{got}, expected {exp}"]
     return []
 
 
-def _first_dma_ok(seen: Seen, s: Steps) -> list[str]:
+def _first_dma_ok(tags: Tags, s: Steps) -> list[str]:
     return (expect_ok(s, Open) + expect_ok(s, Get) + expect_ok(s, Set) + expect_ok(s, Attach)
-            + _dma_hint(s, 0, A, 0))
+            + _dma_hint(s, 0, tags.of(A), 0, ext=tags.ext))
 
 
-def decode_steps(bench: Bench) -> Seq:
-    return (_start(bench).decode(False).status().dma(pattern=PATTERNS[1]).status()
-            .set(ST_EXT, 0, *B).decode(True).dma(pattern=PATTERNS[2]).status()
-            .detach())
+def decode_steps(tags: Tags, bench: Bench) -> Seq:
+    seq = _start(tags, bench).decode(False).status().dma(pattern=PATTERNS[1]).status()
+    return tags.set(seq, B).decode(True).dma(pattern=PATTERNS[2]).status().detach()
 
 
-def decode_check(seen: Seen) -> list[str]:
+def decode_check(tags: Tags, seen: Seen) -> list[str]:
     s = seen.read()
-    bad = _first_dma_ok(seen, s) + expect_ok(s, Decode) + _invalidated(s, 0, 1)
+    bad = _first_dma_ok(tags, s) + expect_ok(s, Decode) + _invalidated(s, 0, 1)
     bad += _query(s, 0, -errno.ENODEV)         # get_pci_tph on a revoked buffer
     bad += expect_errno(s, Dma, errno.ENODEV, 1)
     st = s.find(Status, 1)
@@ -131,58 +157,60 @@ def decode_check(seen: Seen) -> list[str]:
         bad.append(f"importer counted {st and st.dmas} DMAs while revoked, expected 1")
     bad += _query(s, 1, -errno.ENODEV)
     bad += expect_ok(s, Set, 1) + expect_ok(s, Decode, 1)
-    bad += _dma_hint(s, 2, B, 1)
+    bad += _dma_hint(s, 2, tags.of(B), 1, ext=tags.ext)
     bad += _query(s, 2, 0)                     # restored: hints again
     # Nothing arrived while revoked: the DMA after decode on is the next record
-    bad += _log_is(seen, [(0, 0, A), (1, 0, B)])
+    bad += _log_is(seen, [(0, 0, tags.of(A)), (1, 0, tags.of(B))], tags.ext)
     return bad
 
 
-def reset_steps(bench: Bench) -> Seq:
-    return (_start(bench).set(ST_EXT, 0, *B).reset().status()
+def reset_steps(tags: Tags, bench: Bench) -> Seq:
+    return (tags.set(_start(tags, bench), B).reset().status()
             .dma(pattern=PATTERNS[1]).status().detach())
 
 
-def reset_check(seen: Seen) -> list[str]:
+def reset_check(tags: Tags, seen: Seen) -> list[str]:
     s = seen.read()
-    bad = _first_dma_ok(seen, s) + expect_ok(s, Set, 1) + expect_ok(s, Reset)
+    bad = _first_dma_ok(tags, s) + expect_ok(s, Set, 1) + expect_ok(s, Reset)
     bad += _invalidated(s, 0, 1)
-    bad += _dma_hint(s, 1, B, 1)
+    bad += _dma_hint(s, 1, tags.of(B), 1, ext=tags.ext)
     # A before the reset, B after it (one device reset in between), nothing else
-    bad += _log_is(seen, [(0, 0, A), (1, 1, B)])
+    bad += _log_is(seen, [(0, 0, tags.of(A)), (1, 1, tags.of(B))], tags.ext)
     return bad
 
 
-def close_steps(bench: Bench) -> Seq:
-    return (_start(bench).close_device().status().dma(pattern=PATTERNS[1]).status()
+def close_steps(tags: Tags, bench: Bench) -> Seq:
+    return (_start(tags, bench).close_device().status().dma(pattern=PATTERNS[1]).status()
             .detach().attach())
 
 
-def close_check(seen: Seen) -> list[str]:
+def close_check(tags: Tags, seen: Seen) -> list[str]:
     s = seen.read()
-    bad = _first_dma_ok(seen, s) + expect_ok(s, CloseDevice) + _invalidated(s, 0, 1)
+    bad = _first_dma_ok(tags, s) + expect_ok(s, CloseDevice) + _invalidated(s, 0, 1)
     bad += _query(s, 0, -errno.ENODEV) + _query(s, 1, -errno.ENODEV)
     bad += expect_errno(s, Dma, errno.ENODEV, 1)
-    bad += _log_is(seen, [(0, 0, A)])          # nothing after the device was closed
+    bad += _log_is(seen, [(0, 0, tags.of(A))], tags.ext)   # nothing after the close
     bad += expect_ok(s, Detach)
     bad += expect_errno(s, Attach, errno.ENODEV, 1)   # revoked for good
     return bad
 
 
-def change_steps(bench: Bench) -> Seq:
-    return (_start(bench).set(ST_EXT, 0, *B).dma(pattern=PATTERNS[1]).status()
+def change_steps(tags: Tags, bench: Bench) -> Seq:
+    return (tags.set(_start(tags, bench), B).dma(pattern=PATTERNS[1]).status()
             .decode(False).decode(True).dma(pattern=PATTERNS[2]).detach())
 
 
-def change_check(seen: Seen) -> list[str]:
+def change_check(tags: Tags, seen: Seen) -> list[str]:
     s = seen.read()
-    bad = _first_dma_ok(seen, s) + expect_ok(s, Set, 1)
-    bad += _dma_hint(s, 1, A, 0)               # attached: keeps the value it was given
+    a, b = tags.of(A), tags.of(B)
+    bad = _first_dma_ok(tags, s) + expect_ok(s, Set, 1)
+    bad += _dma_hint(s, 1, a, 0, ext=tags.ext)  # attached: keeps the value it was given
     st = s.find(Status, 0)
     if st is None or st.invalidations != 0:
         bad.append(f"a SET invalidated the importer's mapping: {st}")
     bad += expect_ok(s, Decode) + expect_ok(s, Decode, 1)
-    bad += _dma_hint(s, 2, B, 1) + _log_is(seen, [(0, 0, A), (1, 0, A), (2, 0, B)])
+    bad += (_dma_hint(s, 2, b, 1, ext=tags.ext)
+            + _log_is(seen, [(0, 0, a), (1, 0, a), (2, 0, b)], tags.ext))
     return bad
 
 
@@ -197,16 +225,16 @@ LONG_AFTER_MS = 500
 REVOKE_WITHIN_MS = 2000
 
 
-def long_steps(bench: Bench, read: bool = False) -> Seq:
+def long_steps(tags: Tags, bench: Bench, read: bool = False) -> Seq:
     """With `read` the long DMA and the one after it read the buffer."""
-    seq = Seq().open(bench.exporter).get().set(ST_EXT, 0, *LONG).attach()
+    seq = tags.set(Seq().open(bench.exporter).get(), LONG).attach()
     seq = (seq.read_start(0, CHUNK, COUNT) if read else
            seq.dma_start(0, CHUNK, PATTERNS[0], COUNT))
     seq = seq.sleep(LONG_AFTER_MS).decode(False).dma_wait().status().decode(True).sleep(200)
     return (seq.read() if read else seq.dma(pattern=PATTERNS[1])).detach()
 
 
-def _long_log(seen: Seen, done: int, read: bool = False) -> list[str]:
+def _long_log(tags: Tags, seen: Seen, done: int, read: bool = False) -> list[str]:
     """The log holds the long DMA's records up to its last (the oldest may have
     been dropped), then the DMA after decode on as record `done`: nothing of
     the long DMA arrived after the revoke point, also not once decode was on."""
@@ -220,19 +248,20 @@ def _long_log(seen: Seen, done: int, read: bool = False) -> list[str]:
         return [f"the hint log holds seq {seqs[:3]}..{seqs[-3:]}, expected a run ending at "
                 f"{done} (the importer completed {done} long DMAs, then one more)"]
     bad = []
+    hint = (True, *tags.of(LONG), tags.ext)
     odd = [r for r in recs[:-1] if (r["requester-id"], hint_of(r), r["length"])
-           != (seen.rid, (True, *LONG, True), CHUNK)]
+           != (seen.rid, hint, CHUNK)]
     if odd:
         bad.append(f"the hint log: {len(odd)} record(s) before the last are not the long "
                    f"DMA's, e.g. {odd[0]}")
     last = recs[-1]
-    if (last["requester-id"], hint_of(last)) != (seen.rid, (True, *LONG, True)) or (
+    if (last["requester-id"], hint_of(last)) != (seen.rid, hint) or (
             last["length"] == CHUNK):
         bad.append(f"the hint log's last record is not the DMA after decode on: {last}")
     return bad
 
 
-def long_check(seen: Seen, read: bool = False) -> list[str]:
+def long_check(tags: Tags, seen: Seen, read: bool = False) -> list[str]:
     s = seen.read()
     start = protocol.ReadStart if read else protocol.DmaStart
     bad = (expect_ok(s, Open) + expect_ok(s, Get) + expect_ok(s, Set) + expect_ok(s, Attach)
@@ -247,35 +276,37 @@ def long_check(seen: Seen, read: bool = False) -> list[str]:
     if w.errno != errno.ENODEV or not 0 < w.done < w.count:
         bad.append(f"the long DMA ended with {errname(w.errno)} after {w.done} of {w.count} "
                    f"DMAs; expected ENODEV, stopped by the revocation after at least one")
-    if (bool(w.th), w.st, w.ph, bool(w.ext)) != (True, *LONG, True):
+    long = tags.of(LONG)
+    if (bool(w.th), w.st, w.ph, bool(w.ext)) != (True, *long, tags.ext):
         bad.append(f"the long DMA sent {hint_text(bool(w.th), w.st, w.ph, bool(w.ext))}, "
-                   f"expected {hint_text(True, *LONG, True)}")
+                   f"expected {hint_text(True, *long, tags.ext)}")
     bad += _invalidated(s, 0, 1) + _query(s, 0, -errno.ENODEV)
     st = s.find(Status, 0)
     if st is not None and st.dmas != w.done:
         bad.append(f"importer counted {st.dmas} DMAs, the long DMA reported {w.done}")
-    bad += expect_ok(s, Decode, 1) + _dma_hint(s, 0, LONG, 1, Read if read else Dma)
-    bad += _long_log(seen, w.done, read)
+    bad += expect_ok(s, Decode, 1) + _dma_hint(s, 0, long, 1, Read if read else Dma,
+                                                ext=tags.ext)
+    bad += _long_log(tags, seen, w.done, read)
     return bad
 
 
-def long_read_steps(bench: Bench) -> Seq:
-    return long_steps(bench, read=True)
+def long_read_steps(tags: Tags, bench: Bench) -> Seq:
+    return long_steps(tags, bench, read=True)
 
 
-def long_read_check(seen: Seen) -> list[str]:
-    return long_check(seen, read=True)
+def long_read_check(tags: Tags, seen: Seen) -> list[str]:
+    return long_check(tags, seen, read=True)
 
 
 T0 = (0x2B1, 1)    # (extended ST, PH) of slot 0's dma-buf
 T1 = (0x2B2, 2)    # of slot 1's, a second dma-buf of the same BAR
 
 
-def two_steps(bench: Bench) -> Seq:
+def two_steps(tags: Tags, bench: Bench) -> Seq:
     p = PATTERNS
     s0, s1 = Seq().slot(0), Seq().slot(1)
-    return (Seq().open(bench.exporter).get().set(ST_EXT, 0, *T0).attach()
-            + s1 + Seq().get().set(ST_EXT, 0, *T1).attach()
+    return (tags.set(Seq().open(bench.exporter).get(), T0).attach()
+            + s1 + tags.set(Seq().get(), T1).attach()
             + s0 + Seq().dma(pattern=p[0]) + s1 + Seq().dma(pattern=p[1])
             + s0 + Seq().dma(pattern=p[2]).decode(False).decode(True)
             + s1 + Seq().dma(pattern=p[0]) + s0 + Seq().dma(pattern=p[1])
@@ -283,65 +314,70 @@ def two_steps(bench: Bench) -> Seq:
             + s0 + Seq().dma(pattern=p[2]).status().detach())
 
 
-def two_check(seen: Seen) -> list[str]:
+def two_check(tags: Tags, seen: Seen) -> list[str]:
     s = seen.read()
+    t0, t1, ext = tags.of(T0), tags.of(T1), tags.ext
     bad: list[str] = []
     for kind, n in ((Open, 1), (Get, 2), (Set, 2), (Attach, 2), (Decode, 2), (Detach, 2)):
         for i in range(n):
             bad += expect_ok(s, kind, i)
     # Each attachment its own ST table entry: interleaved DMAs keep their tags
-    bad += _dma_hint(s, 0, T0, 0) + _dma_hint(s, 1, T1, 0) + _dma_hint(s, 2, T0, 0)
+    bad += (_dma_hint(s, 0, t0, 0, ext=ext) + _dma_hint(s, 1, t1, 0, ext=ext)
+            + _dma_hint(s, 2, t0, 0, ext=ext))
     # Both invalidated by the revocation, each maps again with its own hints
-    bad += _dma_hint(s, 3, T1, 1) + _dma_hint(s, 4, T0, 1)
+    bad += _dma_hint(s, 3, t1, 1, ext=ext) + _dma_hint(s, 4, t0, 1, ext=ext)
     # Slot 1 detached its own; slot 0's attachment is untouched
-    bad += expect_errno(s, Dma, errno.ENOTCONN, 5) + _dma_hint(s, 6, T0, 0)
+    bad += expect_errno(s, Dma, errno.ENOTCONN, 5) + _dma_hint(s, 6, t0, 0, ext=ext)
     st = s.find(Status)
     if st is None or (st.attached, st.mapped) != (1, 1):
         bad.append(f"slot 0's attachment after slot 1 detached: {st}")
     # Every DMA that went out, in order, with its own tag; slot 1's refused one absent
-    bad += _log_is(seen, [(0, 0, T0), (1, 0, T1), (2, 0, T0), (3, 0, T1), (4, 0, T0),
-                          (5, 0, T0)])
+    bad += _log_is(seen, [(0, 0, t0), (1, 0, t1), (2, 0, t0), (3, 0, t1), (4, 0, t0),
+                          (5, 0, t0)], ext)
     return bad
 
 
-def _did(what: str) -> str:
-    return f"ST_EXT={A[0]:#x} PH={A[1]}, attach, DMA; {what}"
+def cases(tags: Tags = EXT) -> list[Scripted]:
+    """The revocation scenarios with tags of one namespace (`tags`)."""
+    a, b, long = tags.text(A), tags.text(B), tags.text(LONG)
 
+    def did(what: str) -> str:
+        return f"{a}, attach, DMA; {what}"
 
-def cases() -> list[Scripted]:
     return [
         Scripted("revoke-decode", "memory decode off while mapped: invalidated, DMA refused, "
                  "nothing recorded; decode on: re-queried, new value on the wire",
-                 _did(f"decode off, DMA, SET ST_EXT={B[0]:#x} PH={B[1]}, decode on, DMA"),
-                 decode_steps, decode_check, DEFAULT),
+                 did(f"decode off, DMA, SET {b}, decode on, DMA"),
+                 partial(decode_steps, tags), partial(decode_check, tags), DEFAULT),
         Scripted("revoke-reset", "VFIO_DEVICE_RESET while mapped: invalidated; the next DMA "
                  "maps again and carries the value set before the reset",
-                 _did(f"SET ST_EXT={B[0]:#x} PH={B[1]}, reset, DMA"),
-                 reset_steps, reset_check, DEFAULT),
+                 did(f"SET {b}, reset, DMA"),
+                 partial(reset_steps, tags), partial(reset_check, tags), DEFAULT),
         Scripted("revoke-close-device", "VFIO device closed while mapped: invalidated, DMA "
-                 "and a new attach refused for good", _did("close device, DMA, re-attach"),
-                 close_steps, close_check, DEFAULT),
+                 "and a new attach refused for good", did("close device, DMA, re-attach"),
+                 partial(close_steps, tags), partial(close_check, tags), DEFAULT),
         Scripted("change-after-attach", "SET after attach: the importer keeps the old value "
                  "until an invalidation, then sends the new one",
-                 _did(f"SET ST_EXT={B[0]:#x} PH={B[1]}, DMA, invalidate, DMA"),
-                 change_steps, change_check, DEFAULT),
+                 did(f"SET {b}, DMA, invalidate, DMA"),
+                 partial(change_steps, tags), partial(change_check, tags), DEFAULT),
         Scripted("revoke-during-long-dma", f"memory decode off while a long DMA runs: done "
                  f"within {REVOKE_WITHIN_MS} ms, the DMA stops with ENODEV, nothing recorded "
                  "after the revoke point, also after decode on",
-                 f"ST_EXT={LONG[0]:#x} PH={LONG[1]}, attach, {COUNT} DMAs of {CHUNK}B; "
+                 f"{long}, attach, {COUNT} DMAs of {CHUNK}B; "
                  f"decode off after {LONG_AFTER_MS} ms, decode on, DMA",
-                 long_steps, long_check, DEFAULT,
+                 partial(long_steps, tags), partial(long_check, tags), DEFAULT,
                  busy_vcpus=2),    # the DMA's thread runs while the other revokes
         Scripted("revoke-during-long-read", f"memory decode off while the importer reads "
                  f"the buffer in a long DMA: done within {REVOKE_WITHIN_MS} ms, the reads "
                  "stop with ENODEV, no read recorded after the revoke point",
-                 f"ST_EXT={LONG[0]:#x} PH={LONG[1]}, attach, {COUNT} reads of {CHUNK}B; "
+                 f"{long}, attach, {COUNT} reads of {CHUNK}B; "
                  f"decode off after {LONG_AFTER_MS} ms, decode on, read",
-                 long_read_steps, long_read_check, DEFAULT, busy_vcpus=2),
+                 partial(long_read_steps, tags), partial(long_read_check, tags), DEFAULT,
+                 busy_vcpus=2),
         Scripted("two-attachments", "two dma-bufs attached by two importer files at once: "
                  "each DMA with its own ST entry, both re-queried after a revoke, one file "
                  "cannot touch the other's attachment",
-                 f"dma-buf 0 ST_EXT={T0[0]:#x} PH={T0[1]}, dma-buf 1 ST_EXT={T1[0]:#x} "
-                 f"PH={T1[1]}, interleaved DMAs, revoke, file 1 detaches, file 0 DMAs",
-                 two_steps, two_check, DEFAULT),
+                 f"dma-buf 0 {tags.text(T0)}, dma-buf 1 {tags.text(T1)}, "
+                 "interleaved DMAs, revoke, file 1 detaches, file 0 DMAs",
+                 partial(two_steps, tags), partial(two_check, tags), DEFAULT),
     ]
