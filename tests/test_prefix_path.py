@@ -70,3 +70,37 @@ def test_rcieps_have_no_ports_to_clear_prefix_support_on() -> None:
     topo = topology.Topology(name="r", placement="rciep", no_prefix_ports=("dn0",))
     with pytest.raises(ValueError, match="RCiEPs have no ports"):
         topology.device_args(topo, True)
+
+
+# tests/data/run-before-rc-rule.json is `rig run --kernel-series` of the
+# series before it withheld the 16-bit tag across the Root Complex (5
+# patches, get_pci_tph of a dma-buf as in v11), -k the scenarios where that
+# changed. Across a Root Complex that does not forward the prefix the
+# 16-bit tag arrives Malformed and the DMA fails: a fault on the wire. Across
+# one that does, it arrives: a difference from the series' contract only.
+RC_DROPS = ["rc-no-eetlp-prefix-p2p-path", "rc-no-eetlp-prefix-ext-st",
+            "rc-no-eetlp-prefix-both-ns-ext"]
+RC_FORWARDS = ["rootports-p2p-path", "rootports-ext-st", "rootports-ph1",
+               "rciep-ext-withheld"]
+
+
+@pytest.mark.parametrize("name", RC_DROPS + RC_FORWARDS)
+def test_the_series_withholds_the_16_bit_tag_across_the_root_complex(name: str) -> None:
+    doc = _docs("run-tcg.json")[name]
+    assert _check(doc) == []
+    assert not any(r["ext"] or r["malformed"] for r in doc["records"]), name
+
+
+def test_before_the_rule_a_16_bit_tag_arrived_malformed_where_the_rc_drops_it() -> None:
+    old = _docs("run-before-rc-rule.json")
+    for name in RC_DROPS:
+        rec, = old[name]["records"]
+        assert rec["ext"] and rec["malformed"], name
+        assert any("Input/output error" in f for f in _check(old[name])), name
+    for name in RC_FORWARDS:
+        rec, = old[name]["records"]
+        assert rec["ext"] and not rec["malformed"], name
+        assert _check(old[name]), name
+    # What did not change passes there too
+    for name in ("rc-no-eetlp-prefix-no-tph", "rc-no-eetlp-prefix-st8-only-ext-importer"):
+        assert _check(old[name]) == [], name
