@@ -137,8 +137,10 @@ class Attach(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Dma(Step):
-    NAME = "dma"
+class Transfer(Step):
+    """What one importer DMA reports, in either direction. Dma and Read are
+    siblings, so that finding a Dma never finds a read."""
+
     offset: int = 0
     len: int = 0
     status: int = 0
@@ -151,20 +153,17 @@ class Dma(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Read(Step):
-    """An importer DMA that reads the dma-buf: Dma's fields, in Dma's order
-    (not a subclass, so that finding a Dma never finds a read)."""
+class Dma(Transfer):
+    """An importer DMA that writes the dma-buf."""
+
+    NAME = "dma"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Read(Transfer):
+    """An importer DMA that reads the dma-buf."""
 
     NAME = "read"
-    offset: int = 0
-    len: int = 0
-    status: int = 0
-    tph_ret: int = 0
-    th: int = 0
-    st: int = 0
-    ph: int = 0
-    ext: int = 0
-    remapped: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
