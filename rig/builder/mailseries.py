@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig import proc
+from rig.builder import patchpick
 from rig.errors import SeriesError
 
 # [PATCH v11 2/3], [RFC PATCH 1/4], [PATCH 0/3], [PATCH] (a single patch)
@@ -43,8 +44,17 @@ class MailSeries:
     patches: tuple[Path, ...]
     subjects: tuple[str, ...]
     skipped_cover: bool
+    # With --patches: the numbers taken of `total`, and the subjects of the
+    # patches left out (or "N/M" for one the mails lack)
+    taken: tuple[int, ...] = ()
+    total: int = 0
+    left_out: tuple[str, ...] = ()
 
     def describe(self) -> str:
+        if self.left_out:
+            return (f"series from mails {self.location} (patches "
+                    f"{patchpick.describe(list(self.taken))} of {self.total}; left out: "
+                    f"{'; '.join(self.left_out)})")
         return f"series from mails {self.location} ({len(self.patches)} patches)"
 
 
@@ -99,8 +109,10 @@ def _messages(path: Path, scratch: Path) -> list[bytes]:
                       fix="give a directory of patch files or an mbox")
 
 
-def order(mails: list[Mail], where: str) -> tuple[list[Mail], bool]:
-    """The patches in N order without the cover letter; checked to be one whole series."""
+def order(mails: list[Mail], where: str,
+          pick: patchpick.Pick | None = None) -> tuple[list[Mail], bool]:
+    """The patches in N order without the cover letter; checked to be one whole
+    series, or with `pick` to hold every patch it picks."""
     cover = [m for m in mails if m.index == 0]
     patches = [m for m in mails if m.index != 0]
     if not patches:
@@ -123,11 +135,17 @@ def order(mails: list[Mail], where: str) -> tuple[list[Mail], bool]:
                               f"{seen[m.index].subject!r} and {m.subject!r}",
                               fix="keep one copy of each patch")
         seen[m.index] = m
-    missing = [n for n in range(1, total + 1) if n not in seen]
+    wanted = pick.numbers(total) if pick else list(range(1, total + 1))
+    if not wanted:
+        raise SeriesError(f"--patches {pick.spec if pick else ''} picks none of the "
+                          f"{total} patches of {where}", fix=f"give numbers from 1 to {total}")
+    missing = [n for n in wanted if n not in seen]
     if missing:
         raise SeriesError(f"{where} lacks patch(es) {', '.join(f'{n}/{total}' for n in missing)}",
-                          fix="fetch the whole series (b4 am MESSAGE-ID)")
-    return [seen[n] for n in range(1, total + 1)], bool(cover)
+                          fix="fetch the whole series (b4 am MESSAGE-ID)" if not pick else
+                          "fetch the whole series (b4 am MESSAGE-ID), or leave them out of "
+                          "--patches")
+    return [seen[n] for n in wanted], bool(cover)
 
 
 def _slug(subject: str) -> str:
@@ -135,8 +153,9 @@ def _slug(subject: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:52] or "patch"
 
 
-def load(path: Path, scratch_root: Path) -> MailSeries:
-    """Split and order the series at `path`; the patch files land under scratch_root."""
+def load(path: Path, scratch_root: Path, pick: patchpick.Pick | None = None) -> MailSeries:
+    """Split and order the series at `path`, the patches `pick` takes or all; the
+    patch files land under scratch_root."""
     path = path.expanduser().resolve()
     h = hashlib.sha256()
     tmp = scratch_root / ".split"
@@ -147,7 +166,10 @@ def load(path: Path, scratch_root: Path) -> MailSeries:
         shutil.rmtree(tmp, ignore_errors=True)
     for raw in raws:
         h.update(hashlib.sha256(raw).digest())
-    patches, had_cover = order([parse(r) for r in raws], str(path))
+    if pick:
+        h.update(pick.spec.encode())
+    mails = [parse(r) for r in raws]
+    patches, had_cover = order(mails, str(path), pick)
     dest = scratch_root / h.hexdigest()[:16]
     if not dest.is_dir():
         part = dest.with_name(dest.name + ".partial")
@@ -157,7 +179,15 @@ def load(path: Path, scratch_root: Path) -> MailSeries:
             (part / f"{n:04d}-{_slug(m.subject)}.patch").write_bytes(m.text)
         part.rename(dest)
     files = tuple(sorted(dest.glob("*.patch")))
-    return MailSeries(str(path), files, tuple(m.subject for m in patches), had_cover)
+    taken = tuple(m.index for m in patches)
+    if not pick or len(taken) == patches[0].total:
+        return MailSeries(str(path), files, tuple(m.subject for m in patches), had_cover)
+    by_index = {m.index: m.subject for m in mails if m.index}
+    total = patches[0].total
+    left = tuple(by_index.get(n, f"{n}/{total} (not in the mails)")
+                 for n in range(1, total + 1) if n not in taken)
+    return MailSeries(str(path), files, tuple(m.subject for m in patches), had_cover,
+                      taken, total, left)
 
 
 __all__ = ["Mail", "MailSeries", "load", "order", "parse"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rig import proc
-from rig.builder import aptsrc, mailseries, treestate
+from rig.builder import aptsrc, mailseries, patchpick, treestate
 from rig.errors import SourceError
 from rig.paths import DATA_DIR, cache_root
 
@@ -85,6 +85,9 @@ class Source:
         if self.mails is not None:
             doc.update(series="mails", series_location=self.mails.location,
                        subjects=list(self.mails.subjects))
+            if self.mails.left_out:
+                doc.update(patches_taken=list(self.mails.taken),
+                           patches_left_out=list(self.mails.left_out))
             doc["describe"] = f"{self.describe()} + {self.mails.describe()}"
         else:
             doc.update(series="ours", patches=ours)
@@ -99,12 +102,17 @@ def load_pins(path: Path | None = None) -> dict[str, Any]:
 
 def resolve(component: Component, tree: str | None = None, tarball: str | None = None,
             sha256: str | None = None, pins: dict[str, Any] | None = None,
-            series: str | None = None) -> Source:
+            series: str | None = None, patches: str | None = None) -> Source:
     """Pick the source for `component` from the options and the pins.
 
     series: a directory of patch files or an mbox, applied on the pinned
-    base instead of the repository's series.
+    base instead of the repository's series; patches: which of them (b4's
+    -P lists and ranges, rig.builder.patchpick), all when None.
     """
+    if patches and not series:
+        raise SourceError(f"--{component}-patches {patches} picks patches of a series given "
+                          f"with --{component}-series, and there is none",
+                          fix=f"add --{component}-series DIR_OR_MBOX, or drop the pick")
     pins = pins if pins is not None else load_pins()
     pin = pins.get(component, {})
     if tree:
@@ -122,7 +130,9 @@ def resolve(component: Component, tree: str | None = None, tarball: str | None =
         return Source(component, "tree", str(path), "tree", tree=state)
     base = _resolve_base(component, pin, tarball, sha256)
     if series:
-        mails = mailseries.load(Path(series), cache_root() / "work" / f"{component}-mails")
+        pick = patchpick.parse(patches) if patches else None
+        mails = mailseries.load(Path(series), cache_root() / "work" / f"{component}-mails",
+                                pick)
         return Source(base.component, base.kind, base.location, base.version, base.sha256,
                       base.debian, mails=mails)
     return base

@@ -21,6 +21,10 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                        help=f"apply this {comp} series (patch files or an mbox, as b4 am or "
                             "a list archive gives it; the cover letter is skipped) on the "
                             "pinned base instead of the repository's")
+        names = [f"--{comp}-patches", "--patches"] if comp == "kernel" else [f"--{comp}-patches"]
+        g.add_argument(*names, dest=f"{comp}_patches", metavar="LIST",
+                       help=f"take only these patches of --{comp}-series, as b4 am -P: "
+                            "1-3, 1,3, 2- (lists and ranges)")
 
 
 def add_variant_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +45,8 @@ def source(args: argparse.Namespace, comp: sources.Component) -> sources.Source:
     return sources.resolve(comp, getattr(args, f"{comp}_tree", None),
                            getattr(args, f"{comp}_tarball", None),
                            getattr(args, f"{comp}_sha256", None),
-                           series=getattr(args, f"{comp}_series", None))
+                           series=getattr(args, f"{comp}_series", None),
+                           patches=getattr(args, f"{comp}_patches", None))
 
 
 def build_request(args: argparse.Namespace, what: str) -> artifacts.Request:
