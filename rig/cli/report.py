@@ -1,4 +1,5 @@
-"""`rig report`: a saved run (`rig run --json`) rendered again, exactly as it was.
+"""`rig report`: a saved run (`rig run --json`) rendered again, exactly as it was;
+`rig compare`: what two saved runs did differently.
 
 `rig summary RUN_JSON` is the old name of `rig report RUN_JSON --markdown`.
 """
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rig.errors import RigError
-from rig.results import report, run
+from rig.results import compare, report, run
 
 
 def _load(path: Path) -> run.Run:
@@ -35,6 +36,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """What differs per scenario between two saved runs; 0 when nothing does."""
+    diff = compare.compare(_load(Path(args.a)), _load(Path(args.b)))
+    print(compare.render(diff))
+    return 0 if diff.equal else 1
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     print("rig summary is deprecated: use rig report RUN_JSON --markdown", file=sys.stderr)
     print(report.markdown(_load(Path(args.report))))
@@ -51,6 +59,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     fmt.add_argument("--markdown", action="store_true",
                      help="print Markdown instead of the table (a CI job summary)")
     r.set_defaults(func=cmd_report)
+    c = sub.add_parser("compare", help="what two saved runs did differently, per scenario: "
+                       "verdict, errnos, DMA outcomes, hint records (exit 1 if anything "
+                       "differs)")
+    c.add_argument("a", metavar="RUN_A_JSON")
+    c.add_argument("b", metavar="RUN_B_JSON")
+    c.set_defaults(func=cmd_compare)
     m = sub.add_parser("summary", help="deprecated: rig report RUN_JSON --markdown")
     m.add_argument("report", metavar="RUN_JSON")
     m.set_defaults(func=cmd_summary)
