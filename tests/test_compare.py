@@ -99,3 +99,15 @@ def test_an_unreadable_run_is_named(tmp_path: Path) -> None:
     res = _rig_compare(bad, DATA / "run-tcg.json")
     assert res.returncode == 2
     assert f"cannot read the run report {bad}" in res.stderr
+
+
+def test_a_reader_that_goes_away_ends_it_quietly() -> None:
+    """`rig report RUN | head -1`: the table (over 64 KiB, more than a pipe
+    holds) meets a closed pipe; the rig stops with 141, not an internal error."""
+    res = subprocess.run(f"{sys.executable} -m rig report {DATA / 'run-tcg.json'} | head -1; "
+                         "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                         capture_output=True, text=True, timeout=60)
+    out = res.stdout.splitlines()
+    assert out[0].startswith("scenario ")
+    assert out[1] == "141"
+    assert res.stderr == ""

@@ -3,13 +3,15 @@
 Exit codes: 0 all passed, 1 a scenario failed, 2 a set-up error (with the
 fix), 3 a guest died or hung, 4 an internal error of the rig (its
 traceback in the log), 128 + the signal's number when a signal stopped it
-(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: see rig.stopsignals).
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: see rig.stopsignals; 141 when the
+reader of its output went away, as `rig report RUN | head` does).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -43,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RigError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (`rig report RUN | head`): stop quietly,
+        # as other commands do; the interpreter's last flush goes to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as exc:
         signum = stopsignals.signum_of(exc)
         print(stopsignals.describe(signum), file=sys.stderr)
