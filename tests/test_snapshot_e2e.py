@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 TIMED_FIELDS = {"ms", "done", "observed"}
 # How far a long DMA gets before its revocation is timing, restored or booted
 TIMED = {"revoke-during-long-dma", "rootports-revoke-during-long-dma",
+         "revoke-during-long-read", "rootports-revoke-during-long-read",
          "race-set-vs-query-ext", "race-set-vs-query-8bit"}
 
 
