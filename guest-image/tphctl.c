@@ -36,6 +36,10 @@
  *                                from the end of the attached dma-buf
  *   read OFFSET LEN              importer DMA that reads the dma-buf, hinted
  *                                the same way
+ *   copy SLOT SRC_OFFSET OFFSET LEN
+ *                                importer COPY: the device reads LEN bytes of
+ *                                slot SLOT's dma-buf at SRC_OFFSET and writes
+ *                                them into the current slot's at OFFSET
  *   dma-start OFFSET LEN PATTERN COUNT
  *                                a long DMA: one importer DMA ioctl of COUNT
  *                                DMAs, in a thread; the steps after it run
@@ -126,6 +130,10 @@ static const char usage[] =
 	"                               from the end of the attached dma-buf\n"
 	"  read OFFSET LEN              importer DMA that reads the dma-buf, hinted\n"
 	"                               the same way\n"
+	"  copy SLOT SRC_OFFSET OFFSET LEN\n"
+	"                               importer COPY: the device reads LEN bytes of\n"
+	"                               slot SLOT's dma-buf at SRC_OFFSET and writes\n"
+	"                               them into the current slot's at OFFSET\n"
 	"  dma-start OFFSET LEN PATTERN COUNT\n"
 	"                               a long DMA: one importer DMA ioctl of COUNT\n"
 	"                               DMAs, in a thread; the steps after it run\n"
@@ -777,6 +785,29 @@ int main(int argc, char **argv)
 			     "\"tph_ret\": %d, \"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, "
 			     "\"remapped\": %u", (unsigned long long)d.offset, d.len, d.status,
 			     d.ret, d.th, d.st, d.ph, d.ext, d.remapped);
+		} else if (!strcmp(s, "copy")) {
+			struct tph_importer_copy c = { 0 };
+			long n;
+
+			need(argc, i, 4, s);
+			n = num(argv[i + 1]);
+			if (n < 0 || n >= NR_SLOTS) {
+				fprintf(stderr, "tphctl: copy takes a slot 0..%d\n", NR_SLOTS - 1);
+				return EINVAL;
+			}
+			c.src_fd = slots[n].importer;
+			c.src_offset = strtoull(argv[i + 2], NULL, 0);
+			c.offset = strtoull(argv[i + 3], NULL, 0);
+			c.len = (__u32)num(argv[i + 4]);
+			i += 4;
+			r = importer();
+			if (!r && ioctl(cur->importer, TPH_IMPORTER_COPY, &c))
+				r = -errno;
+			emit(s, r, -r, "\"slot\": %ld, \"src_offset\": %llu, \"offset\": %llu, "
+			     "\"len\": %u, \"status\": %u, \"tph_ret\": %d, \"th\": %u, "
+			     "\"st\": %u, \"ph\": %u, \"ext\": %u, \"remapped\": %u", n,
+			     (unsigned long long)c.src_offset, (unsigned long long)c.offset, c.len,
+			     c.status, c.ret, c.th, c.st, c.ph, c.ext, c.remapped);
 		} else if (!strcmp(s, "dma-start")) {
 			need(argc, i, 4, s);
 			if (bg.running) {

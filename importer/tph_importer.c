@@ -47,6 +47,7 @@
 #include <linux/dma-buf.h>
 #include <linux/dma-mapping.h>
 #include <linux/dma-resv.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/io.h>
 #include <linux/iommu.h>
@@ -94,13 +95,16 @@ MODULE_IMPORT_NS("DMA_BUF");
 #define TPH_IMP_REG_DMA_CMD		0x2c	/* WO */
 #define  TPH_IMP_CMD_START		BIT(0)
 #define  TPH_IMP_CMD_NO_PREFIX		BIT(2)	/* 11b: ST[7:0], no prefix */
-#define  TPH_IMP_CMD_OP_READ		(1 << 4)	/* read DMA_ADDR into BAR2 */
+#define  TPH_IMP_CMD_OP_READ		BIT(4)		/* read DMA_ADDR into BAR2 */
+#define  TPH_IMP_CMD_OP_COPY		BIT(5)		/* read DMA_SRC, write DMA_ADDR */
 #define TPH_IMP_REG_DMA_STATUS		0x30	/* RW1C */
 #define  TPH_IMP_STATUS_BUSY		BIT(0)
 #define  TPH_IMP_STATUS_DONE		BIT(1)
 #define  TPH_IMP_STATUS_ERROR		BIT(2)
 #define TPH_IMP_REG_DMA_COUNT		0x34	/* RO, completed DMAs */
 #define TPH_IMP_REG_DMA_LAST_HINT	0x38	/* RO */
+#define TPH_IMP_REG_DMA_SRC_LO		0x40	/* COPY: source bus address */
+#define TPH_IMP_REG_DMA_SRC_HI		0x44
 #define TPH_IMP_REG_DMA_LOCAL		0x48	/* READ: offset in the device's BAR2 */
 
 /* Most ST table entries used, one per attachment */
@@ -129,16 +133,18 @@ struct tph_imp {
 	struct list_head files;		/* open files */
 	unsigned int tph_users;		/* attachments that DMA with hints */
 	unsigned int st_entries;	/* usable ST table entries, 0: none */
-	bool can_read;			/* the engine has the READ operation */
+	bool can_read;			/* the engine has READ and COPY */
 	DECLARE_BITMAP(st_used, TPH_IMP_MAX_ST);
 
 	/*
-	 * The attachment the engine runs a DMA for, and whether Bus Master
-	 * Enable was cleared to stop it. Taken under a reservation lock by
-	 * the invalidate_mappings callback, so it nests inside both.
+	 * The attachment the engine runs a DMA for (and a copy's source),
+	 * and whether Bus Master Enable was cleared to stop it. Taken under a
+	 * reservation lock by the invalidate_mappings callback, so it nests
+	 * inside both.
 	 */
 	struct mutex engine_lock;
 	struct tph_imp_file *busy;
+	struct tph_imp_file *busy_src;
 	bool stopped;			/* Bus Master Enable cleared */
 	bool dead;			/* did not stop: stays off */
 };
@@ -203,6 +209,8 @@ static const struct kernel_param_ops tph_imp_mode_ops = {
 module_param_cb(st_mode, &tph_imp_mode_ops, NULL, 0444);
 MODULE_PARM_DESC(st_mode, "ST Mode to enable TPH in: ds (default) or iv (Interrupt Vector)");
 
+static const struct file_operations tph_imp_fops;
+
 /* Protects tph_imp_devices */
 static DEFINE_MUTEX(tph_imp_lock);
 static LIST_HEAD(tph_imp_devices);
@@ -242,7 +250,7 @@ static void tph_imp_stop_engine(struct tph_imp *imp, struct tph_imp_file *f)
 {
 	lockdep_assert_held(&imp->engine_lock);
 
-	if (imp->busy != f)
+	if (imp->busy != f && imp->busy_src != f)
 		return;
 
 	if (!tph_imp_wait_idle(imp, TPH_IMP_QUIESCE_MS)) {
@@ -255,14 +263,19 @@ static void tph_imp_stop_engine(struct tph_imp *imp, struct tph_imp_file *f)
 		}
 	}
 	imp->busy = NULL;
+	imp->busy_src = NULL;
 }
 
-/* Start a DMA for @f; engine idle, imp->lock and @f's reservation lock held */
+/*
+ * Start a DMA for @f, a TPH_IMP_CMD_OP_* @op; for a copy @src is the source
+ * attachment, whose DMA_SRC the caller wrote. Engine idle, imp->lock and
+ * the reservation locks of @f (and @src) held.
+ */
 static int tph_imp_start_dma(struct tph_imp_file *f, dma_addr_t addr, u32 len,
-			     u32 pattern, bool read)
+			     u32 pattern, u32 op, struct tph_imp_file *src)
 {
 	struct tph_imp *imp = f->imp;
-	u32 cmd = TPH_IMP_CMD_START | (read ? TPH_IMP_CMD_OP_READ : 0);
+	u32 cmd = TPH_IMP_CMD_START | op;
 	int ret = 0;
 
 	lockdep_assert_held(&imp->lock);
@@ -292,6 +305,7 @@ static int tph_imp_start_dma(struct tph_imp_file *f, dma_addr_t addr, u32 len,
 		ret = -EIO;
 	} else {
 		imp->busy = f;
+		imp->busy_src = src;
 		writel(cmd, imp->regs + TPH_IMP_REG_DMA_CMD);
 	}
 	mutex_unlock(&imp->engine_lock);
@@ -329,6 +343,7 @@ static int tph_imp_wait_dma(struct tph_imp_file *f, u32 count, u32 *status)
 		if (imp->busy == f && imp->stopped)
 			ret = -EIO;	/* an invalidation stopped it */
 		imp->busy = NULL;
+		imp->busy_src = NULL;
 	}
 	mutex_unlock(&imp->engine_lock);
 
@@ -700,7 +715,8 @@ static int tph_imp_dma_one(struct tph_imp_file *f, struct tph_importer_dma *arg)
 
 	count = readl(imp->regs + TPH_IMP_REG_DMA_COUNT);
 	ret = tph_imp_start_dma(f, addr, arg->len, arg->pattern,
-				arg->flags & TPH_IMPORTER_DMA_READ);
+				arg->flags & TPH_IMPORTER_DMA_READ ?
+				TPH_IMP_CMD_OP_READ : 0, NULL);
 	if (!ret)
 		f->last_addr = addr;
 
@@ -822,6 +838,196 @@ static long tph_imp_ioctl_dma_stale(struct tph_imp_file *f,
 	if (!ret)
 		arg.done = 1;
 
+	if (copy_to_user(uarg, &arg, sizeof(arg)))
+		return -EFAULT;
+	return ret;
+}
+
+/*
+ * Lock the reservations of a copy's two dma-bufs (one if both files are
+ * attached to the same dma-buf), in whichever order the wound/wait
+ * protocol lets both be held.
+ */
+static int tph_imp_lock_pair(struct dma_resv *a, struct dma_resv *b,
+			     struct ww_acquire_ctx *ctx)
+{
+	struct dma_resv *resv[2] = { a, b };
+	struct dma_resv *slow = NULL;
+	int i, n = a == b ? 1 : 2;
+	int ret;
+
+	ww_acquire_init(ctx, &reservation_ww_class);
+retry:
+	if (slow) {
+		ret = dma_resv_lock_slow_interruptible(slow, ctx);
+		if (ret)
+			goto err_fini;
+	}
+	for (i = 0; i < n; i++) {
+		if (resv[i] == slow)
+			continue;
+		ret = dma_resv_lock_interruptible(resv[i], ctx);
+		if (!ret)
+			continue;
+		/* Back off: drop what is held, wait for the contended one */
+		if (i && resv[0] != slow)
+			dma_resv_unlock(resv[0]);
+		if (slow)
+			dma_resv_unlock(slow);
+		if (ret != -EDEADLK)
+			goto err_fini;
+		slow = resv[i];
+		goto retry;
+	}
+	ww_acquire_done(ctx);
+	return 0;
+
+err_fini:
+	ww_acquire_fini(ctx);
+	return ret;
+}
+
+static void tph_imp_unlock_pair(struct dma_resv *a, struct dma_resv *b,
+				struct ww_acquire_ctx *ctx)
+{
+	dma_resv_unlock(a);
+	if (b != a)
+		dma_resv_unlock(b);
+	ww_acquire_fini(ctx);
+}
+
+/* Map @f again if the exporter invalidated it; its reservation lock held */
+static int tph_imp_remap(struct tph_imp_file *f, u8 *remapped, u8 bit)
+{
+	int ret;
+
+	if (f->sgt)
+		return 0;
+	ret = tph_imp_map(f);
+	if (!ret)
+		*remapped |= bit;
+	return ret;
+}
+
+/*
+ * The copy itself: both reservation locks held, both mapped. The engine
+ * sends one hint on every request of a copy, reads and writes alike, and a
+ * Steering Tag means something only to the completer that handed it out:
+ * the two mappings must carry the same hint, or none.
+ */
+static int tph_imp_copy_start(struct tph_imp_file *f, struct tph_imp_file *src,
+			      struct tph_importer_copy *arg)
+{
+	struct tph_imp *imp = f->imp;
+	dma_addr_t from, to;
+	int ret;
+
+	if (f->th != src->th ||
+	    (f->th && (f->st != src->st || f->ph != src->ph || f->ext != src->ext)))
+		return -EXDEV;
+	if (!f->th && imp->tph_users)
+		return -EBUSY;
+
+	ret = tph_imp_dma_addr(src, arg->src_offset, arg->len, &from);
+	if (!ret)
+		ret = tph_imp_dma_addr(f, arg->offset, arg->len, &to);
+	if (ret)
+		return ret;
+
+	writel(lower_32_bits(from), imp->regs + TPH_IMP_REG_DMA_SRC_LO);
+	writel(upper_32_bits(from), imp->regs + TPH_IMP_REG_DMA_SRC_HI);
+	ret = tph_imp_start_dma(f, to, arg->len, 0, TPH_IMP_CMD_OP_COPY, src);
+	if (!ret)
+		f->last_addr = to;
+	return ret;
+}
+
+static int tph_imp_copy(struct tph_imp_file *f, struct tph_imp_file *src,
+			struct tph_importer_copy *arg)
+{
+	struct dma_resv *dst_resv = f->dmabuf->resv;
+	struct dma_resv *src_resv = src->dmabuf->resv;
+	struct ww_acquire_ctx ctx;
+	u32 count;
+	int ret;
+
+	lockdep_assert_held(&f->imp->lock);
+
+	ret = tph_imp_lock_pair(dst_resv, src_resv, &ctx);
+	if (ret)
+		return ret;
+
+	ret = tph_imp_remap(f, &arg->remapped, TPH_IMPORTER_COPY_REMAPPED);
+	if (!ret)
+		ret = tph_imp_remap(src, &arg->remapped, TPH_IMPORTER_COPY_SRC_REMAPPED);
+	if (!ret) {
+		arg->ret = f->tph_ret;
+		arg->th = f->th;
+		arg->st = f->th ? f->st : 0;
+		arg->ph = f->th ? f->ph : 0;
+		arg->ext = f->th && f->ext;
+		count = readl(f->imp->regs + TPH_IMP_REG_DMA_COUNT);
+		ret = tph_imp_copy_start(f, src, arg);
+	}
+	tph_imp_unlock_pair(dst_resv, src_resv, &ctx);
+	if (ret)
+		return ret;
+
+	/* Without the reservation locks: a revocation of either may stop it */
+	ret = tph_imp_wait_dma(f, count, &arg->status);
+	if (!ret)
+		f->dmas++;
+	return ret;
+}
+
+/* Check a copy's arguments against both attachments, then copy */
+static int tph_imp_copy_from(struct tph_imp_file *f, struct tph_importer_copy *arg)
+{
+	CLASS(fd, sf)(arg->src_fd);
+	struct tph_imp *imp = f->imp;
+	struct tph_imp_file *src;
+	u32 max;
+
+	if (fd_empty(sf) || fd_file(sf)->f_op != &tph_imp_fops)
+		return -EBADF;
+	src = fd_file(sf)->private_data;
+	if (src->imp != imp)
+		return -EINVAL;		/* another device's file */
+	if (!imp->can_read)
+		return -EOPNOTSUPP;
+	if (!f->attach || !src->attach)
+		return -ENOTCONN;
+
+	max = readl(imp->regs + TPH_IMP_REG_DMA_MAX);
+	if (!arg->len || arg->len > max ||
+	    arg->offset >= f->dmabuf->size ||
+	    arg->len > f->dmabuf->size - arg->offset ||
+	    arg->src_offset >= src->dmabuf->size ||
+	    arg->len > src->dmabuf->size - arg->src_offset)
+		return -EINVAL;
+
+	return tph_imp_copy(f, src, arg);
+}
+
+/* TPH_IMPORTER_COPY: from another file's attachment into this file's */
+static long tph_imp_ioctl_copy(struct tph_imp_file *f,
+			       struct tph_importer_copy __user *uarg)
+{
+	struct tph_importer_copy arg;
+	int ret;
+
+	lockdep_assert_held(&f->imp->lock);
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	if (arg.pad)
+		return -EINVAL;
+	/* The outputs, from @status on */
+	memset(&arg.status, 0, sizeof(arg) - offsetof(struct tph_importer_copy, status));
+
+	ret = tph_imp_copy_from(f, &arg);
+
+	/* Also on failure: the hint and the status, where it got that far */
 	if (copy_to_user(uarg, &arg, sizeof(arg)))
 		return -EFAULT;
 	return ret;
@@ -976,6 +1182,9 @@ static long tph_imp_ioctl(struct file *file, unsigned int cmd,
 		break;
 	case TPH_IMPORTER_DMA_STALE:
 		ret = tph_imp_ioctl_dma_stale(f, uarg);
+		break;
+	case TPH_IMPORTER_COPY:
+		ret = tph_imp_ioctl_copy(f, uarg);
 		break;
 	default:
 		ret = -ENOTTY;

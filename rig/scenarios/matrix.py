@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from rig.errors import RigError
 from rig.guest.topology import Topology
-from rig.scenarios import cpu_st, hint_cases, hostile, iommu, race, revoke
+from rig.scenarios import cpu_st, dmabuf_copy, hint_cases, hostile, iommu, race, revoke
 from rig.scenarios.kit import Scenario
 
 
 def full() -> list[Scenario]:
     cases: list[Scenario] = [*hint_cases.matrix(), *cpu_st.cases(), *revoke.cases(),
+                             *dmabuf_copy.cases(),
                              *hostile.cases(), *race.cases(), hostile.ModuleReload(),
                              *iommu.cases()]
     names = [c.name for c in cases]

@@ -167,6 +167,27 @@ class Read(Transfer):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Copy(Step):
+    """An importer copy: the device reads `len` bytes of slot `slot`'s dma-buf
+    at `src_offset` and writes them into the current slot's at `offset`, every
+    request with one hint. remapped: bit 0 the destination's mapping was made
+    again, bit 1 the source's."""
+
+    NAME = "copy"
+    slot: int = 0
+    src_offset: int = 0
+    offset: int = 0
+    len: int = 0
+    status: int = 0
+    tph_ret: int = 0
+    th: int = 0
+    st: int = 0
+    ph: int = 0
+    ext: int = 0
+    remapped: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class DmaStart(Step):
     """A long DMA started in a thread of tphctl; dma-wait reports how it ended."""
 
@@ -346,7 +367,8 @@ Rebound = _plain("rebound", Result)
 BindImporter = _plain("bind-importer", Step)
 
 TPHCTL: tuple[type[Line], ...] = (
-    Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Read, DmaStale, DmaStart,
+    Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Read, Copy, DmaStale,
+    DmaStart,
     ReadStart, DmaWait, Detach, Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice,
     CloseDmabuf, Race, RaceQueries, Sleep)
 SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound, Bar, Tainted, Groups,

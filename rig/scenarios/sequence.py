@@ -12,6 +12,7 @@ from rig.scenarios.protocol import (
     DMA_PATTERN,
     Attach,
     CloseDevice,
+    Copy,
     CpuSt,
     CpuStUse,
     Decode,
@@ -94,6 +95,11 @@ class Seq:
     def read(self, offset: int | str = 0, length: int = DMA_LEN) -> Seq:
         """An importer DMA that reads length bytes of the dma-buf at offset."""
         return self._then(Read, str(offset), str(length))
+
+    def copy(self, slot: int, src_offset: int, offset: int, length: int = DMA_LEN) -> Seq:
+        """An importer copy from slot `slot`'s dma-buf at src_offset into the
+        current slot's at offset."""
+        return self._then(Copy, str(slot), hex(src_offset), hex(offset), str(length))
 
     def dma_start(self, offset: int | str = 0, length: int = DMA_LEN,
                   pattern: int = DMA_PATTERN, count: int = 1) -> Seq:

@@ -8,7 +8,8 @@
  *
  * Usage: open /dev/tph-importer (exactly one device must be bound to the
  * driver), TPH_IMPORTER_ATTACH a dma-buf fd, TPH_IMPORTER_DMA into it as
- * often as needed, TPH_IMPORTER_DETACH. Each open file has at most one
+ * often as needed (or TPH_IMPORTER_COPY from another file's attachment into
+ * it), TPH_IMPORTER_DETACH. Each open file has at most one
  * attachment, and DMA, DETACH and STATUS act on the calling file's own
  * attachment only; several files may be attached at once, to the same or
  * to different dma-bufs. Closing a file detaches its attachment.
@@ -101,6 +102,58 @@ struct tph_importer_dma {
 };
 
 #define TPH_IMPORTER_DMA_READ	(1 << 0)
+
+/**
+ * struct tph_importer_copy - argument of TPH_IMPORTER_COPY
+ * @src_offset: in: byte offset into the source dma-buf
+ * @offset: in: byte offset into this file's dma-buf, the destination
+ * @src_fd: in: another open file of /dev/tph-importer, of the same device,
+ *	whose attachment holds the source (or this file itself: a copy within
+ *	its dma-buf)
+ * @len: in: number of bytes the device reads and then writes, at most the
+ *	device's DMA_MAX
+ * @status: out: device status register after the copy
+ * @ret: out: TPH query result of this file's mapping, as in
+ *	&struct tph_importer_attach
+ * @st: out: Steering Tag every request of the copy carried (valid if @th)
+ * @ph: out: Processing Hint (valid if @th is 1)
+ * @th: out: 1 if the requests carried TPH hints, 0 if not
+ * @ext: out: 1 if @st is an Extended TPH (16-bit) tag sent with the prefix
+ * @remapped: out: %TPH_IMPORTER_COPY_REMAPPED if this file's mapping, and
+ *	%TPH_IMPORTER_COPY_SRC_REMAPPED if the source's, had been invalidated
+ *	and was made again (with a new TPH query)
+ * @pad: reserved, zero (-EINVAL otherwise)
+ *
+ * The device reads the whole source, then writes it; every request of the
+ * copy, reads and writes, carries one hint. A Steering Tag means something
+ * only to the completer that handed it out, so both mappings must carry
+ * the same hint (the same @th, @st, @ph and @ext), or none: -EXDEV if they
+ * differ. Both reservation locks are taken together (a ww_acquire_ctx) to
+ * map, query and start the copy, never while it runs; a revocation of
+ * either buffer stops the engine. Other errors: -EBADF if @src_fd is not a
+ * file of /dev/tph-importer; -EINVAL for another device's file or a range
+ * outside either dma-buf; -ENOTCONN if either file is not attached;
+ * -EOPNOTSUPP if the device cannot copy; -EBUSY, -ENODEV and -EIO as for
+ * TPH_IMPORTER_DMA. The outputs are written back also when it fails,
+ * unless the argument could not be read.
+ */
+struct tph_importer_copy {
+	__u64 src_offset;
+	__u64 offset;
+	__s32 src_fd;
+	__u32 len;
+	__u32 status;
+	__s32 ret;
+	__u16 st;
+	__u8 ph;
+	__u8 th;
+	__u8 ext;
+	__u8 remapped;
+	__u16 pad;
+};
+
+#define TPH_IMPORTER_COPY_REMAPPED	(1 << 0)
+#define TPH_IMPORTER_COPY_SRC_REMAPPED	(1 << 1)
 
 /**
  * struct tph_importer_status - argument of TPH_IMPORTER_STATUS
@@ -210,5 +263,7 @@ struct tph_importer_cpu_st {
 #define TPH_IMPORTER_DMA_STALE	_IOWR(TPH_IMPORTER_MAGIC, 0x05, struct tph_importer_dma)
 /* Get a CPU's Steering Tag from firmware, and optionally DMA with it */
 #define TPH_IMPORTER_CPU_ST	_IOWR(TPH_IMPORTER_MAGIC, 0x04, struct tph_importer_cpu_st)
+/* Copy from another file's attachment into this file's, with their hint */
+#define TPH_IMPORTER_COPY	_IOWR(TPH_IMPORTER_MAGIC, 0x06, struct tph_importer_copy)
 
 #endif /* _UAPI_MISC_TPH_IMPORTER_H */
