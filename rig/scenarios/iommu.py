@@ -21,7 +21,7 @@ from typing import Any
 
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
-from rig.scenarios import hint_cases, revoke
+from rig.scenarios import dmabuf_copy, hint_cases, revoke
 from rig.scenarios.hint_cases import ST, ST_EXT, Case, Hint, TphSet, across_root_complex
 from rig.scenarios.kit import Scenario, Seen, expect_errno, expect_ok, hints_summary
 from rig.scenarios.protocol import (
@@ -115,6 +115,22 @@ def _hint_cases(topo: Topology, picked: tuple[str, ...] = SOME_HINTS) -> list[Sc
     """The hint cases `picked`, where every write crosses the Root Complex."""
     cases = [across_root_complex(c) for c in hint_cases.matrix() if c.name in picked]
     return [_renamed(c, topo) for c in cases if topo.spare or not c.bad_sets]
+
+
+# The importer reading the dma-buf across the Root Complex: no hint, the
+# 16-bit tag (withheld: the 8-bit one or nothing goes out), the 8-bit tag
+# of an extended importer; where the Root Complex drops the prefix, both
+# tags set as well.
+READ_HINTS = ("no-tph", "ext-st", "st8-only-ext-importer")
+RC_READ_HINTS = (*READ_HINTS, "both-ns-ext")
+
+
+def _read_cases(topo: Topology, picked: tuple[str, ...]) -> list[Scenario]:
+    """The hint cases `picked` on reads, every read request crossing the
+    Root Complex: the same rules as the writes'."""
+    cases = [hint_cases.reading(across_root_complex(c)) for c in hint_cases.matrix()
+             if c.name in picked and not c.read]
+    return [_renamed(c, topo) for c in cases]
 
 
 def _ph_cases(topo: Topology) -> list[Scenario]:
@@ -344,13 +360,15 @@ def cases() -> list[Scenario]:
     """The IOMMU topologies' scenarios, each topology's last its taint check."""
     out: list[Scenario] = []
     for topo, hints, extra in (
-            (ROOTPORTS, ALL_HINTS, [*_ph_cases(ROOTPORTS),
+            (ROOTPORTS, ALL_HINTS, [*_ph_cases(ROOTPORTS), *_read_cases(ROOTPORTS, READ_HINTS),
                                     *[_renamed(c, ROOTPORTS)
                                       for c in revoke.cases(revoke.Tags(ext=False))],
+                                    *[_renamed(c, ROOTPORTS)
+                                      for c in dmabuf_copy.cases(revoke.Tags(ext=False))],
                                     StaleIova("rootports-stale-iova", ROOTPORTS)]),
             (SWITCH_ACS, SOME_HINTS, _ph_cases(SWITCH_ACS)),
             (IDENTITY, SOME_HINTS, []),
-            (RC_NO_PREFIX, RC_HINTS, [])):
+            (RC_NO_PREFIX, RC_HINTS, _read_cases(RC_NO_PREFIX, RC_READ_HINTS))):
         short = topo.name.removeprefix("iommu-")
         out += [P2pPath(f"{short}-p2p-path", topo), *_hint_cases(topo, hints), *extra,
                 NoTaint(f"{short}-no-taint", topo)]
