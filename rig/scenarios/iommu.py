@@ -247,6 +247,11 @@ class NoTaint:
         return "not read" if t is None else f"tainted {t.mask:#x}: {taint_names(t.mask) or '-'}"
 
 
+# How long tphctl may hold the exporter open while the importer's driver
+# tries to bind; the bind runs as soon as tphctl has opened it.
+HOLD_MS = 10000
+
+
 @dataclass(frozen=True)
 class SharedGroup:
     """Exporter and importer in one IOMMU group: VFIO refuses the exporter while
@@ -271,15 +276,19 @@ class SharedGroup:
                   f'gi=$(basename "$(readlink {imp}/iommu_group)"); '
                   + shell_line(Groups, exporter="$ge", importer="$gi"))
         # 1. importer bound: open the exporter (tphctl's line says how it failed)
-        # 2. importer unbound, the exporter held open by tphctl: bind the importer
-        held = Seq().open(bench.exporter).sleep(4000).command()
+        # 2. importer unbound, the exporter held open by tphctl (once its open
+        #    line is out, within HOLD_MS): bind the importer, then let go
+        held = Seq().open(bench.exporter).sleep(HOLD_MS).command()
         drv = "/sys/bus/pci/drivers/tph_importer"
         bind = (f"err=$({{ echo {bench.importer} > {drv}/bind; }} 2>&1); rc=$?; "
                 "printf '{\"step\": \"bind-importer\", \"ret\": %d, \"errno\": 0, "
                 "\"error\": \"%s\"}\\n' \"$rc\" \"${err##*: }\"")
         return (f"{groups}; {Seq().open(bench.exporter).command()}; "
                 f"echo {bench.importer} > {imp}/driver/unbind; "
-                f"{held} > /tmp/held.out & sleep 2; {bind}; wait; head -n 1 /tmp/held.out; "
+                f"{held} > /tmp/held.out & h=$!; n=0; "
+                "until grep -q '\"step\": \"open\"' /tmp/held.out || [ $n -ge 400 ]; "
+                f"do sleep 0.02; n=$((n + 1)); done; {bind}; kill $h; wait; "
+                "head -n 1 /tmp/held.out; "
                 f"echo {bench.importer} > {drv}/bind")
 
     def check(self, seen: Seen) -> list[str]:
@@ -311,6 +320,10 @@ class SharedGroup:
                 + ((bound.error or "succeeded") if bound else "not run"))
 
 
+# How long the stale-IOVA scenario waits for the IOMMU's fault report
+FAULT_WAIT_S = 5
+
+
 @dataclass(frozen=True)
 class StaleIova:
     """The importer DMAs after it unmapped (TPH_IMPORTER_DMA_STALE): the IOMMU
@@ -325,9 +338,11 @@ class StaleIova:
 
     def command(self, bench: Bench) -> str:
         seq = (Seq().open(bench.exporter).get().attach().dma().detach().dma_stale())
-        # The IOMMU reports the fault by interrupt: give it a moment
-        return (f"{seq.command()}; sleep 1; n=$(dmesg | grep -c 'DMAR: \\[DMA Write'); "
-                + shell_line(DmarFaults, count="$n"))
+        # The IOMMU reports the fault by interrupt: wait for it, FAULT_WAIT_S at most
+        count = "n=$(dmesg | grep -c 'DMAR: \\[DMA Write')"
+        return (f"{seq.command()}; i=0; {count}; "
+                f"while [ $n -eq 0 ] && [ $i -lt {FAULT_WAIT_S * 20} ]; do sleep 0.05; "
+                f"i=$((i + 1)); {count}; done; " + shell_line(DmarFaults, count="$n"))
 
     def check(self, seen: Seen) -> list[str]:
         steps = seen.read()
