@@ -102,12 +102,11 @@ def test_an_unreadable_run_is_named(tmp_path: Path) -> None:
 
 
 def test_a_reader_that_goes_away_ends_it_quietly() -> None:
-    """`rig report RUN | head -1`: the table (over 64 KiB, more than a pipe
-    holds) meets a closed pipe; the rig stops with 141, not an internal error."""
-    res = subprocess.run(f"{sys.executable} -m rig report {DATA / 'run-tcg.json'} | head -1; "
+    """`rig report -v RUN | true`: the table meets a pipe whose reader is gone
+    (it exits long before Python has started); the rig stops with 141, not an
+    internal error."""
+    res = subprocess.run(f"{sys.executable} -m rig report -v {DATA / 'run-tcg.json'} | true; "
                          "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
                          capture_output=True, text=True, timeout=60)
-    out = res.stdout.splitlines()
-    assert out[0].startswith("scenario ")
-    assert out[1] == "141"
+    assert res.stdout.splitlines() == ["141"]
     assert res.stderr == ""

@@ -386,7 +386,7 @@ def test_rig_report_reproduces_the_run_byte_for_byte(
         assert "ok 5 b3 # SKIP not run" in lines
         assert "# b3: not run: the guest (beta) died in scenario b2" in lines
     else:
-        assert printed.startswith("scenario  set") and "CRASHED" in printed
+        assert printed.startswith("ERROR") and "CRASHED" in printed
 
 
 def test_the_table_fits_100_columns_and_the_json_keeps_the_whole_text(
@@ -403,15 +403,65 @@ def test_the_table_fits_100_columns_and_the_json_keeps_the_whole_text(
     doc = json.loads(js.read_text())
     assert doc["scenarios"][1]["set"].endswith("decode on, DMA, and then a great deal more "
                                                "besides")
-    header, rule = out.splitlines()[:2]
+    lines = out.splitlines()
+    # One line per scenario first, in order: verdict, time, name
+    brief = [ln.split()[:3] for ln in lines[:7]]
+    assert [(b[0], b[2]) for b in brief] == [
+        ("ERROR", "a1"), ("FAIL", "a2"), ("PASS", "b1"), ("CRASHED", "b2"), ("NOT_RUN", "b3"),
+        ("PASS", "c1"), ("PASS", "c2")]
+    # Then the whole rows of those that did not pass, and only theirs
+    at = lines.index(next(ln for ln in lines if ln.split()[:2] == ["scenario", "set"]))
+    header, rule = lines[at:at + 2]
     assert header.split() == ["scenario", "set", "received", "verdict", "time"]
     assert len(rule) <= 100
-    verdicts = [ln[header.index("verdict"):].split()[0] for ln in out.splitlines()[2:]
+    verdicts = [ln[header.index("verdict"):].split()[0] for ln in lines[at + 2:]
                 if ln[:1] not in (" ", "") and len(ln) > header.index("verdict")
                 and not ln[0].isdigit()]
-    assert verdicts == ["ERROR", "FAIL", "PASS", "CRASHED", "NOT_RUN", "PASS", "PASS"]
+    assert verdicts == ["ERROR", "FAIL", "CRASHED", "NOT_RUN"]
     assert "5 scenarios passed" not in out and "3/7 scenarios passed (1 fail, 1 error, " \
         "1 crashed, 1 not run)" in out
+
+
+def test_a_passing_run_prints_a_line_per_scenario_and_a_short_footer(
+        fake_rig: tuple[FakeLab, list[FakeCase]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What `rig run` prints on a pipe when all pass: one line per scenario,
+    the summary and a footer of at most 12 lines, none over 100 columns;
+    `rig report -v` prints every scenario's whole row too."""
+    js = tmp_path / "run.json"
+    rc, out, _ = run_rig(capsys, "run", "--accel", "tcg", "--json", str(js))
+    assert rc == 0
+    lines = out.splitlines()
+    n = len(THREE)
+    assert [ln.split()[0] for ln in lines[:n]] == ["PASS"] * n
+    assert lines[n] == f"{n}/{n} scenarios passed"
+    assert len(lines) - n <= 12 and all(len(ln) <= 100 for ln in lines)
+    rc, full, _ = run_rig(capsys, "report", "-v", str(js))
+    assert rc == 0 and full.splitlines()[:n] == lines[:n]
+    assert sum(ln.split()[:2] == ["scenario", "set"] for ln in full.splitlines()) == 1
+    assert len(full.splitlines()) > len(lines)
+
+
+def test_the_recorded_matrix_prints_within_the_limits(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole recorded matrix, as `rig report` prints it: one line per
+    scenario, a footer of at most 12 lines, nothing over 100 columns."""
+    rc, out, err = run_rig(capsys, "report", str(DATA / "run-tcg.json"))
+    assert rc == 0, err
+    doc = json.loads((DATA / "run-tcg.json").read_text())
+    n = len(doc["scenarios"])
+    lines = out.splitlines()
+    assert lines[n] == f"{n}/{n} scenarios passed"
+    assert len(lines) - n <= 12, lines[n:]
+    assert all(len(ln) <= 100 for ln in lines), [ln for ln in lines if len(ln) > 100]
+
+
+def test_folded_records_count_each_run_of_equal_hints() -> None:
+    rec = {"th": True, "st": 0x1A3, "ph": 3, "ext": True, "length": 16384, "direction": "write"}
+    records = [rec] * 176 + [{**rec, "direction": "read", "length": 64}]
+    assert report.records_summary(records) == ("176 x TH=1 PH=3 ST=0x1a3 ext 16 KiB; "
+                                               "TH=1 PH=3 ST=0x1a3 ext 64B read")
+    assert report.records_summary([]) == "nothing"
 
 
 def test_a_run_round_trips_through_json(fake_rig: tuple[FakeLab, list[FakeCase]],

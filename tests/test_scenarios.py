@@ -184,7 +184,9 @@ def test_table_has_each_scenario_and_verdict() -> None:
     text = report.table(_run())
     assert "st8" in text and "PASS" in text and "FAIL" in text
     assert "TH=1 PH=2 ST=0x42 8-bit x64B" in text
-    assert "1/2 scenarios passed (1 fail)\n  accel tcg\n  boots: default 1.5s" in text
+    assert "1/2 scenarios passed (1 fail)\n  accel tcg\n  boots: 1 guest (0 restored from " \
+        "snapshots), 1.5s in all, slowest default 1.5s" in text
+    assert "boots: default 1.5s" in report.table(_run(), full=True)
 
 
 def test_junit_validates_against_the_schema() -> None:

@@ -32,7 +32,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.ktap:
         print(report.to_ktap(saved), end="")  # it ends in a newline
     else:
-        print(report.table(saved))
+        print(report.table(saved, full=bool(getattr(args, "verbose", False))))
     return 0
 
 

@@ -116,8 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run.sources = built.sources()
     if request.reports.ktap:      # as `rig report --ktap` prints it (KTAP ends in a newline)
         print(report.to_ktap(run), end="")
-    else:
-        print(report.table(run))
+    else:             # -v: every scenario's whole row, not only the failures
+        print(report.table(run, full=bool(getattr(args, "verbose", False))))
     _write_reports(request.reports, run, rundir)
     for p in run.problems:
         print(p.render(), file=sys.stderr)

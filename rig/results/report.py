@@ -16,6 +16,7 @@ from rig.results.run import Outcome, Run, Status
 COLUMNS = ("scenario", "set", "received", "verdict", "time")
 WIDTH = 100          # the table's lines fit this many columns (a long path may not)
 NAME_MAX = 32        # a longer scenario name wraps in its column
+FOOTER_MAX = 12      # lines after the scenarios' (the summary's among them), without -v
 VERDICT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.ERROR: "ERROR",
            Status.CRASHED: "CRASHED", Status.NOT_RUN: "NOT_RUN"}
 # Characters XML 1.0 cannot hold (a console log may carry escape sequences).
@@ -56,8 +57,69 @@ def _row(o: Outcome) -> tuple[str, ...]:
     return (o.name, o.set_text, o.received or "-", VERDICT[o.status], secs)
 
 
-def table(run: Run, width: int = WIDTH) -> str:
-    rows = [_row(o) for o in run.outcomes]
+def _fit(text: str, width: int) -> str:
+    """text on one line of at most width columns, cut with "..." if longer."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:max(width - 3, 0)].rstrip() + "..."
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n}B"
+
+
+def _record_key(r: dict[str, Any]) -> tuple[bool, int, int, bool, str, bool]:
+    return (bool(r.get("th")), int(r.get("st", 0)), int(r.get("ph", 0)), bool(r.get("ext")),
+            str(r.get("direction", "write")), bool(r.get("malformed")))
+
+
+def records_summary(records: list[dict[str, Any]]) -> str:
+    """The exporter's records, runs of equal hints folded: "176 x TH=1 PH=3
+    ST=0x1a3 ext 16 KiB" (176 records of 16 KiB each), "nothing" for none."""
+    if not records:
+        return "nothing"
+    parts: list[str] = []
+    i = 0
+    while i < len(records):
+        key = _record_key(records[i])
+        j = i
+        while j < len(records) and _record_key(records[j]) == key:
+            j += 1
+        th, st, ph, ext, direction, malformed = key
+        lengths = {int(r.get("length", 0)) for r in records[i:j]}
+        size = (_size(lengths.pop()) if len(lengths) == 1
+                else _size(sum(int(r.get("length", 0)) for r in records[i:j])) + " in all")
+        hint = f"TH=1 PH={ph} ST={st:#x} {'ext' if ext else '8-bit'}" if th else "no hint"
+        parts.append(f"{j - i} x " * (j - i > 1) + f"{hint} {size}"
+                     + " read" * (direction == "read") + " MALFORMED" * malformed)
+        i = j
+    return "; ".join(parts)
+
+
+def _seen_line(o: Outcome, width: int) -> str:
+    """What a scenario saw, in one line of width: its "received" text if it
+    fits, else its records folded."""
+    text = " ".join((o.received or "-").split())
+    if len(text) > width and o.records:
+        text = records_summary(o.records)
+    return _fit(text, width)
+
+
+def _brief(run: Run, shown: list[Outcome], width: int) -> list[str]:
+    """One line per scenario: verdict, time, name, what was seen."""
+    name_w = min(max((len(o.name) for o in shown), default=0), NAME_MAX + 14)
+    out = []
+    for o in shown:
+        secs = "-" if o.status is Status.NOT_RUN else f"{o.seconds:.2f}s"
+        head = f"{VERDICT[o.status]:<7} {secs:>6}  {o.name:<{name_w}}  "
+        seen = o.failures[0] if o.failures and not o.passed else _seen_line(o, 10**6)
+        out.append((head + _fit(seen, max(width - len(head), 10))).rstrip())
+    return out
+
+
+def _detail(run: Run, shown: list[Outcome], width: int) -> list[str]:
+    """The full rows (what was set and received) of these scenarios, then each
+    one's failures and stall warnings."""
+    rows = [_row(o) for o in shown]
     widths = _column_widths(rows, width)
 
     def line(cells: tuple[str, ...]) -> list[str]:
@@ -69,13 +131,18 @@ def table(run: Run, width: int = WIDTH) -> str:
     out = [*line(COLUMNS), "  ".join("-" * w for w in widths)]
     for r in rows:
         out += line(r)
-    for o in run.outcomes:
+    for o in shown:
         for f in o.failures:
             out += _wrapped(f, f"  {o.name}: ", "      ", width)
         if o.warnings:
             out += _wrapped(f"warning: a stall report ({len(o.warnings)} lines, in the JSON; "
                             f"the host was slow, not a verdict): {o.warnings[0].strip()}",
                             f"  {o.name}: ", "      ", width)
+    return out
+
+
+def summary_line(run: Run) -> str:
+    """"120/125 scenarios passed (3 fail, 2 not run)", and how it was interrupted."""
     counts = [f"{run.count(s)} {s.value.lower().replace('_', ' ')}"
               for s in (Status.FAIL, Status.ERROR, Status.CRASHED, Status.NOT_RUN)
               if run.count(s)]
@@ -84,20 +151,59 @@ def table(run: Run, width: int = WIDTH) -> str:
         head += f" ({', '.join(counts)})"
     if run.interrupted:
         head += f"; {run.interruption}"
-    out.append(head)
+    return head
+
+
+def _boots(run: Run, full: bool) -> str:
+    def one(k: str, v: float) -> str:
+        return f"{k} {v:.1f}s" + (" (restored)" if run.started.get(k) == "snapshot" else "")
+
+    if full:
+        return "boots: " + ", ".join(one(k, v) for k, v in run.boots.items())
+    restored = sum(run.started.get(k) == "snapshot" for k in run.boots)
+    slowest = max(run.boots, key=lambda k: run.boots[k])
+    n = len(run.boots)
+    return (f"boots: {n} guest{'s' * (n != 1)} ({restored} restored from snapshots), "
+            f"{sum(run.boots.values()):.1f}s in all, slowest {one(slowest, run.boots[slowest])}")
+
+
+def _footer(run: Run, width: int, full: bool) -> list[str]:
+    """The accelerator, the boots, each topology's P2P path and what was built;
+    with the summary line in at most FOOTER_MAX lines unless `full` (the paths
+    beyond that are counted, not shown)."""
     accel = f"{run.accel} ({run.accel_reason})" if run.accel_reason else run.accel
-    out += _wrapped(f"accel {accel}", "  ", "    ", width)
+    out = _wrapped(f"accel {accel}", "  ", "    ", width)
     if run.boots:
-        out += _wrapped("boots: " + ", ".join(
-            f"{k} {v:.1f}s" + (" (restored)" if run.started.get(k) == "snapshot" else "")
-            for k, v in run.boots.items()),
-                        "  ", "    ", width)
-    for o in run.outcomes:
-        if o.path:
-            out += _wrapped(f"{o.topology}: {o.path}", "  ", "    ", width)
-    for name, doc in run.sources.items():
-        out += _wrapped(f"{name}: {describe_source(doc)}", "  ", "      ", width)
-    return "\n".join(out)
+        out += _wrapped(_boots(run, full), "  ", "    ", width)
+    built = [ln for name, doc in run.sources.items()
+             for ln in _wrapped(f"{name}: {describe_source(doc) if full else doc_line(doc)}",
+                                "  ", "      ", width)]
+    paths = [f"{o.topology}: {o.path}" for o in run.outcomes if o.path]
+    if full:
+        return out + [ln for p in paths for ln in _wrapped(p, "  ", "    ", width)] + built
+    room = FOOTER_MAX - 1 - len(out) - len(built)
+    shown = paths if len(paths) <= room else paths[:max(room - 1, 0)]
+    out += ["  " + _fit(re.sub(r" \([^)]*\)", "", p), width - 2) for p in shown]
+    if len(shown) < len(paths):
+        out.append(f"  and {len(paths) - len(shown)} more P2P path(s) (rig report -v)")
+    return out + built
+
+
+def doc_line(doc: dict[str, Any]) -> str:
+    """What a component's build was made from, without the patches' subjects."""
+    return str(doc.get("describe") or doc.get("base") or "unknown")
+
+
+def table(run: Run, width: int = WIDTH, full: bool = False) -> str:
+    """The report people read: one line per scenario; then, for the scenarios
+    that did not pass (all of them with `full`), the whole row of what was set
+    and received and every failure; the count of each status; a short footer."""
+    detailed = [o for o in run.outcomes if full or not o.passed]
+    out = _brief(run, run.outcomes, width)
+    if detailed:
+        out += ["", *_detail(run, detailed, width), ""]
+    out.append(summary_line(run))
+    return "\n".join(out + _footer(run, width, full))
 
 
 def describe_source(doc: dict[str, Any]) -> str:
