@@ -273,6 +273,11 @@ def test_exit_codes_the_highest_wins() -> None:
     interrupted.interrupted = True
     assert interrupted.exit_code == 130
     assert run_of().exit_code == 1, "a run of nothing did not pass"
+    # A contract difference only (another series): 5, so CI can tell it from a fault
+    assert run_of(Status.PASS, Status.DIFFERS).exit_code == 5
+    assert run_of(Status.DIFFERS, Status.FAIL).exit_code == 1, "a fault wins"
+    assert run_of(Status.DIFFERS, Status.NOT_RUN, codes=(3,)).exit_code == 3
+    assert run_of(Status.DIFFERS, Status.NOT_RUN).exit_code == 1
 
 
 def test_an_internal_error_of_a_command_exits_4_with_the_traceback_in_a_log(

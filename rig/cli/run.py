@@ -4,6 +4,7 @@ reports however it ends."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import shutil
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import cast
 
 from rig import stopsignals
-from rig.builder import artifacts
+from rig.builder import artifacts, reference
 from rig.cli import options
 from rig.cli.guest import keep_session, no_session, session_text
 from rig.errors import RigError
@@ -86,7 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if keeper is not None:
             no_session("--keep-guest")      # the kept guest becomes the `rig boot` one
-        built = artifacts.build(options.build_request(args, "all"), progress)
+        wanted = options.build_request(args, "all")
+        built = artifacts.build(wanted, progress)
+        # Whether a contract difference is a fault (our series) or a DIFFERS
+        ours = wanted.kernel is None or reference.is_reference(wanted.kernel)
         arts = built.guest()
         vm_mod.require_device(arts.qemu)
         accel = options.choose_accel(request.accel, progress, arts)
@@ -103,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_stage(topo: str, stage: str, secs: float) -> None:
         progress.note(f"boot {topo}: {stage} at {secs:.2f}s")
 
-    opts = runner.Options.of(request, keeper)
+    opts = dataclasses.replace(runner.Options.of(request, keeper), reference=ours)
     try:
         run = runner.run_matrix(cases, arts, accel, rundir, on_outcome, on_stage, opts)
     except BaseException as exc:      # run_matrix returns whatever happens; to be sure
@@ -114,6 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _write_reports(request.reports, run, rundir)
         raise
     run.sources = built.sources()
+    if "kernel" in run.sources:
+        run.sources["kernel"]["reference"] = ours
     if request.reports.ktap:      # as `rig report --ktap` prints it (KTAP ends in a newline)
         print(report.to_ktap(run), end="")
     else:             # -v: every scenario's whole row, not only the failures

@@ -61,6 +61,9 @@ class Options:
     vm_factory: VMFactory | None = None  # makes the guests; None: rig.guest.vm.VM
     keeper: Keeper | None = None       # --keep-guest: where a failing topology's guest goes
     snapshots: snapshot.Store | None = None   # restore guests from (and save them to) it
+    # The kernel is the reference series (rig.builder.reference): a difference
+    # of its uAPI contract is a FAIL; on another series it is a DIFFERS
+    reference: bool = True
 
     @classmethod
     def of(cls, request: RunRequest, keeper: Keeper | None = None) -> Options:
@@ -247,7 +250,8 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
 def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Accel,
           result: GroupResult, opts: Options, ctl: Control) -> bool:
     """Whether --keep-guest keeps this guest running (see Keeper)."""
-    failed = tuple(o.name for o in result.outcomes if o.status in (Status.FAIL, Status.ERROR))
+    failed = tuple(o.name for o in result.outcomes
+                   if o.status in (Status.FAIL, Status.DIFFERS, Status.ERROR))
     if opts.keeper is None or bench is None or not failed:
         return False
     try:
@@ -319,7 +323,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         started = time.monotonic()
         outdir = rundir / topo.name / "scenarios" / case.name
         try:
-            o = run_case(vm, case, bench, opts.case_timeout, outdir, log)
+            o = run_case(vm, case, bench, opts.case_timeout, outdir, log, opts.reference)
         except Exception as exc:
             if ctl.halted is not None:
                 skip_rest(ctl.halted)

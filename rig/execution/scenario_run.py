@@ -20,6 +20,7 @@ from rig.guest.devices import Bench
 from rig.guest.interface import GuestVM
 from rig.results.run import Outcome, Status
 from rig.scenarios import iommu, protocol
+from rig.scenarios.findings import Finding, Kind, dma, health, kind_of, wire
 from rig.scenarios.kit import Scenario, Seen
 
 EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
@@ -57,12 +58,14 @@ class AfterChecks:
 def after_checks(output: str) -> AfterChecks:
     """The kernel reports, stall warnings and failures in the AFTER command's output."""
     dmesg = kernel_log.classify_dmesg(output)
-    failures = [f"dmesg: {ln}" for ln in dmesg.reports]
+    failures: list[str] = [health(f"dmesg: {ln}") for ln in dmesg.reports]
     m = _DMABUFS.search(output)
     if m is None or not m.group(1):
-        failures.append("could not count live dma-bufs (is debugfs mounted in the guest?)")
+        failures.append(health("could not count live dma-bufs (is debugfs mounted in the "
+                               "guest?)"))
     elif int(m.group(1)):
-        failures.append(f"{m.group(1)} dma-buf(s) still alive after the scenario: a leak")
+        failures.append(health(f"{m.group(1)} dma-buf(s) still alive after the scenario: "
+                               "a leak"))
     return AfterChecks(dmesg, failures)
 
 
@@ -74,15 +77,30 @@ def set_text_of(case: Scenario) -> str:
         return f"(describe_set raised {type(exc).__name__}: {exc})"
 
 
+def verdict(failures: Sequence[str], reference: bool) -> Status:
+    """PASS without failures; DIFFERS when the kernel is not the reference
+    series and every failure is of its contract only; else FAIL."""
+    if not failures:
+        return Status.PASS
+    if not reference and all(kind_of(f) is Kind.CONTRACT for f in failures):
+        return Status.DIFFERS
+    return Status.FAIL
+
+
 def outcome_of(case: Scenario, status: Status, seconds: float = 0.0,
                failures: Sequence[str] = (), seen: Seen | None = None, received: str = "",
                dmesg: Sequence[str] = (), output: Path | None = None) -> Outcome:
-    """A scenario's Outcome: everything the reports need, taken from it now."""
+    """A scenario's Outcome: everything the reports need, taken from it now;
+    each failure's kind, and for a contract difference both values."""
     seen = seen if seen is not None else Seen([])
     return Outcome(name=case.name, topology=case.topo.name, status=status,
                    seconds=round(seconds, 3), summary=case.summary, set_text=set_text_of(case),
-                   received=received, failures=list(failures), steps=seen.steps,
-                   records=seen.records, dmesg=list(dmesg),
+                   received=received, failures=[str(f) for f in failures],
+                   kinds=[kind_of(f).value for f in failures],
+                   contract=[{"check": str(f), "reference": f.reference, "seen": f.seen}
+                             for f in failures
+                             if isinstance(f, Finding) and f.kind is Kind.CONTRACT],
+                   steps=seen.steps, records=seen.records, dmesg=list(dmesg),
                    output=str(output) if output is not None else None)
 
 
@@ -96,7 +114,8 @@ def _save_output(outdir: Path, name: str, text: str) -> None:
 
 
 def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
-             outdir: Path | None = None, log: RunLog | None = None) -> Outcome:
+             outdir: Path | None = None, log: RunLog | None = None,
+             reference: bool = True) -> Outcome:
     """Run one scenario in a booted guest and check it.
 
     outdir keeps its raw output: tphctl's lines (tphctl.out, stderr.out),
@@ -134,7 +153,7 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
             raise
         # QEMU died after the command: its steps still count (the caller
         # makes this a crash), only the log is gone with it.
-        records, lost = [], [f"the exporter's hint log could not be read: {exc.message}"]
+        records, lost = [], [wire(f"the exporter's hint log could not be read: {exc.message}")]
     out, after_out = split_after(res.stdout)
     if outdir is not None:
         _save_output(outdir, "tphctl.out", out)
@@ -146,7 +165,7 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     seen = Seen(steps, records, pci_address.requester_id(bench.importer))
     checked = after_checks(after_out)
     splats = checked.dmesg.reports
-    failures = lost + [f"a step's output was cut short: {ln[:200]}" for ln in garbled]
+    failures = lost + [dma(f"a step's output was cut short: {ln[:200]}") for ln in garbled]
     try:
         failures += case.check(seen)
         received = case.received(seen)
@@ -161,9 +180,9 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
         return outcome_of(case, Status.ERROR, time.monotonic() - started, failures, seen,
                           dmesg=splats, output=outdir)
     if res.stderr.strip():
-        failures.append(f"stderr: {res.stderr.strip()}")
+        failures.append(dma(f"stderr: {res.stderr.strip()}"))
     failures += checked.failures
-    done = outcome_of(case, Status.FAIL if failures else Status.PASS,
+    done = outcome_of(case, verdict(failures, reference),
                       time.monotonic() - started, failures, seen, received, splats, outdir)
     done.warnings = checked.dmesg.stalls
     done.path = iommu.p2p_path(case, seen)

@@ -17,8 +17,8 @@ COLUMNS = ("scenario", "set", "received", "verdict", "time")
 WIDTH = 100          # the table's lines fit this many columns (a long path may not)
 NAME_MAX = 32        # a longer scenario name wraps in its column
 FOOTER_MAX = 12      # lines after the scenarios' (the summary's among them), without -v
-VERDICT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.ERROR: "ERROR",
-           Status.CRASHED: "CRASHED", Status.NOT_RUN: "NOT_RUN"}
+VERDICT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.DIFFERS: "DIFFERS",
+           Status.ERROR: "ERROR", Status.CRASHED: "CRASHED", Status.NOT_RUN: "NOT_RUN"}
 # Characters XML 1.0 cannot hold (a console log may carry escape sequences).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -111,7 +111,8 @@ def _brief(run: Run, shown: list[Outcome], width: int) -> list[str]:
     for o in shown:
         secs = "-" if o.status is Status.NOT_RUN else f"{o.seconds:.2f}s"
         head = f"{VERDICT[o.status]:<7} {secs:>6}  {o.name:<{name_w}}  "
-        seen = o.failures[0] if o.failures and not o.passed else _seen_line(o, 10**6)
+        seen = (differs_text(o) if o.status is Status.DIFFERS
+                else o.failures[0] if o.failures and not o.passed else _seen_line(o, 10**6))
         out.append((head + _fit(seen, max(width - len(head), 10))).rstrip())
     return out
 
@@ -132,8 +133,11 @@ def _detail(run: Run, shown: list[Outcome], width: int) -> list[str]:
     for r in rows:
         out += line(r)
     for o in shown:
-        for f in o.failures:
-            out += _wrapped(f, f"  {o.name}: ", "      ", width)
+        # what kind of check found it, where a check did (FAIL, DIFFERS)
+        kinds = (o.kinds if len(o.kinds) == len(o.failures)
+                 and o.status in (Status.FAIL, Status.DIFFERS) else [""] * len(o.failures))
+        for f, kind in zip(o.failures, kinds, strict=True):
+            out += _wrapped(f"{kind}: {f}" if kind else f, f"  {o.name}: ", "      ", width)
         if o.warnings:
             out += _wrapped(f"warning: a stall report ({len(o.warnings)} lines, in the JSON; "
                             f"the host was slow, not a verdict): {o.warnings[0].strip()}",
@@ -144,7 +148,8 @@ def _detail(run: Run, shown: list[Outcome], width: int) -> list[str]:
 def summary_line(run: Run) -> str:
     """"120/125 scenarios passed (3 fail, 2 not run)", and how it was interrupted."""
     counts = [f"{run.count(s)} {s.value.lower().replace('_', ' ')}"
-              for s in (Status.FAIL, Status.ERROR, Status.CRASHED, Status.NOT_RUN)
+              for s in (Status.FAIL, Status.DIFFERS, Status.ERROR, Status.CRASHED,
+                        Status.NOT_RUN)
               if run.count(s)]
     head = f"{run.count(Status.PASS)}/{len(run.outcomes)} scenarios passed"
     if counts:
@@ -190,8 +195,11 @@ def _footer(run: Run, width: int, full: bool) -> list[str]:
 
 
 def doc_line(doc: dict[str, Any]) -> str:
-    """What a component's build was made from, without the patches' subjects."""
-    return str(doc.get("describe") or doc.get("base") or "unknown")
+    """What a component's build was made from, without the patches' subjects;
+    a kernel that is not the reference series says so."""
+    text = str(doc.get("describe") or doc.get("base") or "unknown")
+    return text + ("; not the reference series (a contract-only difference is DIFFERS)"
+                   if doc.get("reference") is False else "")
 
 
 def table(run: Run, width: int = WIDTH, full: bool = False) -> str:
@@ -208,13 +216,20 @@ def table(run: Run, width: int = WIDTH, full: bool = False) -> str:
 
 def describe_source(doc: dict[str, Any]) -> str:
     """One line naming what a component's build was made from."""
-    text = str(doc.get("describe") or doc.get("base") or "unknown")
+    text = doc_line(doc)
     subjects = doc.get("subjects") or []
     return text + "".join(f"\n      {s}" for s in subjects)
 
 
 def _xml(text: str) -> str:
     return _NOT_XML.sub("\ufffd", text)
+
+
+def differs_text(o: Outcome) -> str:
+    """What a DIFFERS scenario's contract differences are: "the reference
+    series gives ENODEV, this kernel success" for each."""
+    return "; ".join(f"the reference series gives {c.get('reference', '?')}, this kernel "
+                     f"{c.get('seen', '?')}" for c in o.contract) or "differs in contract"
 
 
 def _first_line(texts: list[str], default: str) -> str:
@@ -249,6 +264,9 @@ def to_junit(run: Run) -> str:
             f = ET.SubElement(tc, "failure", message=_xml(_first_line(o.failures, "failed")),
                               type="mismatch")
             f.text = text
+        elif o.status is Status.DIFFERS:
+            f = ET.SubElement(tc, "failure", message=_xml(differs_text(o)), type="differs")
+            f.text = text
         elif o.status in (Status.ERROR, Status.CRASHED):
             e = ET.SubElement(tc, "error", message=_xml(_first_line(o.failures, o.status.value)),
                               type=o.status.value.lower())
@@ -271,7 +289,8 @@ def _ktap_result(i: int, o: Outcome) -> str:
     """ok / not ok, with KTAP's directive for what has no verdict (the why is in
     the diagnostic lines above it)."""
     result = "ok" if o.status in (Status.PASS, Status.NOT_RUN) else "not ok"
-    directive = KTAP_DIRECTIVE.get(o.status)
+    directive = (f"# DIFFERS {differs_text(o)}" if o.status is Status.DIFFERS
+                 else KTAP_DIRECTIVE.get(o.status))
     return f"{result} {i} {o.name}" + (f" {directive}" if directive else "")
 
 

@@ -7,7 +7,11 @@ needs the scenarios' code or a guest.
 Exit codes (`Run.exit_code`; the highest that applies wins): 0 every scenario
 passed, 1 a scenario failed, 2 a set-up error, 3 a guest died or hung, 4 an
 internal error of the rig (a check or the runner raised), 128 + the signal's
-number when a signal stopped it (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+number when a signal stopped it (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP); and 5
+when nothing but DIFFERS kept it from passing: every scenario passed or
+differs from the reference series in its uAPI contract only, with no fault on
+the wire, in a DMA or in the kernel's health (a CI that gates on faults only
+accepts 0 and 5).
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ EXIT_FAIL = 1
 EXIT_SETUP = 2
 EXIT_GUEST = 3
 EXIT_INTERNAL = 4
+EXIT_DIFFERS = 5
 EXIT_INTERRUPTED = 130
 
 
 class Status(StrEnum):
     PASS = "PASS"          # ran, and what was received is what was set
-    FAIL = "FAIL"          # ran, and a check found a difference
+    FAIL = "FAIL"          # ran, and a check found a fault (or any difference, on our series)
+    DIFFERS = "DIFFERS"    # ran on another series: differs from ours in the uAPI contract only
     ERROR = "ERROR"        # the rig or the check broke: no verdict
     CRASHED = "CRASHED"    # its guest died or hung while it ran
     NOT_RUN = "NOT_RUN"    # never ran: its guest did not boot or died before it, or Ctrl-C
@@ -53,6 +59,11 @@ class Outcome:
     set_text: str = ""              # what userspace set (the "set" column)
     received: str = ""              # what came back (the "received" column)
     failures: list[str] = field(default_factory=list)
+    # Each failure's kind (rig.scenarios.findings.Kind: wire, dma, health,
+    # contract), and each contract difference with the reference's value and
+    # the one seen; a report from before kinds has none
+    kinds: list[str] = field(default_factory=list)
+    contract: list[dict[str, str]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)              # tphctl's JSON lines
     records: list[dict[str, Any]] = field(default_factory=list)  # exporter's log after
     dmesg: list[str] = field(default_factory=list)                         # kernel reports
@@ -70,6 +81,7 @@ class Outcome:
         return {"name": self.name, "summary": self.summary, "topology": self.topology,
                 "set": self.set_text, "received": self.received, "status": self.status.value,
                 "passed": self.passed, "seconds": self.seconds, "failures": self.failures,
+                "kinds": self.kinds, "contract": self.contract,
                 "steps": self.steps, "records": self.records,
                 "dmesg": self.dmesg, "output": self.output, "warnings": self.warnings,
                 **({"path": self.path} if self.path else {})}
@@ -88,6 +100,9 @@ class Outcome:
                    summary=str(doc.get("summary", "")), set_text=str(doc.get("set", "")),
                    received=str(doc.get("received", "")),
                    failures=[str(f) for f in doc.get("failures", [])],
+                   kinds=[str(k) for k in doc.get("kinds", [])],
+                   contract=[{str(k): str(v) for k, v in c.items()}
+                             for c in doc.get("contract", [])],
                    steps=list(doc.get("steps", [])), records=list(records),
                    dmesg=[str(d) for d in doc.get("dmesg", [])], output=doc.get("output"),
                    warnings=[str(w) for w in doc.get("warnings", [])],
@@ -174,7 +189,9 @@ class Run:
         if any(o.status is Status.CRASHED for o in self.outcomes):
             codes.append(EXIT_GUEST)
         if not self.passed:
-            codes.append(EXIT_FAIL)
+            differs_only = (not codes and self.count(Status.DIFFERS) > 0 and all(
+                o.status in (Status.PASS, Status.DIFFERS) for o in self.outcomes))
+            codes.append(EXIT_DIFFERS if differs_only else EXIT_FAIL)
         return max(codes, default=EXIT_PASS)
 
     def to_dict(self) -> dict[str, Any]:

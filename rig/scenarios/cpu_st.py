@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
+from rig.scenarios.findings import dma, wire
 from rig.scenarios.hint_cases import DEFAULT, Case, Hint, TphSet
 from rig.scenarios.kit import Seen, received_from
 from rig.scenarios.protocol import ST, ST_EXT, CpuSt, Steps
@@ -100,14 +101,14 @@ class CpuStQuery:
             got = steps.find(CpuSt, i)
             ret, want = self._want(cpu, mem)
             if got is None or got.ret != 0:
-                bad.append(f"CPU_ST {cpu}/{mem} failed: {got}")
+                bad.append(dma(f"CPU_ST {cpu}/{mem} failed: {got}"))
             elif (got.cpu, got.mem_type, got.tph_ret, got.req_type, got.st) != (
                     cpu, mem, ret, REQ_EXT, want):
-                bad.append(f"CPU {cpu} {'persistent' if mem else 'volatile'}: tag "
-                           f"{got.st:#x} (query {got.tph_ret}, req_type {got.req_type}), "
-                           f"expected {want:#x} (query {ret}, req_type {REQ_EXT})")
+                bad.append(wire(f"CPU {cpu} {'persistent' if mem else 'volatile'}: tag "
+                                f"{got.st:#x} (query {got.tph_ret}, req_type {got.req_type}), "
+                                f"expected {want:#x} (query {ret}, req_type {REQ_EXT})"))
         if seen.records:
-            bad.append(f"the exporter received {len(seen.records)} writes, expected none")
+            bad.append(wire(f"the exporter received {len(seen.records)} writes, expected none"))
         return bad
 
     def describe_set(self) -> str:

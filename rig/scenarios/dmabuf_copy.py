@@ -18,6 +18,7 @@ import errno
 from functools import partial
 
 from rig.guest.devices import Bench
+from rig.scenarios.findings import dma, wire
 from rig.scenarios.hint_cases import DEFAULT
 from rig.scenarios.kit import Scripted, Seen, expect_errno, expect_ok, hint_of, record_direction
 from rig.scenarios.protocol import DMA_LEN, Attach, Copy, Decode, Get, Open, Set, Steps, hint_text
@@ -55,9 +56,9 @@ def _copied(s: Steps, nth: int, want: tuple[int, int], remapped: int, ext: bool)
         return bad
     got = (bool(c.th), c.st, c.ph, bool(c.ext), c.remapped)
     if got != (True, *want, ext, remapped):
-        return [f"copy #{nth + 1}: importer sent {hint_text(bool(c.th), c.st, c.ph, bool(c.ext))}"
-                f" remapped={c.remapped}, expected {hint_text(True, *want, ext)} "
-                f"remapped={remapped}"]
+        return [wire(f"copy #{nth + 1}: importer sent "
+                     f"{hint_text(bool(c.th), c.st, c.ph, bool(c.ext))} remapped={c.remapped}, "
+                     f"expected {hint_text(True, *want, ext)} remapped={remapped}")]
     return []
 
 
@@ -70,8 +71,8 @@ def _log(tags: Tags, seen: Seen) -> list[str]:
             for tag in (T, U)
             for direction, offset in (("read", SRC_OFFSET), ("write", DST_OFFSET))]
     if got != want:
-        return [f"the hint log holds (direction, offset, length, requester, hint, malformed) "
-                f"{got}, expected {want}"]
+        return [wire(f"the hint log holds (direction, offset, length, requester, hint, "
+                     f"malformed) {got}, expected {want}")]
     return []
 
 
@@ -86,8 +87,8 @@ def check(tags: Tags, seen: Seen) -> list[str]:
     bad += expect_errno(s, Copy, errno.EXDEV, 1)
     refused = s.find(Copy, 1)
     if refused is not None and refused.remapped != BOTH_REMAPPED:
-        bad.append(f"copy #2 remapped={refused.remapped}, expected {BOTH_REMAPPED}: both "
-                   "mappings made again after the revocation")
+        bad.append(dma(f"copy #2 remapped={refused.remapped}, expected {BOTH_REMAPPED}: both "
+                       "mappings made again after the revocation"))
     bad += _copied(s, 2, tags.of(U), BOTH_REMAPPED, tags.ext)
     return bad + _log(tags, seen)
 

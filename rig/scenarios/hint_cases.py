@@ -16,7 +16,8 @@ from typing import Any
 from rig.guest.devices import Bench
 from rig.guest.dma_status import ST_DONE, status_text
 from rig.guest.topology import Topology
-from rig.scenarios.kit import Seen, hints_summary, record_direction
+from rig.scenarios.findings import contract, dma, wire
+from rig.scenarios.kit import Seen, errname, hints_summary, record_direction
 from rig.scenarios.protocol import (
     DMA_LEN,
     DMA_PATTERN,
@@ -376,49 +377,55 @@ def check(case: Case, steps: list[dict[str, Any]], records: list[dict[str, Any]]
     for kind in (Open, Get):
         st = log.find(kind)
         if st is None or st.ret != 0:
-            bad.append(f"{kind.NAME} failed: {st}")
+            bad.append(dma(f"{kind.NAME} failed: {st}"))
             return bad
     if case.probe_errno is not None:
         pr = log.find(Probe)
         got = pr.errno if pr else None
         if got != case.probe_errno:
-            bad.append(f"PROBE errno {got}, expected {case.probe_errno}")
+            bad.append(contract(f"PROBE errno {got}, expected {case.probe_errno}",
+                                errname(case.probe_errno), errname(got)))
     for i, want in enumerate(case.sets):
         s = log.find(Set, i)
         if s is None or s.errno != want.errno:
-            bad.append(f"SET #{i + 1} ({want.describe()}) gave errno "
-                       f"{s.errno if s else 'none'}, expected {want.errno}")
+            bad.append(contract(f"SET #{i + 1} ({want.describe()}) gave errno "
+                                f"{s.errno if s else 'none'}, expected {want.errno}",
+                                errname(want.errno), errname(s.errno if s else None)))
     raw = log.every(SetRaw, TphGet)
     for i, b in enumerate(case.bad_sets):
         got = raw[i].errno if i < len(raw) else None
         if got != b.errno:
-            bad.append(f"{b.label}: errno {got}, expected {b.errno}")
+            bad.append(contract(f"{b.label}: errno {got}, expected {b.errno}",
+                                errname(b.errno), errname(got)))
     if case.use_cpu_st is not None:
         use = log.find(CpuStUse)
         if use is None or use.ret != 0 or use.tph_ret != 0:
-            bad.append(f"CPU_ST with USE failed: {use}")
+            bad.append(dma(f"CPU_ST with USE failed: {use}"))
     at = log.find(Attach)
     if at is None or at.ret != 0:
-        bad.append(f"ATTACH failed: {at}")
+        bad.append(dma(f"ATTACH failed: {at}"))
         return bad
     if at.tph_ret != case.attach_ret:
-        bad.append(f"importer TPH query returned {at.tph_ret}, expected {case.attach_ret}")
+        bad.append(contract(f"importer TPH query returned {at.tph_ret}, expected "
+                            f"{case.attach_ret}", errname(-case.attach_ret),
+                            errname(-at.tph_ret)))
     w = case.wire
     if w is not None and at.tph_ret == 0 and (at.st, at.ph, bool(at.ext)) != (
             w.st, w.ph, w.ext):
-        bad.append(f"importer got {hint_text(True, at.st, at.ph, bool(at.ext))}, expected "
-                   f"{w.describe()}")
-    dma = log.find(Read) if case.read else log.find(Dma)
-    if dma is None or dma.ret != 0:
-        bad.append(f"{'read ' if case.read else ''}DMA failed: {dma}")
+        bad.append(wire(f"importer got {hint_text(True, at.st, at.ph, bool(at.ext))}, "
+                        f"expected {w.describe()}"))
+    done = log.find(Read) if case.read else log.find(Dma)
+    if done is None or done.ret != 0:
+        bad.append(dma(f"{'read ' if case.read else ''}DMA failed: {done}"))
         return bad
-    if bool(dma.th) != (w is not None):
-        bad.append(f"importer says the DMA carried TH={dma.th}, expected {int(w is not None)}")
-    if dma.status != ST_DONE:
-        bad.append(f"the importer's DMA ended with status {status_text(dma.status)}, "
-                   "expected DONE")
+    if bool(done.th) != (w is not None):
+        bad.append(wire(f"importer says the DMA carried TH={done.th}, expected "
+                        f"{int(w is not None)}"))
+    if done.status != ST_DONE:
+        bad.append(dma(f"the importer's DMA ended with status {status_text(done.status)}, "
+                       "expected DONE"))
     want_recs = expected_records(case, rid)
     got_recs = compared_fields(records)
     if got_recs != want_recs:
-        bad.append(f"exporter received {got_recs}, expected {want_recs}")
+        bad.append(wire(f"exporter received {got_recs}, expected {want_recs}"))
     return bad

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
+from rig.scenarios.findings import wire
 from rig.scenarios.hint_cases import (
     BAD_SETS,
     DEFAULT,
@@ -22,9 +23,18 @@ from rig.scenarios.hint_cases import (
     SET_EXT_8BIT_COMPLETER,
     SET_NO_COMPLETER,
 )
-from rig.scenarios.kit import Seen, errname, expect_ok, hint_of, hints_summary, received_from
+from rig.scenarios.kit import (
+    Seen,
+    errname,
+    expect_ok,
+    hint_of,
+    hints_summary,
+    received_from,
+    step_finding,
+)
 from rig.scenarios.protocol import (
     DMA_LEN,
+    KINDS,
     SHELL_RESULT,
     ST,
     ST_EXT,
@@ -86,11 +96,24 @@ class Hostile:
     def check(self, seen: Seen) -> list[str]:
         steps = seen.read()
         target = steps.result(self.step_name, self.nth)
-        bad = [f"{s.NAME} failed with {errname(s.errno)} before the hostile input"
-               for s in steps.every(Result) if s is not target and s.ret != 0]
+        bad: list[str] = [
+            step_finding(type(s), f"{s.NAME} failed with {errname(s.errno)} before the "
+                         "hostile input", 0, s.errno)
+            for s in steps.every(Result) if s is not target and s.ret != 0]
         got = self.actual(steps)
         if got != self.errno:
-            bad.append(f"{self.label}: got {errname(got)}, expected {errname(self.errno)}")
+            kind = KINDS.get(self.step_name, Result)
+            bad.append(step_finding(kind if issubclass(kind, Result) else Result,
+                                    f"{self.label}: got {errname(got)}, expected "
+                                    f"{errname(self.errno)}", self.errno, got))
+        # Nothing the hostile input did reached the exporter: one record per
+        # DMA that succeeded, from the importer, as it was sent
+        sent = [(seen.rid, bool(d.th), d.st, d.ph, bool(d.ext), DMA_LEN)
+                for d in steps.every(Dma) if d.ret == 0]
+        got_recs = [(r["requester-id"], *hint_of(r), r["length"]) for r in seen.records]
+        if got_recs != sent:
+            bad.append(wire(f"the exporter received {hints_summary(seen.records)}, expected "
+                            f"only the {len(sent)} DMA(s) that succeeded"))
         return bad
 
     def describe_set(self) -> str:
@@ -183,8 +206,8 @@ class ModuleReload:
         st, ph = UNLOAD_VALUE
         got = [hint_of(r) for r in seen.records]
         if got != [(True, st, ph, True)]:
-            bad.append(f"after the reload the exporter received {got}, expected "
-                       f"[(True, {st:#x}, {ph}, True)]")
+            bad.append(wire(f"after the reload the exporter received {got}, expected "
+                            f"[(True, {st:#x}, {ph}, True)]"))
         return bad
 
     def describe_set(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.scenarios import dmabuf_copy, hint_cases, revoke
+from rig.scenarios.findings import dma, health, wire
 from rig.scenarios.hint_cases import ST, ST_EXT, Case, Hint, TphSet, across_root_complex
 from rig.scenarios.kit import Scenario, Seen, expect_errno, expect_ok, hints_summary
 from rig.scenarios.protocol import (
@@ -36,6 +37,7 @@ from rig.scenarios.protocol import (
     DmaStale,
     Groups,
     Open,
+    Set,
     Status,
     Steps,
     Tainted,
@@ -169,30 +171,32 @@ class P2pPath:
 
     def check(self, seen: Seen) -> list[str]:
         steps = seen.read()
-        failures = expect_ok(steps, Open) + expect_ok(steps, Attach) + expect_ok(steps, Dma)
+        failures = (expect_ok(steps, Open) + expect_ok(steps, Set) + expect_ok(steps, Attach)
+                    + expect_ok(steps, Dma))
         op, st, bar = steps.find(Open), steps.find(Status), steps.find(Bar)
         if op is None or st is None or bar is None:
-            return [*failures, "open, status or the BAR's address is missing"]
+            return [*failures, dma("open, status or the BAR's address is missing")]
         if op.vfio != self.topo.vfio:
-            failures.append(f"tphctl opened the exporter through {op.vfio or 'an unnamed path'}"
-                            f", not {self.topo.vfio}")
+            failures.append(dma(f"tphctl opened the exporter through {op.vfio or 'an unnamed path'}"
+                                f", not {self.topo.vfio}"))
         want_domain = "identity" if not EXPECT_IOVA[self.topo.name] else "translated"
         if DOMAINS[st.domain] != want_domain:
-            failures.append(f"the importer's IOMMU domain is {DOMAINS[st.domain]}, "
-                            f"expected {want_domain}")
+            failures.append(dma(f"the importer's IOMMU domain is {DOMAINS[st.domain]}, "
+                                f"expected {want_domain}"))
         iova = st.dma_addr != bar.phys
         if iova != EXPECT_IOVA[self.topo.name]:
-            failures.append(f"the importer's mapping holds {st.dma_addr:#x}, "
+            failures.append(dma(f"the importer's mapping holds {st.dma_addr:#x}, "
                             + (f"an IOVA where the BAR's address {bar.phys:#x} was expected"
                                if iova else "the BAR's own address, where an IOVA through "
-                               "the Root Complex was expected (a bus address handed out "
-                               "where the kernel chose PCI_P2PDMA_MAP_THRU_HOST_BRIDGE?)"))
+                                   "the Root Complex was expected (a bus address handed out "
+                                   "where the kernel chose PCI_P2PDMA_MAP_THRU_HOST_BRIDGE?)")))
         # Across the Root Complex the 16-bit tag is withheld: the 8-bit one
         if [(r["th"], r["st"], bool(r["ext"]), r["requester-id"]) for r in seen.records] != [
                 (True, 0x1D, False, seen.rid)]:
-            failures.append(f"the exporter received {hints_summary(seen.records)}, expected one "
-                            f"write from the importer ({seen.rid:#06x}) with the 8-bit ST "
-                            "0x1d (the 16-bit one withheld across the Root Complex)")
+            failures.append(wire(f"the exporter received {hints_summary(seen.records)}, "
+                                      f"expected one write from the importer ({seen.rid:#06x}) "
+                                      "with the 8-bit ST 0x1d (the 16-bit one withheld across the "
+                                      "Root Complex)"))
         return failures
 
     def describe_set(self) -> str:
@@ -234,9 +238,9 @@ class NoTaint:
     def check(self, seen: Seen) -> list[str]:
         t = seen.read().find(Tainted)
         if t is None:
-            return ["/proc/sys/kernel/tainted was not read"]
+            return [health("/proc/sys/kernel/tainted was not read")]
         other = t.mask & ~TAINT_OOT
-        return [f"the kernel is tainted beyond the test importer: {taint_names(other)}"] \
+        return [health(f"the kernel is tainted beyond the test importer: {taint_names(other)}")] \
             if other else []
 
     def describe_set(self) -> str:
@@ -294,20 +298,21 @@ class SharedGroup:
     def check(self, seen: Seen) -> list[str]:
         steps = seen.read()
         g = steps.find(Groups)
-        failures = []
+        failures: list[str] = []
         if g is None:
-            failures.append("the IOMMU groups were not read")
+            failures.append(dma("the IOMMU groups were not read"))
         elif g.exporter != g.importer:
-            failures.append(f"exporter and importer are in groups {g.exporter} and "
-                            f"{g.importer}: this topology wants them in one")
+            failures.append(dma(f"exporter and importer are in groups {g.exporter} and "
+                                f"{g.importer}: this topology wants them in one"))
         failures += expect_errno(steps, Open, errno.EPERM)
         failures += expect_ok(steps, Open, 1)
         bound = steps.find(BindImporter)
         if bound is None or bound.ret == 0:
-            failures.append("the importer's driver bound while VFIO held the exporter of its "
-                            "IOMMU group" if bound else "binding the importer did not run")
+            failures.append(dma("the importer's driver bound while VFIO held the exporter of its "
+                                "IOMMU group" if bound else "binding the importer did not run"))
         elif not re.search(r"busy", bound.error, re.I):
-            failures.append(f"binding the importer failed, but not with EBUSY: {bound.error!r}")
+            failures.append(dma(f"binding the importer failed, but not with EBUSY: "
+                                    f"{bound.error!r}"))
         return failures
 
     def describe_set(self) -> str:
@@ -349,17 +354,17 @@ class StaleIova:
         failures = expect_ok(steps, Dma) + expect_ok(steps, Detach)
         stale = steps.find(DmaStale)
         if stale is None:
-            failures.append("the stale DMA did not run")
+            failures.append(dma("the stale DMA did not run"))
         elif stale.errno != errno.EIO:
-            failures.append(f"the stale DMA gave errno {stale.errno}, expected EIO (the device "
-                            "reports the DMA the IOMMU refused as failed)")
+            failures.append(dma(f"the stale DMA gave errno {stale.errno}, expected EIO (the device "
+                                "reports the DMA the IOMMU refused as failed)"))
         faults = steps.find(DmarFaults)
         if faults is None or faults.count < 1:
-            failures.append("no DMAR fault in the guest's log: the IOMMU did not report the "
-                            "stale DMA")
+            failures.append(dma("no DMAR fault in the guest's log: the IOMMU did not report the "
+                                "stale DMA"))
         if len(seen.records) != 1 or seen.records[0]["length"] != DMA_LEN:
-            failures.append(f"the exporter received {hints_summary(seen.records)}: only the "
-                            f"mapped DMA of {DMA_LEN}B may arrive")
+            failures.append(wire(f"the exporter received {hints_summary(seen.records)}: only the "
+                                 f"mapped DMA of {DMA_LEN}B may arrive"))
         return failures
 
     def describe_set(self) -> str:

@@ -17,7 +17,17 @@ from typing import Any, Protocol
 
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
-from rig.scenarios.protocol import ProtocolError, Result, Steps, hint_text
+from rig.scenarios.findings import Finding, contract, dma
+from rig.scenarios.protocol import (
+    Probe,
+    ProtocolError,
+    Result,
+    Set,
+    SetRaw,
+    Steps,
+    TphGet,
+    hint_text,
+)
 from rig.scenarios.sequence import Seq
 
 
@@ -73,20 +83,37 @@ def errname(num: int | None) -> str:
     return errno.errorcode.get(num, str(num)) if num else "success"
 
 
+# The steps of the series' uAPI (VFIO_DEVICE_FEATURE_DMA_BUF_TPH): their
+# errno is its contract. Every other step's outcome is the transfer's.
+CONTRACT_STEPS: tuple[type[Result], ...] = (Probe, Set, SetRaw, TphGet)
+
+
+def step_finding(kind: type[Result], text: str, want: int | None, got: int | None) -> Finding:
+    """A step that did not end as expected: a contract difference for a step
+    of the series' uAPI (the errno the reference gives, the one seen), else
+    the transfer's."""
+    if issubclass(kind, CONTRACT_STEPS):
+        return contract(text, errname(want), errname(got))
+    return dma(text)
+
+
 def expect_ok(steps: Steps, kind: type[Result], nth: int = 0) -> list[str]:
     st = steps.find(kind, nth)
     if st is None:
-        return [f"{kind.NAME} #{nth + 1} did not run"]
+        return [dma(f"{kind.NAME} #{nth + 1} did not run")]
     if st.ret != 0:
-        return [f"{kind.NAME} #{nth + 1} failed with {errname(st.errno)}: {st}"]
+        return [step_finding(kind, f"{kind.NAME} #{nth + 1} failed with {errname(st.errno)}: "
+                             f"{st}", 0, st.errno)]
     return []
 
 
 def expect_errno(steps: Steps, kind: type[Result], want: int, nth: int = 0) -> list[str]:
     st = steps.find(kind, nth)
-    got = st.errno if st else None
-    if got != want:
-        return [f"{kind.NAME} #{nth + 1} gave {errname(got)}, expected {errname(want)}"]
+    if st is None:
+        return [dma(f"{kind.NAME} #{nth + 1} did not run")]
+    if st.errno != want:
+        return [step_finding(kind, f"{kind.NAME} #{nth + 1} gave {errname(st.errno)}, "
+                             f"expected {errname(want)}", want, st.errno)]
     return []
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.scenarios import protocol
+from rig.scenarios.findings import contract, dma, wire
 from rig.scenarios.hint_cases import DEFAULT, IMPORTER_8BIT
 from rig.scenarios.kit import Seen, errname, expect_ok, received_from
 from rig.scenarios.protocol import ST, ST_EXT, RaceQueries, Set, Steps
@@ -85,20 +86,21 @@ class Race:
         race = steps.find(protocol.Race)
         obs = steps.find(RaceQueries)
         if race is None or obs is None:
-            return [*bad, "the race step printed no result"]
+            return [*bad, dma("the race step printed no result")]
         if race.set_errno:
-            bad.append(f"a concurrent SET failed with {errname(race.set_errno)}")
+            bad.append(contract(f"a concurrent SET failed with {errname(race.set_errno)}",
+                                errname(0), errname(race.set_errno)))
         answers = obs.observed
         if len(answers) != self.queries:
-            bad.append(f"{len(answers)} queries ran, expected {self.queries}")
+            bad.append(dma(f"{len(answers)} queries ran, expected {self.queries}"))
         torn = [a for a in answers if not whole(self.threads, self.ext, *a)]
         if torn:
-            bad.append(f"{len(torn)} answer(s) match no single SET, e.g. "
-                       f"(ret, ST, PH) {torn[:3]}")
+            bad.append(wire(f"{len(torn)} answer(s) match no single SET, e.g. "
+                            f"(ret, ST, PH) {torn[:3]}"))
         values = {a for a in answers if a[0] == 0}
         if len(values) < 2:
-            bad.append(f"the importer saw {len(values)} distinct value(s) in "
-                       f"{len(answers)} queries: the SETs did not run concurrently")
+            bad.append(dma(f"the importer saw {len(values)} distinct value(s) in "
+                           f"{len(answers)} queries: the SETs did not run concurrently"))
         return bad
 
     def describe_set(self) -> str:

@@ -25,6 +25,7 @@ from functools import partial
 
 from rig.guest.devices import Bench
 from rig.scenarios import protocol
+from rig.scenarios.findings import contract, dma, wire
 from rig.scenarios.hint_cases import DEFAULT
 from rig.scenarios.kit import (
     Scripted,
@@ -95,9 +96,10 @@ def _dma_hint(steps: Steps, nth: int, want: tuple[int, int], remapped: int,
     if bad or d is None:
         return bad
     if (bool(d.th), d.st, d.ph, d.remapped) != (True, want[0], want[1], remapped):
-        return [f"DMA #{nth + 1}: importer sent {hint_text(bool(d.th), d.st, d.ph, bool(d.ext))}"
-                f" remapped={d.remapped}, expected {hint_text(True, *want, ext)} "
-                f"remapped={remapped}"]
+        sent = hint_text(bool(d.th), d.st, d.ph, bool(d.ext))
+        return [wire(f"DMA #{nth + 1}: importer sent {sent}"
+                     f" remapped={d.remapped}, expected {hint_text(True, *want, ext)} "
+                     f"remapped={remapped}")]
     return []
 
 
@@ -105,20 +107,21 @@ def _query(steps: Steps, nth: int, want: int) -> list[str]:
     """Status nth's fresh TPH query of the exporter (get_pci_tph) returned want."""
     st = steps.find(Status, nth)
     if st is None:
-        return [f"status #{nth + 1} did not run"]
+        return [dma(f"status #{nth + 1} did not run")]
     if st.query_ret != want:
-        return [f"importer status #{nth + 1}: the exporter's TPH query returned "
-                f"{errname(-st.query_ret)}, expected {errname(-want)}"]
+        return [contract(f"importer status #{nth + 1}: the exporter's TPH query returned "
+                         f"{errname(-st.query_ret)}, expected {errname(-want)}",
+                         errname(-want), errname(-st.query_ret))]
     return []
 
 
 def _invalidated(steps: Steps, nth: int, at_least: int) -> list[str]:
     st = steps.find(Status, nth)
     if st is None:
-        return [f"status #{nth + 1} did not run"]
+        return [dma(f"status #{nth + 1} did not run")]
     if st.invalidations < at_least or st.mapped:
-        return [f"importer status #{nth + 1}: {st.invalidations} invalidation(s), "
-                f"mapped={st.mapped}; expected at least {at_least} and no mapping"]
+        return [dma(f"importer status #{nth + 1}: {st.invalidations} invalidation(s), "
+                    f"mapped={st.mapped}; expected at least {at_least} and no mapping")]
     return []
 
 
@@ -132,8 +135,8 @@ def _log_is(seen: Seen, want: list[tuple[int, int, tuple[int, int]]],
            for r in recs]
     exp = [(seq, gen, seen.rid, (True, st, ph, ext)) for seq, gen, (st, ph) in want]
     if got != exp:
-        return [f"the hint log holds (seq, resets since the first record, requester, hint) "
-                f"{got}, expected {exp}"]
+        return [wire(f"the hint log holds (seq, resets since the first record, requester, hint) "
+                     f"{got}, expected {exp}")]
     return []
 
 
@@ -154,7 +157,7 @@ def decode_check(tags: Tags, seen: Seen) -> list[str]:
     bad += expect_errno(s, Dma, errno.ENODEV, 1)
     st = s.find(Status, 1)
     if st is None or st.dmas != 1:
-        bad.append(f"importer counted {st and st.dmas} DMAs while revoked, expected 1")
+        bad.append(dma(f"importer counted {st and st.dmas} DMAs while revoked, expected 1"))
     bad += _query(s, 1, -errno.ENODEV)
     bad += expect_ok(s, Set, 1) + expect_ok(s, Decode, 1)
     bad += _dma_hint(s, 2, tags.of(B), 1, ext=tags.ext)
@@ -207,7 +210,9 @@ def change_check(tags: Tags, seen: Seen) -> list[str]:
     bad += _dma_hint(s, 1, a, 0, ext=tags.ext)  # attached: keeps the value it was given
     st = s.find(Status, 0)
     if st is None or st.invalidations != 0:
-        bad.append(f"a SET invalidated the importer's mapping: {st}")
+        bad.append(contract(f"a SET invalidated the importer's mapping: {st}",
+                            "no invalidation (a SET takes effect at the next mapping)",
+                            f"{st.invalidations} invalidation(s)" if st else "no status"))
     bad += expect_ok(s, Decode) + expect_ok(s, Decode, 1)
     bad += (_dma_hint(s, 2, b, 1, ext=tags.ext)
             + _log_is(seen, [(0, 0, a), (1, 0, a), (2, 0, b)], tags.ext))
@@ -241,23 +246,23 @@ def _long_log(tags: Tags, seen: Seen, done: int, read: bool = False) -> list[str
     recs = seen.records
     want = "read" if read else "write"
     if any(record_direction(r) != want for r in recs):
-        return [f"the hint log holds a record that is not a {want}: "
-                f"{next(r for r in recs if record_direction(r) != want)}"]
+        return [wire(f"the hint log holds a record that is not a {want}: "
+                     f"{next(r for r in recs if record_direction(r) != want)}")]
     seqs = [int(r["seq"]) for r in recs]
     if not seqs or seqs != list(range(seqs[0], seqs[0] + len(seqs))) or seqs[-1] != done:
-        return [f"the hint log holds seq {seqs[:3]}..{seqs[-3:]}, expected a run ending at "
-                f"{done} (the importer completed {done} long DMAs, then one more)"]
-    bad = []
+        return [wire(f"the hint log holds seq {seqs[:3]}..{seqs[-3:]}, expected a run ending at "
+                     f"{done} (the importer completed {done} long DMAs, then one more)")]
+    bad: list[str] = []
     hint = (True, *tags.of(LONG), tags.ext)
     odd = [r for r in recs[:-1] if (r["requester-id"], hint_of(r), r["length"])
            != (seen.rid, hint, CHUNK)]
     if odd:
-        bad.append(f"the hint log: {len(odd)} record(s) before the last are not the long "
-                   f"DMA's, e.g. {odd[0]}")
+        bad.append(wire(f"the hint log: {len(odd)} record(s) before the last are not the long "
+                        f"DMA's, e.g. {odd[0]}"))
     last = recs[-1]
     if (last["requester-id"], hint_of(last)) != (seen.rid, hint) or (
             last["length"] == CHUNK):
-        bad.append(f"the hint log's last record is not the DMA after decode on: {last}")
+        bad.append(wire(f"the hint log's last record is not the DMA after decode on: {last}"))
     return bad
 
 
@@ -268,22 +273,22 @@ def long_check(tags: Tags, seen: Seen, read: bool = False) -> list[str]:
            + expect_ok(s, start) + expect_ok(s, Decode))
     off = s.find(Decode)
     if off is not None and off.ms > REVOKE_WITHIN_MS:
-        bad.append(f"the revocation (decode off) took {off.ms} ms while the long DMA ran, "
-                   f"expected at most {REVOKE_WITHIN_MS} ms")
+        bad.append(dma(f"the revocation (decode off) took {off.ms} ms while the long DMA ran, "
+                       f"expected at most {REVOKE_WITHIN_MS} ms"))
     w = s.find(protocol.DmaWait)
     if w is None:
-        return [*bad, "dma-wait did not run"]
+        return [*bad, dma("dma-wait did not run")]
     if w.errno != errno.ENODEV or not 0 < w.done < w.count:
-        bad.append(f"the long DMA ended with {errname(w.errno)} after {w.done} of {w.count} "
-                   f"DMAs; expected ENODEV, stopped by the revocation after at least one")
+        bad.append(dma(f"the long DMA ended with {errname(w.errno)} after {w.done} of {w.count} "
+                       f"DMAs; expected ENODEV, stopped by the revocation after at least one"))
     long = tags.of(LONG)
     if (bool(w.th), w.st, w.ph, bool(w.ext)) != (True, *long, tags.ext):
-        bad.append(f"the long DMA sent {hint_text(bool(w.th), w.st, w.ph, bool(w.ext))}, "
-                   f"expected {hint_text(True, *long, tags.ext)}")
+        bad.append(wire(f"the long DMA sent {hint_text(bool(w.th), w.st, w.ph, bool(w.ext))}, "
+                        f"expected {hint_text(True, *long, tags.ext)}"))
     bad += _invalidated(s, 0, 1) + _query(s, 0, -errno.ENODEV)
     st = s.find(Status, 0)
     if st is not None and st.dmas != w.done:
-        bad.append(f"importer counted {st.dmas} DMAs, the long DMA reported {w.done}")
+        bad.append(dma(f"importer counted {st.dmas} DMAs, the long DMA reported {w.done}"))
     bad += expect_ok(s, Decode, 1) + _dma_hint(s, 0, long, 1, Read if read else Dma,
                                                 ext=tags.ext)
     bad += _long_log(tags, seen, w.done, read)
@@ -330,7 +335,7 @@ def two_check(tags: Tags, seen: Seen) -> list[str]:
     bad += expect_errno(s, Dma, errno.ENOTCONN, 5) + _dma_hint(s, 6, t0, 0, ext=ext)
     st = s.find(Status)
     if st is None or (st.attached, st.mapped) != (1, 1):
-        bad.append(f"slot 0's attachment after slot 1 detached: {st}")
+        bad.append(dma(f"slot 0's attachment after slot 1 detached: {st}"))
     # Every DMA that went out, in order, with its own tag; slot 1's refused one absent
     bad += _log_is(seen, [(0, 0, t0), (1, 0, t1), (2, 0, t0), (3, 0, t1), (4, 0, t0),
                           (5, 0, t0)], ext)
