@@ -143,6 +143,7 @@ def test_a_user_tree_of_our_code_compiles_from_the_compiler_cache(
 def test_a_user_kernel_tree_runs_the_whole_matrix(ktree: Path, tmp_path: Path) -> None:
     rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree))
     assert rc == 0
+    assert doc["sources"]["kernel"]["reference"] is True, "our series, told by patch-id"
     assert list(verdicts(doc)) == [c.name for c in matrix.full()]
     assert all(verdicts(doc).values())
     src = doc["sources"]["kernel"]
@@ -158,6 +159,11 @@ def test_an_uncommitted_edit_is_built_and_fails_the_ph_scenarios(ktree: Path,
         rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), *PICK_PH)
         assert rc == 1
         assert verdicts(doc) == dict.fromkeys(PH_CASES, False)
+        # The importer-visible tag is wrong: a fault on the wire, not a
+        # difference of contract, although the tree is not the reference
+        assert {s["status"] for s in doc["scenarios"]} == {"FAIL"}
+        assert all("wire" in s["kinds"] for s in doc["scenarios"])
+        assert doc["sources"]["kernel"]["reference"] is False
         assert doc["sources"]["kernel"]["dirty"] is True
         steps = kernel_steps(ktree)
         print(f"kernel steps after a one-line edit: {steps}")
@@ -167,6 +173,34 @@ def test_an_uncommitted_edit_is_built_and_fails_the_ph_scenarios(ktree: Path,
     rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), *PICK_PH)
     assert rc == 0 and verdicts(doc) == dict.fromkeys(PH_CASES, True)
     assert doc["sources"]["kernel"]["dirty"] is False
+
+
+# get_pci_tph answering on a revoked buffer, as v11 did: the only change
+VFIO_REVOKED = ("\t/* As vfio_pci_dma_buf_map(): a revoked buffer has no hints either */\n"
+                "\tif (priv->revoked)\n\t\treturn -ENODEV;\n\n\tif (extended) {")
+REVOKED_QUERY = ["revoke-decode", "revoke-close-device", "revoke-during-long-dma"]
+
+
+def test_a_contract_only_difference_differs_with_both_values(ktree: Path,
+                                                              tmp_path: Path) -> None:
+    """A tree whose only change is get_pci_tph() answering 0 on a revoked
+    buffer: no fault on the wire, so the scenarios that ask it DIFFER from the
+    reference series (both values named) and the run exits 5, not 1."""
+    edit(ktree, VFIO_FILE, VFIO_REVOKED, "\tif (extended) {")
+    try:
+        rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), "-k", "revoke-reset",
+                           *[a for n in REVOKED_QUERY for a in ("-k", n)])
+    finally:
+        git(ktree, "checkout", "--", VFIO_FILE)
+    assert rc == 5 and doc["exit_code"] == 5
+    status = {s["name"]: s["status"] for s in doc["scenarios"]}
+    assert status == {**dict.fromkeys(REVOKED_QUERY, "DIFFERS"), "revoke-reset": "PASS"}
+    for s in doc["scenarios"]:
+        if s["status"] == "DIFFERS":
+            assert set(s["kinds"]) == {"contract"}
+            assert {(c["reference"], c["seen"]) for c in s["contract"]} == {
+                ("ENODEV", "success")}
+    assert doc["sources"]["kernel"]["reference"] is False
 
 
 def test_an_unchanged_user_tree_is_a_fast_cache_hit(ktree: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import textwrap
 import xml.etree.ElementTree as ET
+from collections import Counter
 from typing import Any
 
 from rig.results.run import Outcome, Run, Status
@@ -16,6 +17,7 @@ from rig.results.run import Outcome, Run, Status
 COLUMNS = ("scenario", "set", "received", "verdict", "time")
 WIDTH = 100          # the table's lines fit this many columns (a long path may not)
 NAME_MAX = 32        # a longer scenario name wraps in its column
+RECEIVED_MAX = 240   # a longer "received" text shows the records folded (the JSON has it)
 FOOTER_MAX = 12      # lines after the scenarios' (the summary's among them), without -v
 VERDICT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.DIFFERS: "DIFFERS",
            Status.ERROR: "ERROR", Status.CRASHED: "CRASHED", Status.NOT_RUN: "NOT_RUN"}
@@ -54,7 +56,10 @@ def _wrapped(text: str, first: str, rest: str, width: int) -> list[str]:
 
 def _row(o: Outcome) -> tuple[str, ...]:
     secs = "-" if o.status is Status.NOT_RUN else f"{o.seconds:.2f}s"
-    return (o.name, o.set_text, o.received or "-", VERDICT[o.status], secs)
+    received = o.received or "-"
+    if len(received) > RECEIVED_MAX and o.records:    # a long DMA's records, folded
+        received = records_summary(o.records)
+    return (o.name, o.set_text, received, VERDICT[o.status], secs)
 
 
 def _fit(text: str, width: int) -> str:
@@ -228,8 +233,10 @@ def _xml(text: str) -> str:
 def differs_text(o: Outcome) -> str:
     """What a DIFFERS scenario's contract differences are: "the reference
     series gives ENODEV, this kernel success" for each."""
-    return "; ".join(f"the reference series gives {c.get('reference', '?')}, this kernel "
-                     f"{c.get('seen', '?')}" for c in o.contract) or "differs in contract"
+    pairs = Counter((c.get("reference", "?"), c.get("seen", "?")) for c in o.contract)
+    return "; ".join(f"the reference series gives {ref}, this kernel {seen}"
+                     + (f" ({n} checks)" if n > 1 else "")
+                     for (ref, seen), n in pairs.items()) or "differs in contract"
 
 
 def _first_line(texts: list[str], default: str) -> str:
