@@ -803,11 +803,11 @@ int main(int argc, char **argv)
 			r = importer();
 			if (!r && ioctl(cur->importer, TPH_IMPORTER_COPY, &c))
 				r = -errno;
-			emit(s, r, -r, "\"slot\": %ld, \"src_offset\": %llu, \"offset\": %llu, "
-			     "\"len\": %u, \"status\": %u, \"tph_ret\": %d, \"th\": %u, "
-			     "\"st\": %u, \"ph\": %u, \"ext\": %u, \"remapped\": %u", n,
-			     (unsigned long long)c.src_offset, (unsigned long long)c.offset, c.len,
-			     c.status, c.ret, c.th, c.st, c.ph, c.ext, c.remapped);
+			emit(s, r, -r, "\"offset\": %llu, \"len\": %u, \"status\": %u, "
+			     "\"tph_ret\": %d, \"th\": %u, \"st\": %u, \"ph\": %u, \"ext\": %u, "
+			     "\"remapped\": %u, \"slot\": %ld, \"src_offset\": %llu",
+			     (unsigned long long)c.offset, c.len, c.status, c.ret, c.th, c.st, c.ph,
+			     c.ext, c.remapped, n, (unsigned long long)c.src_offset);
 		} else if (!strcmp(s, "dma-start")) {
 			need(argc, i, 4, s);
 			if (bg.running) {

@@ -138,8 +138,8 @@ class Attach(Step):
 
 @dataclass(frozen=True, kw_only=True)
 class Transfer(Step):
-    """What one importer DMA reports, in either direction. Dma and Read are
-    siblings, so that finding a Dma never finds a read."""
+    """What one importer DMA reports, in either direction, or a copy. Dma,
+    Read and Copy are siblings, so that finding a Dma never finds a read."""
 
     offset: int = 0
     len: int = 0
@@ -167,7 +167,7 @@ class Read(Transfer):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Copy(Step):
+class Copy(Transfer):
     """An importer copy: the device reads `len` bytes of slot `slot`'s dma-buf
     at `src_offset` and writes them into the current slot's at `offset`, every
     request with one hint. remapped: bit 0 the destination's mapping was made
@@ -176,15 +176,6 @@ class Copy(Step):
     NAME = "copy"
     slot: int = 0
     src_offset: int = 0
-    offset: int = 0
-    len: int = 0
-    status: int = 0
-    tph_ret: int = 0
-    th: int = 0
-    st: int = 0
-    ph: int = 0
-    ext: int = 0
-    remapped: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
