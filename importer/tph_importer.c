@@ -147,6 +147,7 @@ struct tph_imp {
 	struct tph_imp_file *busy_src;
 	bool stopped;			/* Bus Master Enable cleared */
 	bool dead;			/* did not stop: stays off */
+	struct tph_imp_file *halted;	/* whose DMA the last stop cut short */
 };
 
 struct tph_imp_file {
@@ -257,6 +258,7 @@ static void tph_imp_stop_engine(struct tph_imp *imp, struct tph_imp_file *f)
 		pci_warn(imp->pdev, "DMA engine still busy, clearing Bus Master Enable\n");
 		pci_clear_master(imp->pdev);
 		imp->stopped = true;
+		imp->halted = imp->busy;
 		if (!tph_imp_wait_idle(imp, TPH_IMP_QUIESCE_MS)) {
 			pci_err(imp->pdev, "DMA engine does not stop, leaving Bus Master Enable off\n");
 			imp->dead = true;
@@ -280,6 +282,8 @@ static int tph_imp_start_dma(struct tph_imp_file *f, dma_addr_t addr, u32 len,
 
 	lockdep_assert_held(&imp->lock);
 	dma_resv_assert_held(f->dmabuf->resv);
+	if (src)
+		dma_resv_assert_held(src->dmabuf->resv);
 
 	/* An 8-bit tag goes out without the prefix, also with Enable 11b */
 	if (f->th && !f->ext)
@@ -340,10 +344,14 @@ static int tph_imp_wait_dma(struct tph_imp_file *f, u32 count, u32 *status)
 		/* Never leave the engine running into the buffer */
 		tph_imp_stop_engine(imp, f);
 	} else {
-		if (imp->busy == f && imp->stopped)
-			ret = -EIO;	/* an invalidation stopped it */
 		imp->busy = NULL;
 		imp->busy_src = NULL;
+	}
+	if (imp->halted == f) {
+		/* An invalidation cut this DMA short */
+		imp->halted = NULL;
+		if (!ret)
+			ret = -EIO;
 	}
 	mutex_unlock(&imp->engine_lock);
 
@@ -960,6 +968,9 @@ static int tph_imp_copy(struct tph_imp_file *f, struct tph_imp_file *src,
 	ret = tph_imp_remap(f, &arg->remapped, TPH_IMPORTER_COPY_REMAPPED);
 	if (!ret)
 		ret = tph_imp_remap(src, &arg->remapped, TPH_IMPORTER_COPY_SRC_REMAPPED);
+	/* Mapping one of a shared buffer's attachments may move the other's */
+	if (!ret && (!f->sgt || !src->sgt))
+		ret = -EAGAIN;
 	if (!ret) {
 		arg->ret = f->tph_ret;
 		arg->th = f->th;
@@ -1014,18 +1025,18 @@ static long tph_imp_ioctl_copy(struct tph_imp_file *f,
 			       struct tph_importer_copy __user *uarg)
 {
 	struct tph_importer_copy arg;
+	bool bad_pad;
 	int ret;
 
 	lockdep_assert_held(&f->imp->lock);
 
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
 		return -EFAULT;
-	if (arg.pad)
-		return -EINVAL;
+	bad_pad = arg.pad;
 	/* The outputs, from @status on */
 	memset(&arg.status, 0, sizeof(arg) - offsetof(struct tph_importer_copy, status));
 
-	ret = tph_imp_copy_from(f, &arg);
+	ret = bad_pad ? -EINVAL : tph_imp_copy_from(f, &arg);
 
 	/* Also on failure: the hint and the status, where it got that far */
 	if (copy_to_user(uarg, &arg, sizeof(arg)))

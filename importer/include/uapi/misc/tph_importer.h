@@ -122,7 +122,7 @@ struct tph_importer_dma {
  * @remapped: out: %TPH_IMPORTER_COPY_REMAPPED if this file's mapping, and
  *	%TPH_IMPORTER_COPY_SRC_REMAPPED if the source's, had been invalidated
  *	and was made again (with a new TPH query)
- * @pad: reserved, zero (-EINVAL otherwise)
+ * @pad: reserved, zero (-EINVAL otherwise); zero on return
  *
  * The device reads the whole source, then writes it; every request of the
  * copy, reads and writes, carries one hint. A Steering Tag means something
@@ -132,8 +132,10 @@ struct tph_importer_dma {
  * map, query and start the copy, never while it runs; a revocation of
  * either buffer stops the engine. Other errors: -EBADF if @src_fd is not a
  * file of /dev/tph-importer; -EINVAL for another device's file or a range
- * outside either dma-buf; -ENOTCONN if either file is not attached;
- * -EOPNOTSUPP if the device cannot copy; -EBUSY, -ENODEV and -EIO as for
+ * outside either dma-buf, or @pad not zero; -ENOTCONN if either file is
+ * not attached; -EOPNOTSUPP if the device cannot copy; -EAGAIN if mapping
+ * one attachment invalidated the other's (an exporter may move a buffer
+ * shared by both files: try again); -EBUSY, -ENODEV and -EIO as for
  * TPH_IMPORTER_DMA. The outputs are written back also when it fails,
  * unless the argument could not be read.
  */
