@@ -459,6 +459,12 @@ def test_the_recorded_matrix_prints_within_the_limits(
     assert lines[n] == f"{n}/{n} scenarios passed"
     assert len(lines) - n <= 12, lines[n:]
     assert all(len(ln) <= 100 for ln in lines), [ln for ln in lines if len(ln) > 100]
+    # A long DMA's records that do not fit are folded before the line is cut
+    long_dma = next(ln for ln in lines if ln.split()[2] == "revoke-during-long-dma")
+    assert long_dma.split()[3:5] == [str(len(next(
+        s for s in doc["scenarios"] if s["name"] == "revoke-during-long-dma")["records"]) - 1),
+        "x"], long_dma
+    assert "x16384B" not in long_dma
 
 
 def test_folded_records_count_each_run_of_equal_hints() -> None:

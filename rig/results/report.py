@@ -72,14 +72,16 @@ def _size(n: int) -> str:
     return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n}B"
 
 
-def _record_key(r: dict[str, Any]) -> tuple[bool, int, int, bool, str, bool]:
+def _record_key(r: dict[str, Any]) -> tuple[bool, int, int, bool, str, bool, int]:
     return (bool(r.get("th")), int(r.get("st", 0)), int(r.get("ph", 0)), bool(r.get("ext")),
-            str(r.get("direction", "write")), bool(r.get("malformed")))
+            str(r.get("direction", "write")), bool(r.get("malformed")), int(r.get("length", 0)))
 
 
 def records_summary(records: list[dict[str, Any]]) -> str:
-    """The exporter's records, runs of equal hints folded: "176 x TH=1 PH=3
-    ST=0x1a3 ext 16 KiB" (176 records of 16 KiB each), "nothing" for none."""
+    """The exporter's records, runs of equal records (hint, direction, length)
+    folded: "176 x TH=1 PH=3 ST=0x1a3 ext 16 KiB" (176 records of 16 KiB
+    each), "nothing" for none. The hint reads as protocol.hint_text writes it
+    (the reports import no scenario code)."""
     if not records:
         return "nothing"
     parts: list[str] = []
@@ -89,12 +91,9 @@ def records_summary(records: list[dict[str, Any]]) -> str:
         j = i
         while j < len(records) and _record_key(records[j]) == key:
             j += 1
-        th, st, ph, ext, direction, malformed = key
-        lengths = {int(r.get("length", 0)) for r in records[i:j]}
-        size = (_size(lengths.pop()) if len(lengths) == 1
-                else _size(sum(int(r.get("length", 0)) for r in records[i:j])) + " in all")
+        th, st, ph, ext, direction, malformed, length = key
         hint = f"TH=1 PH={ph} ST={st:#x} {'ext' if ext else '8-bit'}" if th else "no hint"
-        parts.append(f"{j - i} x " * (j - i > 1) + f"{hint} {size}"
+        parts.append(f"{j - i} x " * (j - i > 1) + f"{hint} {_size(length)}"
                      + " read" * (direction == "read") + " MALFORMED" * malformed)
         i = j
     return "; ".join(parts)
@@ -109,20 +108,21 @@ def _seen_line(o: Outcome, width: int) -> str:
     return _fit(text, width)
 
 
-def _brief(run: Run, shown: list[Outcome], width: int) -> list[str]:
+def _brief(shown: list[Outcome], width: int) -> list[str]:
     """One line per scenario: verdict, time, name, what was seen."""
     name_w = min(max((len(o.name) for o in shown), default=0), NAME_MAX + 14)
     out = []
     for o in shown:
         secs = "-" if o.status is Status.NOT_RUN else f"{o.seconds:.2f}s"
         head = f"{VERDICT[o.status]:<7} {secs:>6}  {o.name:<{name_w}}  "
+        room = max(width - len(head), 10)
         seen = (differs_text(o) if o.status is Status.DIFFERS
-                else o.failures[0] if o.failures and not o.passed else _seen_line(o, 10**6))
-        out.append((head + _fit(seen, max(width - len(head), 10))).rstrip())
+                else o.failures[0] if o.failures and not o.passed else _seen_line(o, room))
+        out.append((head + _fit(seen, room)).rstrip())
     return out
 
 
-def _detail(run: Run, shown: list[Outcome], width: int) -> list[str]:
+def _detail(shown: list[Outcome], width: int) -> list[str]:
     """The full rows (what was set and received) of these scenarios, then each
     one's failures and stall warnings."""
     rows = [_row(o) for o in shown]
@@ -212,9 +212,9 @@ def table(run: Run, width: int = WIDTH, full: bool = False) -> str:
     that did not pass (all of them with `full`), the whole row of what was set
     and received and every failure; the count of each status; a short footer."""
     detailed = [o for o in run.outcomes if full or not o.passed]
-    out = _brief(run, run.outcomes, width)
+    out = _brief(run.outcomes, width)
     if detailed:
-        out += ["", *_detail(run, detailed, width), ""]
+        out += ["", *_detail(detailed, width), ""]
     out.append(summary_line(run))
     return "\n".join(out + _footer(run, width, full))
 
