@@ -281,7 +281,8 @@ class SharedGroup:
                   + shell_line(Groups, exporter="$ge", importer="$gi"))
         # 1. importer bound: open the exporter (tphctl's line says how it failed)
         # 2. importer unbound, the exporter held open by tphctl (once its open
-        #    line is out, within HOLD_MS): bind the importer, then let go
+        #    line is out, within HOLD_MS; the file may not exist yet when the
+        #    wait starts: grep -s): bind the importer, then let go
         held = Seq().open(bench.exporter).sleep(HOLD_MS).command()
         drv = "/sys/bus/pci/drivers/tph_importer"
         bind = (f"err=$({{ echo {bench.importer} > {drv}/bind; }} 2>&1); rc=$?; "
@@ -289,8 +290,8 @@ class SharedGroup:
                 "\"error\": \"%s\"}\\n' \"$rc\" \"${err##*: }\"")
         return (f"{groups}; {Seq().open(bench.exporter).command()}; "
                 f"echo {bench.importer} > {imp}/driver/unbind; "
-                f"{held} > /tmp/held.out & h=$!; n=0; "
-                "until grep -q '\"step\": \"open\"' /tmp/held.out || [ $n -ge 400 ]; "
+                f"rm -f /tmp/held.out; {held} > /tmp/held.out & h=$!; n=0; "
+                "until grep -qs '\"step\": \"open\"' /tmp/held.out || [ $n -ge 400 ]; "
                 f"do sleep 0.02; n=$((n + 1)); done; {bind}; kill $h; wait; "
                 "head -n 1 /tmp/held.out; "
                 f"echo {bench.importer} > {drv}/bind")
