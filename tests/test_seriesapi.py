@@ -15,6 +15,9 @@ from rig.errors import SourceError
 
 REPO = Path(__file__).resolve().parent.parent
 PATCHES = sorted((REPO / "kernel-patches").glob("000[1-9]-*.patch"))
+# The patches up to the one that adds the uAPI (the selftest comes after it)
+BEFORE_VFIO = next(i for i, p in enumerate(PATCHES) if "DMA_BUF_TPH" in p.name
+                   and "selftests" not in p.name)
 BASE_VFIO = ("#define VFIO_DEVICE_FEATURE_DMA_BUF 11\nstruct vfio_device_feature_dma_buf {\n"
              "\t__u32 region_index;\n};\n")
 
@@ -48,18 +51,18 @@ def test_the_whole_series_meets_every_need(tmp_path: Path) -> None:
 
 def test_a_tree_without_the_vfio_patch_names_symbol_file_and_patch(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as exc:
-        api_probe.check(fake_tree(tmp_path, len(PATCHES) - 1), "--kernel-tree T")
+        api_probe.check(fake_tree(tmp_path, BEFORE_VFIO), "--kernel-tree T")
     msg = exc.value.message
     assert "VFIO_DEVICE_FEATURE_DMA_BUF_TPH: not in include/uapi/linux/vfio.h" in msg
-    assert "6/6 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
+    assert "6/7 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\"" in msg
     assert "dma_buf_get_pci_tph" not in msg
 
 
 def test_each_patch_adds_what_it_is_named_for(tmp_path: Path) -> None:
-    # 1/6 and 2/6 (the completer-type and prefix-path fixes) and 4/6 (an
-    # export) add no API; 3/6, 5/6 and 6/6 one piece each
+    # 1/7 and 2/7 (the completer-type and prefix-path fixes) and 4/7 (an
+    # export) add no API; 3/7, 5/7 and 6/7 one piece each; 7/7 is a selftest
     adds = {3: api_probe.PATCH_PCI, 5: api_probe.PATCH_DMABUF, 6: api_probe.PATCH_VFIO}
-    assert len(PATCHES) == 6
+    assert len(PATCHES) == 7
     for upto in range(len(PATCHES) + 1):
         gone = api_probe.missing(fake_tree(tmp_path / str(upto), upto))
         assert {n.added_by for n in gone} == {name for i, name in adds.items() if i > upto}
@@ -100,7 +103,7 @@ def test_a_qemu_tree_without_the_device_is_named(tmp_path: Path) -> None:
 
 
 def test_rig_stops_in_seconds_on_such_a_tree(tmp_path: Path, cache_home: Path) -> None:
-    tree = fake_tree(tmp_path / "linux", len(PATCHES) - 1)
+    tree = fake_tree(tmp_path / "linux", BEFORE_VFIO)
     (tree / "Makefile").write_text("all:\n")
     res = subprocess.run([sys.executable, "-m", "rig", "build", "kernel", "--kernel-tree",
                           str(tree)], cwd=REPO, capture_output=True, text=True, timeout=60,

@@ -224,7 +224,7 @@ def test_a_tree_without_the_vfio_patch_fails_in_seconds(ktree: Path) -> None:
         git(ktree, "checkout", "-q", head)
     assert res.returncode == 2
     assert ("VFIO_DEVICE_FEATURE_DMA_BUF_TPH: not in include/uapi/linux/vfio.h (added by "
-            "6/6 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\")") in res.stderr
+            "6/7 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\")") in res.stderr
     assert "dma_buf_get_pci_tph" not in res.stderr
     assert elapsed < 30, f"took {elapsed:.1f} s"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from rig.errors import SourceError
 
-PATCH_PCI = "3/6 \"PCI/TPH: Add pcie_tph_enabled_req_type() and pcie_tph_completer_type()\""
-PATCH_DMABUF = "5/6 \"dma-buf: Add optional get_pci_tph op and dma_buf_get_pci_tph()\""
-PATCH_VFIO = "6/6 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\""
+PATCH_PCI = "3/7 \"PCI/TPH: Add pcie_tph_enabled_req_type() and pcie_tph_completer_type()\""
+PATCH_DMABUF = "5/7 \"dma-buf: Add optional get_pci_tph op and dma_buf_get_pci_tph()\""
+PATCH_VFIO = "6/7 \"vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH\""
 
 
 @dataclass(frozen=True)
