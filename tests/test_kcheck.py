@@ -61,3 +61,28 @@ def test_a_checker_that_rejects_typeof_unqual_is_not_usable(tmp_path: Path) -> N
     assert not sparse.usable(str(old))
     assert sparse.usable(str(new))
     assert not sparse.usable(str(tmp_path / "missing"))
+
+
+def test_new_files_under_a_maintained_directory_answer_checkpatchs_question(
+        tmp_path: Path) -> None:
+    """checkpatch asks whether MAINTAINERS needs updating for every added
+    file; where an F: entry covers them all, the answer is no (the series'
+    selftest, 7/7, adds one under tools/testing/selftests/vfio/)."""
+    (tmp_path / "MAINTAINERS").write_text(
+        "VFIO SELFTESTS\nF:\ttools/testing/selftests/vfio/\n"
+        "PCI TPH\nF:\tdrivers/pci/tph*.c\n")
+    patch = tmp_path / "p.patch"
+
+    def adds(*files: str) -> bool:
+        patch.write_text("".join(f"--- /dev/null\n+++ b/{f}\n@@ -0,0 +1 @@\n+x\n"
+                                 for f in files))
+        return kernel_series.added_files_maintained(tmp_path, patch)
+
+    assert adds("tools/testing/selftests/vfio/vfio_pci_dmabuf_tph_test.c")
+    assert adds("drivers/pci/tph_new.c", "tools/testing/selftests/vfio/lib/x.h")
+    assert not adds("tools/testing/selftests/vfiox/a.c")
+    assert not adds("drivers/pci/tph_new.c", "drivers/misc/new.c")
+    assert not adds()
+    series_patch = sorted((Path(__file__).parent.parent / "kernel-patches").glob("0007-*"))[0]
+    assert kernel_series.added_files(series_patch) == [
+        "tools/testing/selftests/vfio/vfio_pci_dmabuf_tph_test.c"]

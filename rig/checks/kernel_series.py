@@ -9,6 +9,8 @@ warnings of their own; those are not the series').
 
 from __future__ import annotations
 
+import fnmatch
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +45,42 @@ class PatchReport:
 
 
 def checkpatch(tree: Path, patch: Path, log: Path) -> list[str]:
-    out = run_checker(tree, ["perl", "scripts/checkpatch.pl", "--strict", str(patch)], log)
+    argv = ["perl", "scripts/checkpatch.pl", "--strict"]
+    if added_files_maintained(tree, patch):
+        # Its question "added file(s), does MAINTAINERS need updating?" is
+        # answered: an entry of the tree's MAINTAINERS covers every new file
+        argv += ["--ignore", "FILE_PATH_CHANGES"]
+    out = run_checker(tree, [*argv, str(patch)], log)
     if CHECKPATCH_CLEAN in out:
         return []
     return [ln for ln in out.splitlines()
             if ln.startswith(("ERROR:", "WARNING:", "CHECK:", "total:"))] or [out[-400:]]
+
+
+def added_files(patch: Path) -> list[str]:
+    """The files a patch creates (`--- /dev/null` then `+++ b/PATH`)."""
+    lines = patch.read_text(errors="replace").splitlines()
+    return [b.removeprefix("+++ b/") for a, b in itertools.pairwise(lines)
+            if a == "--- /dev/null" and b.startswith("+++ b/")]
+
+
+def added_files_maintained(tree: Path, patch: Path) -> bool:
+    """Whether the patch adds files and an F: entry of the tree's MAINTAINERS
+    covers each (a directory pattern ending in "/" its whole subtree, a glob
+    what it matches, as get_maintainer.pl reads them)."""
+    added = added_files(patch)
+    maintainers = tree / "MAINTAINERS"
+    if not added or not maintainers.is_file():
+        return False
+    patterns = [ln[2:].strip() for ln in maintainers.read_text(errors="replace").splitlines()
+                if ln.startswith("F:")]
+    return all(any(_covers(p, f) for p in patterns) for f in added)
+
+
+def _covers(pattern: str, path: str) -> bool:
+    if pattern.endswith("/"):
+        return path.startswith(pattern) or fnmatch.fnmatch(path, pattern + "*")
+    return path == pattern or fnmatch.fnmatch(path, pattern)
 
 
 def warnings_for(text: str, files: set[str], root: Path,
