@@ -31,6 +31,7 @@ from rig.scenarios import matrix
 from rig.scenarios.findings import Finding, Kind, contract, dma, health, wire
 from rig.scenarios.kit import CONTRACT_STEPS, Scenario, Seen, expect_errno, expect_ok
 from rig.scenarios.protocol import FIELDS, Copy, Dma, Probe, Read, Set, SetRaw, Steps, TphGet
+from rig.scenarios.selftests import KernelSelftest
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "run-tcg.json").read_text())
 BY_NAME = {s["name"]: s for s in RECORDED["scenarios"]}
@@ -87,7 +88,10 @@ def _tainted(seen: Seen) -> Seen:
     return seen
 
 
-CASES = [c.name for c in matrix.full()]
+# The kernel selftests' checks read their programs' KTAP, not tphctl's
+# steps: their kinds are tested apart (test_a_selftest_failure_is_its_kind)
+SELFTESTS = [c.name for c in matrix.full() if isinstance(c, KernelSelftest)]
+CASES = [c.name for c in matrix.full() if c.name not in SELFTESTS]
 # Scenarios whose claim is not the hints of the records they hold: the stale
 # IOVA's is that nothing of the stale DMA arrived (it counts the records)
 HINTS_NOT_THEIR_CLAIM = {"rootports-stale-iova"}
@@ -224,3 +228,18 @@ def test_the_reference_is_told_by_patch_id(series_repo: tuple[Path, list[Path]],
     _git(tree, "commit", "-q", "--allow-empty", "-m", "on top")
     head = _git(tree, "rev-parse", "HEAD").strip()
     assert reference.of_tree(str(tree), 2) != reference.ours()
+
+
+@pytest.mark.parametrize("name", SELFTESTS)
+def test_a_selftest_failure_is_its_kind(name: str) -> None:
+    """A kernel selftest's recorded run passes its check; with its first
+    passing case turned into a failure it answers selftest findings only."""
+    case = next(c for c in matrix.full() if c.name == name)
+    doc = BY_NAME[name]
+    seen = Seen([], [], 0, doc["ktap"], dict(doc["dma_errors"]))
+    assert case.check(seen) == []
+    lines = doc["ktap"].splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("ok ") and "# SKIP" not in ln)
+    lines[first] = "not " + lines[first]
+    seen.output = "\n".join(lines)
+    assert set(_kinds(case, seen)) == {Kind.SELFTEST}

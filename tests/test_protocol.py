@@ -133,7 +133,8 @@ def test_a_recorded_run_parses(name: str) -> None:
 def test_every_scenario_reports_what_the_recorded_run_reported(name: str) -> None:
     doc = next(s for s in RECORDED["scenarios"] if s["name"] == name)
     case = next(c for c in matrix.full() if c.name == name)
-    seen = Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["records"]), 0)
+    seen = Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["records"]), 0,
+                doc.get("ktap", ""), doc.get("dma_errors", {}))
     assert (case.summary, case.describe_set(), case.received(seen)) == (
         doc["summary"], doc["set"], doc["received"])
 

@@ -30,6 +30,9 @@ pytestmark = pytest.mark.integration
 
 VFIO_FILE = "drivers/vfio/pci/vfio_pci_dmabuf.c"
 VFIO_PH = "priv->tph.ph = tph.flags ? tph.ph : 0;"
+# The uAPI's answer to a closed fd (EBADF, from dma_buf_get())
+VFIO_BADF = "\tif (IS_ERR(dmabuf))\n\t\treturn PTR_ERR(dmabuf);\n\n\tif (dmabuf->ops"
+UAPI_SELFTEST = "selftest-vfio_pci_dmabuf_tph_test"
 QEMU_FILE = "hw/misc/tph-testdev.c"
 QEMU_PH = "r->ph = attrs.tph_ph;"
 PH_CASES = [f"st8-ph{p}" for p in range(4)]
@@ -154,15 +157,27 @@ def test_a_user_kernel_tree_runs_the_whole_matrix(ktree: Path, tmp_path: Path) -
 
 def test_an_uncommitted_edit_is_built_and_fails_the_ph_scenarios(ktree: Path,
                                                                  tmp_path: Path) -> None:
+    """Two edits, one build: PH off by one fails the PH scenarios on the wire,
+    and EINVAL for a closed fd fails the series' own uAPI selftest by name."""
     edit(ktree, VFIO_FILE, VFIO_PH, "priv->tph.ph = tph.flags ? tph.ph ^ 1 : 0;")
+    edit(ktree, VFIO_FILE, VFIO_BADF, VFIO_BADF.replace("PTR_ERR(dmabuf)", "-EINVAL"))
     try:
-        rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), *PICK_PH)
+        rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), *PICK_PH,
+                           "-k", UAPI_SELFTEST)
         assert rc == 1
-        assert verdicts(doc) == dict.fromkeys(PH_CASES, False)
+        assert verdicts(doc) == dict.fromkeys([*PH_CASES, UAPI_SELFTEST], False)
         # The importer-visible tag is wrong: a fault on the wire, not a
         # difference of contract, although the tree is not the reference
-        assert {s["status"] for s in doc["scenarios"]} == {"FAIL"}
-        assert all("wire" in s["kinds"] for s in doc["scenarios"])
+        ph = [s for s in doc["scenarios"] if s["name"] in PH_CASES]
+        assert {s["status"] for s in ph} == {"FAIL"}
+        assert all("wire" in s["kinds"] for s in ph)
+        # The tree fails its own selftest: the case, by name, and nothing else
+        uapi = next(s for s in doc["scenarios"] if s["name"] == UAPI_SELFTEST)
+        assert uapi["status"] == "FAIL" and set(uapi["kinds"]) == {"selftest"}
+        failed = [c["name"] for c in uapi["cases"] if c["status"] == "fail"]
+        assert failed == ["vfio_pci_dmabuf_tph_test.bad_fd"], uapi["cases"]
+        assert uapi["failures"][0].startswith("vfio_pci_dmabuf_tph_test.bad_fd: ")
+        assert ":bad_fd:Expected EBADF (9) == errno (22)" in uapi["failures"][0]
         assert doc["sources"]["kernel"]["reference"] is False
         assert doc["sources"]["kernel"]["dirty"] is True
         steps = kernel_steps(ktree)
@@ -170,8 +185,8 @@ def test_an_uncommitted_edit_is_built_and_fails_the_ph_scenarios(ktree: Path,
         assert 0 < steps < 100, "one changed file must not rebuild the kernel from scratch"
     finally:
         git(ktree, "checkout", "--", VFIO_FILE)
-    rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), *PICK_PH)
-    assert rc == 0 and verdicts(doc) == dict.fromkeys(PH_CASES, True)
+    rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), *PICK_PH, "-k", UAPI_SELFTEST)
+    assert rc == 0 and verdicts(doc) == dict.fromkeys([*PH_CASES, UAPI_SELFTEST], True)
     assert doc["sources"]["kernel"]["dirty"] is False
 
 
@@ -215,7 +230,7 @@ def test_an_unchanged_user_tree_is_a_fast_cache_hit(ktree: Path) -> None:
 
 def test_a_tree_without_the_vfio_patch_fails_in_seconds(ktree: Path) -> None:
     head = git(ktree, "rev-parse", "HEAD").strip()
-    git(ktree, "checkout", "-q", "HEAD~1")
+    git(ktree, "checkout", "-q", "HEAD~2")    # before 6/7 (and 7/7, its selftest)
     try:
         started = time.monotonic()
         res = rig("run", "--kernel-tree", str(ktree), "-k", "no-tph", timeout=300)
@@ -239,7 +254,9 @@ def test_a_series_from_its_mails_runs_the_whole_matrix(ktree: Path, tmp_path: Pa
     src = doc["sources"]["kernel"]
     assert src["series"] == "mails"
     assert len(src["subjects"]) == len(series.series_files(kernel_series_dir()))
-    assert src["subjects"][-1].endswith("vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH")
+    assert src["subjects"][-2].endswith("vfio/pci: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH")
+    assert src["subjects"][-1].endswith("vfio: selftests: Add VFIO_DEVICE_FEATURE_DMA_BUF_TPH "
+                                        "test")
 
 
 def test_an_edit_in_a_user_qemu_tree_is_built_and_tested(qtree: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.builder import context, image_build, kernel_build, qemu_build, sources
+from rig.builder import context, image_build, kernel_build, qemu_build, selftest_build, sources
 from rig.paths import kernel_series_dir, qemu_series_dir
 from rig.progress import Progress
 
@@ -93,8 +93,11 @@ def build(request: Request, progress: Progress) -> Built:
             results["qemu"] = qemu_build.build(ctx, request.qemu, request.sanitize)
         if wants_kernel and request.kernel is not None:
             results["kernel"] = kernel_build.build(ctx, request.kernel, request.kernel_config)
-        if request.what in ("image", "all"):
-            results["image"] = image_build.build(ctx, results["kernel"])
+        if request.what in ("image", "all") and request.kernel is not None:
+            results["selftests"] = selftest_build.build(ctx, request.kernel,
+                                                        results["kernel"])
+            results["image"] = image_build.build(ctx, results["kernel"],
+                                                 results["selftests"])
     return Built(results, request)
 
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rig import proc, tools
-from rig.builder import context
+from rig.builder import context, selftest_build
 from rig.builder.cache import file_digest, files_inputs, input_key
 from rig.errors import BuildError, ToolError
 from rig.hostfacts import compiler_version
@@ -39,8 +39,9 @@ def _static_busybox() -> Path:
     return bb
 
 
-def key_inputs(kernel: dict[str, Any]) -> dict[str, Any]:
-    """`kernel`: what the image takes from the kernel build (headers, modules digests)."""
+def key_inputs(kernel: dict[str, Any], selftests: str | None = None) -> dict[str, Any]:
+    """`kernel`: what the image takes from the kernel build (headers, modules
+    digests); `selftests`: the key of the selftest programs it carries."""
     files = sorted(p for p in guest_image_dir().rglob("*") if p.is_file())
     files += sorted(p for p in importer_uapi().rglob("*.h"))
     return {
@@ -49,6 +50,7 @@ def key_inputs(kernel: dict[str, Any]) -> dict[str, Any]:
         "dropbear": file_digest(_need(DROPBEAR, "dropbear-bin")),
         "kernel": kernel,
         "compiler": compiler_version(),
+        **({"selftests": selftests} if selftests is not None else {}),
     }
 
 
@@ -81,9 +83,13 @@ def client_key(out: Path) -> None:
     (out / "id_ed25519.pub").write_bytes(pub + b" tphlab-rig\n")
 
 
-def build(ctx: context.BuildContext, kernel: context.Result) -> context.Result:
+def build(ctx: context.BuildContext, kernel: context.Result,
+          selftests: context.Result | None = None) -> context.Result:
+    """The initramfs for guests of `kernel`, with the VFIO selftest programs
+    of `selftests` (rig.builder.selftest_build) under its GUEST_DIR."""
     tools.require(["gcc", "cpio", "gzip", "ldd"], "the guest image build")
-    inputs = key_inputs(kernel.meta.get("guest_inputs") or {"key": kernel.key})
+    inputs = key_inputs(kernel.meta.get("guest_inputs") or {"key": kernel.key},
+                        selftests.key if selftests is not None else None)
     key = input_key(inputs)
 
     def produce(out: Path) -> dict[str, Any]:
@@ -92,6 +98,8 @@ def build(ctx: context.BuildContext, kernel: context.Result) -> context.Result:
         ctx.progress.begin("image: staging the initramfs")
         root = out / "root"
         stage_root(root, kernel, log)
+        if selftests is not None:
+            stage_selftests(root, selftests.artifacts["bin"])
         client_key(out)
         ssh = root / "root/.ssh"
         ssh.mkdir(parents=True, mode=0o700)
@@ -156,6 +164,14 @@ def stage_root(root: Path, kernel: context.Result, log: Path) -> None:
     mods = kernel.artifacts.get("modules")
     if mods is not None and (mods / "lib/modules").is_dir():
         shutil.copytree(mods / "lib/modules", root / "lib/modules", symlinks=True)
+
+
+def stage_selftests(root: Path, programs: Path) -> None:
+    """The VFIO selftest programs, where the scenarios run them."""
+    dest = root / selftest_build.GUEST_DIR.lstrip("/")
+    dest.mkdir(parents=True)
+    for prog in sorted(programs.iterdir()):
+        shutil.copy2(prog, dest / prog.name)
 
 
 def cpio(root: Path, dest: Path, log: Path) -> None:

@@ -19,7 +19,7 @@ from rig.guest import kernel_log, pci_address, topology
 from rig.guest.devices import Bench
 from rig.guest.interface import GuestVM
 from rig.results.run import Outcome, Status
-from rig.scenarios import iommu, protocol
+from rig.scenarios import iommu, protocol, selftests
 from rig.scenarios.findings import Finding, Kind, dma, health, kind_of, wire
 from rig.scenarios.kit import Scenario, Seen
 
@@ -129,31 +129,31 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     started = time.monotonic()
     vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
 
-    def read_log() -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = vm.qmp_cmd("x-query-tph-hints",
-                                                   path=EXPORTER_PATH)["records"]
+    def read_log() -> dict[str, Any]:
+        answer: dict[str, Any] = vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)
         if outdir is not None:
-            _save_output(outdir, "qmp.json", json.dumps(records, indent=1) + "\n")
-        return records
+            _save_output(outdir, "qmp.json", json.dumps(answer["records"], indent=1) + "\n")
+        return answer
 
     # `;` binds loosest: AFTER runs whatever the scenario's command list did.
     # The log is read once the command is done: it survives the reset that
     # releasing the VFIO device does.
     try:
-        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=timeout)
+        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=guest_timeout(case, timeout))
     except BaseException:
         with contextlib.suppress(Exception):   # keep what reached the device; the error stands
             read_log()
         raise
     lost: list[str] = []
     try:
-        records = read_log()
+        answer = read_log()
     except GuestError as exc:
         if vm.alive():
             raise
         # QEMU died after the command: its steps still count (the caller
         # makes this a crash), only the log is gone with it.
-        records, lost = [], [wire(f"the exporter's hint log could not be read: {exc.message}")]
+        answer, lost = {}, [wire(f"the exporter's hint log could not be read: {exc.message}")]
+    records: list[dict[str, Any]] = answer.get("records", [])
     out, after_out = split_after(res.stdout)
     if outdir is not None:
         _save_output(outdir, "tphctl.out", out)
@@ -162,7 +162,8 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     # tphctl's step lines, and those a process killed mid-line left unparsable
     # (the check reads the steps as protocol records: a ProtocolError there).
     steps, garbled = protocol.split(out)
-    seen = Seen(steps, records, pci_address.requester_id(bench.importer))
+    seen = Seen(steps, records, pci_address.requester_id(bench.importer), out,
+                answer.get("dma-errors") or {})
     checked = after_checks(after_out)
     splats = checked.dmesg.reports
     failures = lost + [dma(f"a step's output was cut short: {ln[:200]}") for ln in garbled]
@@ -186,5 +187,16 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
                       time.monotonic() - started, failures, seen, received, splats, outdir)
     done.warnings = checked.dmesg.stalls
     done.path = iommu.p2p_path(case, seen)
+    if isinstance(case, selftests.KernelSelftest):
+        done.cases, done.ktap = case.rows(seen), out
+        done.dma_errors = {k: int(v) for k, v in seen.dma_errors.items()}
     return done
+
+
+def guest_timeout(case: Scenario, timeout: float) -> float:
+    """The seconds a scenario's guest command may take: the run's case timeout,
+    or more for a scenario that says it needs more (a kernel selftest)."""
+    if isinstance(case, selftests.KernelSelftest):
+        return max(timeout, case.guest_timeout)
+    return timeout
 

@@ -60,6 +60,7 @@ class Topology:
     append: tuple[str, ...] = ()               # extra kernel command line words
     memory_mb: int = 512
     spare: bool = False                        # a third tph-testdev, for vfio-pci
+    spare_props: dict[str, str] = field(default_factory=dict)   # its properties
     cpus: int = 1
     # "switch": the endpoints behind a switch under a root port; "rciep":
     # both on pcie.0, Root Complex Integrated Endpoints (no root port);
@@ -100,7 +101,7 @@ class Topology:
                  "exporter" + _props(self.exporter).replace(",", " "),
                  "importer" + _props(self.importer).replace(",", " ")]
         if self.spare:
-            parts.append("a spare")
+            parts.append("a spare" + _props(self.spare_props).replace(",", " "))
         if self.append:
             parts.append("kernel " + " ".join(self.append))
         if self.cpus != 1:
@@ -196,7 +197,8 @@ def _rciep_args(topo: Topology, tph_devices: bool) -> list[str]:
     args = ["-device", f"tph-testdev,id={EXPORTER_ID},bus=pcie.0,addr=0x5{_props(topo.exporter)}",
             "-device", f"tph-testdev,id={IMPORTER_ID},bus=pcie.0,addr=0x6{_props(topo.importer)}"]
     if topo.spare:
-        args += ["-device", f"tph-testdev,id={SPARE_ID},bus=pcie.0,addr=0x7"]
+        args += ["-device", f"tph-testdev,id={SPARE_ID},bus=pcie.0,addr=0x7"
+                            f"{_props(topo.spare_props)}"]
     return args
 
 
@@ -227,7 +229,7 @@ def _rootports_args(topo: Topology, tph_devices: bool,
     Their chassis numbers follow the switch's (2.., see device_args)."""
     roles = [("rp0", EXPORTER_ID, topo.exporter), ("rp1", IMPORTER_ID, topo.importer)]
     if topo.spare:
-        roles.append(("rp2", SPARE_ID, {}))
+        roles.append(("rp2", SPARE_ID, topo.spare_props))
     args: list[str] = []
     for n, (pid, _, _) in enumerate(roles):
         args += ["-device", port(_root_port(topo, pid, n, tph_devices), pid)]
@@ -291,7 +293,7 @@ def device_args(topo: Topology, tph_devices: bool) -> list[str]:
         args += ["-device", f"tph-testdev,id={EXPORTER_ID},bus=dn0{_props(topo.exporter)}",
                  "-device", f"tph-testdev,id={IMPORTER_ID},bus=dn1{_props(topo.importer)}"]
         if topo.spare:
-            args += ["-device", f"tph-testdev,id={SPARE_ID},bus=dn2"]
+            args += ["-device", f"tph-testdev,id={SPARE_ID},bus=dn2{_props(topo.spare_props)}"]
     return args
 
 

@@ -122,9 +122,22 @@ def _brief(shown: list[Outcome], width: int) -> list[str]:
     return out
 
 
-def _detail(shown: list[Outcome], width: int) -> list[str]:
+def _case_rows(o: Outcome, width: int, full: bool) -> list[str]:
+    """A kernel selftest's test cases, one line each: those that did not pass
+    (every one with `full`), with the reason a skip or failure gives."""
+    out = []
+    for c in o.cases:
+        if c.get("status") == "pass" and not full:
+            continue
+        why = f": {c['reason']}" if c.get("reason") else ""
+        out += _wrapped(f"{c.get('status', '?'):<4} {c.get('name', '?')}{why}",
+                        f"  {o.name}: ", "      ", width)
+    return out
+
+
+def _detail(shown: list[Outcome], width: int, full: bool = False) -> list[str]:
     """The full rows (what was set and received) of these scenarios, then each
-    one's failures and stall warnings."""
+    one's failures, test cases and stall warnings."""
     rows = [_row(o) for o in shown]
     widths = _column_widths(rows, width)
 
@@ -143,6 +156,7 @@ def _detail(shown: list[Outcome], width: int) -> list[str]:
                  and o.status in (Status.FAIL, Status.DIFFERS) else [""] * len(o.failures))
         for f, kind in zip(o.failures, kinds, strict=True):
             out += _wrapped(f"{kind}: {f}" if kind else f, f"  {o.name}: ", "      ", width)
+        out += _case_rows(o, width, full)
         if o.warnings:
             out += _wrapped(f"warning: a stall report ({len(o.warnings)} lines, in the JSON; "
                             f"the host was slow, not a verdict): {o.warnings[0].strip()}",
@@ -214,7 +228,7 @@ def table(run: Run, width: int = WIDTH, full: bool = False) -> str:
     detailed = [o for o in run.outcomes if full or not o.passed]
     out = _brief(run.outcomes, width)
     if detailed:
-        out += ["", *_detail(detailed, width), ""]
+        out += ["", *_detail(detailed, width, full), ""]
     out.append(summary_line(run))
     return "\n".join(out + _footer(run, width, full))
 
@@ -284,7 +298,28 @@ def to_junit(run: Run) -> str:
             s.text = text
         out = ET.SubElement(tc, "system-out")
         out.text = _xml(f"set: {o.set_text}\nreceived: {o.received}\n")
+    _junit_cases(suites, run)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def _junit_cases(suites: ET.Element, run: Run) -> None:
+    """The kernel selftests' test cases, a testcase each, in a suite of their own."""
+    rows = [(o, c) for o in run.outcomes for c in o.cases]
+    if not rows:
+        return
+    count = Counter(c.get("status") for _, c in rows)
+    suite = ET.SubElement(suites, "testsuite", name="tphlab.selftests", tests=str(len(rows)),
+                          failures=str(count["fail"]), errors="0",
+                          skipped=str(count["skip"]), time="0.000")
+    for o, c in rows:
+        tc = ET.SubElement(suite, "testcase", classname=f"tphlab.{o.topology}.{o.name}",
+                           name=_xml(c.get("name", "?")), time="0.000")
+        if c.get("status") == "fail":
+            f = ET.SubElement(tc, "failure", message=_xml(c.get("reason", "")[:200]),
+                              type="selftest")
+            f.text = _xml(c.get("reason", ""))
+        elif c.get("status") == "skip":
+            ET.SubElement(tc, "skipped", message=_xml(c.get("reason", "")[:200]))
 
 
 KTAP_DIRECTIVE = {Status.ERROR: "# ERROR the rig or the check broke",
@@ -301,6 +336,20 @@ def _ktap_result(i: int, o: Outcome) -> str:
     return f"{result} {i} {o.name}" + (f" {directive}" if directive else "")
 
 
+def _ktap_subtests(o: Outcome) -> list[str]:
+    """A kernel selftest's cases as KTAP subtests of its scenario."""
+    if not o.cases:
+        return []
+    lines = ["    KTAP version 1", f"    # Subtest: {o.name}", f"    1..{len(o.cases)}"]
+    for n, c in enumerate(o.cases, 1):
+        status, reason = c.get("status"), " ".join(c.get("reason", "").split())
+        if status == "fail" and reason:
+            lines.append(f"    # {reason}")
+        lines.append(f"    {'not ok' if status == 'fail' else 'ok'} {n} {c.get('name', '?')}"
+                     + (f" # SKIP {reason}" if status == "skip" else ""))
+    return lines
+
+
 def to_ktap(run: Run) -> str:
     lines = ["KTAP version 1", f"# tphlab accel={run.accel}", f"1..{len(run.outcomes)}"]
     if run.accel_reason:
@@ -311,6 +360,7 @@ def to_ktap(run: Run) -> str:
     for i, o in enumerate(run.outcomes, 1):
         for f in o.failures:
             lines.append(f"# {o.name}: " + f.replace("\n", "\n# "))
+        lines += _ktap_subtests(o)
         lines.append(_ktap_result(i, o))
     for p in run.problems:
         lines.append("# " + p.render().replace("\n", "\n# "))

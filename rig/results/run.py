@@ -72,6 +72,13 @@ class Outcome:
     # The VFIO path and P2P mapping its guest used, as read there (IOMMU
     # topologies' p2p-path scenarios); "" for the others
     path: str = ""
+    # A kernel selftest's test cases, one row each: name, status (pass,
+    # fail, skip), reason, IOMMU mode; [] for the other scenarios
+    cases: list[dict[str, str]] = field(default_factory=list)
+    # A kernel selftest's own output (its KTAP) and the exporter's count of
+    # failed DMAs by reason, as read: a saved run re-parses its rows from them
+    ktap: str = ""
+    dma_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -84,7 +91,9 @@ class Outcome:
                 "kinds": self.kinds, "contract": self.contract,
                 "steps": self.steps, "records": self.records,
                 "dmesg": self.dmesg, "output": self.output, "warnings": self.warnings,
-                **({"path": self.path} if self.path else {})}
+                **({"path": self.path} if self.path else {}),
+                **({"cases": self.cases, "ktap": self.ktap, "dma_errors": self.dma_errors}
+                   if self.cases else {})}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Outcome:
@@ -106,7 +115,10 @@ class Outcome:
                    steps=list(doc.get("steps", [])), records=list(records),
                    dmesg=[str(d) for d in doc.get("dmesg", [])], output=doc.get("output"),
                    warnings=[str(w) for w in doc.get("warnings", [])],
-                   path=str(doc.get("path", "")))
+                   path=str(doc.get("path", "")),
+                   cases=[{str(k): str(v) for k, v in c.items()} for c in doc.get("cases", [])],
+                   ktap=str(doc.get("ktap", "")),
+                   dma_errors={str(k): int(v) for k, v in (doc.get("dma_errors") or {}).items()})
 
 
 BUG_FIX = "this is a bug of the rig: report it with the log"

@@ -9,6 +9,9 @@ a fault from a difference of opinion:
   reads and copies (ret, status, what it says it sent), attach, open, the
   revocations, the shell steps around them;
 - health: the guest kernel's: a report in dmesg, a leaked dma-buf, taint;
+- selftest: a test case of a kernel selftest program (tools/testing/
+  selftests) that failed, with its assertion, or a program that did not
+  finish;
 - contract: an errno or return value that the reference series' uAPI
   defines (kernel-patches/: VFIO_DEVICE_FEATURE_DMA_BUF_TPH's PROBE and
   SET, and what get_pci_tph answers the importer), with the value the
@@ -29,6 +32,7 @@ class Kind(StrEnum):
     DMA = "dma"
     HEALTH = "health"
     CONTRACT = "contract"
+    SELFTEST = "selftest"
 
 
 class Finding(str):

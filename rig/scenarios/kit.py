@@ -38,6 +38,9 @@ class Seen:
     steps: list[dict[str, Any]]
     records: list[dict[str, Any]] = field(default_factory=list)  # exporter's log, after
     rid: int = 0                                                  # importer's ID
+    output: str = ""                          # the command's own stdout, as it came
+    # The exporter's count of its own failed DMAs, by reason (x-query-tph-hints)
+    dma_errors: dict[str, Any] = field(default_factory=dict)
 
     def read(self) -> Steps:
         """The steps as records; ProtocolError names a missing or malformed field."""
