@@ -97,7 +97,7 @@ def runs_at_once(progress: Progress, n: int = 3) -> list[Figure]:
     They share the machine's vCPU budget (guest/budget.py), so the ratio
     shows what waiting for slots costs; every run must still pass.
     """
-    argv = [sys.executable, "-m", "rig", "run"]
+    argv = [sys.executable, "-m", "rig", "run", "-K", matrix.SELFTESTS]
     progress.note("one rig run alone")
     t = time.monotonic()
     alone = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
@@ -226,7 +226,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
 
     progress.note("matrix, every guest booted (--no-snapshot)")
     t = time.monotonic()
-    booted = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"))
+    booted = runner.run_matrix(matrix.without_selftests(), arts, accel, run_dir("bench"))
     booted_s = time.monotonic() - t
     accel = _followed(booted.passed, booted.accel, booted.accel_reason, accel, progress)
     store = snapshot.Store()
@@ -237,7 +237,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
         i += 1
         progress.note(f"warm matrix {i}: guests restored from their snapshots")
         t = time.monotonic()
-        run = runner.run_matrix(matrix.full(), arts, accel, run_dir("bench"),
+        run = runner.run_matrix(matrix.without_selftests(), arts, accel, run_dir("bench"),
                                 opts=runner.Options(snapshots=store))
         secs = time.monotonic() - t
         accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)

@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from rig.cli.run import deselect, select
+from rig.errors import RigError
 from rig.guest.devices import Bench
 from rig.results import report
 from rig.results.run import Outcome, Run, Status
@@ -184,3 +186,15 @@ def test_reports_show_the_rows() -> None:
     assert cases is not None and cases.get("failures") == "1" and cases.get("skipped") == "1"
     again = Run.from_json(run.to_json())
     assert again.outcomes[0].cases == run.outcomes[0].cases
+
+
+def test_minus_K_leaves_the_selftests_out_by_the_rules_of_minus_k() -> None:
+    every = matrix.full()
+    left = deselect(every, [matrix.SELFTESTS])
+    assert [c.name for c in left] == [c.name for c in matrix.without_selftests()]
+    assert len(every) - len(left) == 8
+    only = deselect(select(every, ["selftest-"]), ["selftest-vfio_pci_driver_test"])
+    assert "selftest-vfio_pci_driver_test-unmapped" in [c.name for c in only]
+    assert "selftest-vfio_pci_driver_test" not in [c.name for c in only]
+    with pytest.raises(RigError, match="leaves no scenario"):
+        deselect(select(every, ["selftest-"]), ["selftest-*"])

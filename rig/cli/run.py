@@ -47,10 +47,22 @@ def select(cases: list[Scenario], patterns: Sequence[str]) -> list[Scenario]:
     return chosen
 
 
+def deselect(cases: list[Scenario], patterns: Sequence[str]) -> list[Scenario]:
+    """The cases -K leaves: those no pattern picks (the rules of -k)."""
+    if not patterns:
+        return cases
+    left = [c for c in cases if c not in select(cases, patterns)]
+    if not left:
+        raise RigError(f"-K {' '.join(patterns)} leaves no scenario",
+                       fix="exclude fewer scenarios")
+    return left
+
+
 def run_request(args: argparse.Namespace) -> RunRequest:
     """`rig run`'s arguments as the typed request the rest of the run reads."""
     return RunRequest(
-        patterns=tuple(args.k or ()), st=args.st, ph=args.ph, accel=args.accel,
+        patterns=tuple(args.k or ()), excluded=tuple(args.K or ()), st=args.st, ph=args.ph,
+        accel=args.accel,
         boot_timeout=args.boot_timeout, case_timeout=args.timeout, fault=args.inject,
         keep_guest=args.keep_guest, snapshots=not args.no_snapshot,
         reports=Reports(json=Path(args.json) if args.json else None,
@@ -60,7 +72,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 def scenarios(request: RunRequest) -> list[Scenario]:
     """The matrix's scenarios the request selects, and its own --st/--ph one."""
-    cases = select(matrix.full(), request.patterns)
+    cases = deselect(select(matrix.full(), request.patterns), request.excluded)
     if request.st is not None or request.ph is not None:
         st = request.st if request.st is not None else 0
         ph = request.ph if request.ph is not None else 0
@@ -200,6 +212,9 @@ def _report_kept(keeper: runner.Keeper) -> None:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="build, boot and run the scenario matrix")
     r.add_argument("-k", action="append", metavar="PATTERN", help="only matching scenarios")
+    r.add_argument("-K", action="append", metavar="PATTERN",
+                   help="leave out matching scenarios (e.g. -K 'selftest-*': the kernel's "
+                        "VFIO selftests, minutes under TCG)")
     r.add_argument("--json", metavar="FILE", help="write a JSON report")
     r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     r.add_argument("--ktap", action="store_true", help="print KTAP instead of the table")

@@ -24,6 +24,7 @@ class RunRequest:
     """A run of the scenario matrix: which scenarios, how, and its reports."""
 
     patterns: tuple[str, ...] = ()     # -k: only the scenarios they match
+    excluded: tuple[str, ...] = ()     # -K: not the scenarios they match
     st: int | None = None              # --st, --ph: one more scenario, with this ST and PH
     ph: int | None = None
     accel: str = "auto"                # --accel auto|kvm|tcg

@@ -24,6 +24,17 @@ def full() -> list[Scenario]:
     return cases
 
 
+# The kernel's VFIO selftests (rig.scenarios.selftests): minutes under TCG,
+# where the driver test maps 1 GiB per case. `rig run -K` takes this pattern.
+SELFTESTS = "selftest-*"
+
+
+def without_selftests() -> list[Scenario]:
+    """The matrix of TPH scenarios: everything but the kernel's selftests (the
+    bench's figures time this, as they did before the selftests existed)."""
+    return [c for c in full() if not c.name.startswith("selftest-")]
+
+
 def topologies() -> list[tuple[Topology, list[str]]]:
     """Every topology the matrix boots, in the order it boots them, with the
     names of its scenarios (`rig boot --topology NAME` boots any of them)."""
