@@ -30,7 +30,8 @@ def _case(name: str) -> Scenario:
 
 def _seen(name: str) -> Seen:
     doc = next(s for s in RECORDED["scenarios"] if s["name"] == name)
-    return Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["records"]), RID)
+    return Seen(copy.deepcopy(doc["steps"]), copy.deepcopy(doc["records"]), RID,
+                doc.get("ktap", ""), dict(doc.get("dma_errors", {})))
 
 
 def _rid_of_recording(name: str) -> int:
