@@ -58,6 +58,7 @@ def _seen(output: str, errors: dict[str, int] | None = None) -> Seen:
 def test_ktap_rows_name_the_case_its_iommu_mode_and_why() -> None:
     out = kselftest.parse(ONE_FAILS)
     assert out.planned == 2 and out.exit_status == 1 and not out.missing
+    assert out.preamble == []          # TAP's version line is not the program's
     failed, skipped = out.cases
     assert failed.status is kselftest.CaseStatus.FAIL and failed.mode == "iommufd"
     assert failed.reason.startswith("vfio_pci_device_test.c:70:config_space_read_write:Expected")

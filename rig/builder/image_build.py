@@ -39,7 +39,7 @@ def _static_busybox() -> Path:
     return bb
 
 
-def key_inputs(kernel: dict[str, Any], selftests: str | None = None) -> dict[str, Any]:
+def key_inputs(kernel: dict[str, Any], selftests: str) -> dict[str, Any]:
     """`kernel`: what the image takes from the kernel build (headers, modules
     digests); `selftests`: the key of the selftest programs it carries."""
     files = sorted(p for p in guest_image_dir().rglob("*") if p.is_file())
@@ -50,7 +50,7 @@ def key_inputs(kernel: dict[str, Any], selftests: str | None = None) -> dict[str
         "dropbear": file_digest(_need(DROPBEAR, "dropbear-bin")),
         "kernel": kernel,
         "compiler": compiler_version(),
-        **({"selftests": selftests} if selftests is not None else {}),
+        "selftests": selftests,
     }
 
 
@@ -84,12 +84,12 @@ def client_key(out: Path) -> None:
 
 
 def build(ctx: context.BuildContext, kernel: context.Result,
-          selftests: context.Result | None = None) -> context.Result:
+          selftests: context.Result) -> context.Result:
     """The initramfs for guests of `kernel`, with the VFIO selftest programs
     of `selftests` (rig.builder.selftest_build) under its GUEST_DIR."""
     tools.require(["gcc", "cpio", "gzip", "ldd"], "the guest image build")
     inputs = key_inputs(kernel.meta.get("guest_inputs") or {"key": kernel.key},
-                        selftests.key if selftests is not None else None)
+                        selftests.key)
     key = input_key(inputs)
 
     def produce(out: Path) -> dict[str, Any]:
@@ -98,8 +98,7 @@ def build(ctx: context.BuildContext, kernel: context.Result,
         ctx.progress.begin("image: staging the initramfs")
         root = out / "root"
         stage_root(root, kernel, log)
-        if selftests is not None:
-            stage_selftests(root, selftests.artifacts["bin"])
+        stage_selftests(root, selftests.artifacts["bin"])
         client_key(out)
         ssh = root / "root/.ssh"
         ssh.mkdir(parents=True, mode=0o700)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tap.line import Diagnostic, Plan, Result
+from tap.line import Diagnostic, Plan, Result, Version
 from tap.parser import Parser
 
 # The modes of FIXTURE_VARIANT_ADD_ALL_IOMMU_MODES (libvfio/iommu.h),
@@ -93,6 +93,8 @@ def parse(stdout: str) -> Output:
             out.missing = True
             continue
         line = parser.parse_line(text)
+        if isinstance(line, Version):
+            continue
         if isinstance(line, Plan):
             out.planned = line.expected_tests
         elif isinstance(line, Diagnostic):
