@@ -46,12 +46,12 @@ def first_build() -> dict[str, Any]:
 
 def test_build_all_produces_every_artifact(first_build: dict[str, Any]) -> None:
     comps = first_build["components"]
-    assert set(comps) == {"qemu", "kernel", "image"}
+    assert set(comps) == {"qemu", "kernel", "image", "selftests"}
     arts = {k: Path(v) for c in comps.values() for k, v in c["artifacts"].items()}
     for name in ("qemu", "bios", "datadir", "kernel", "config", "headers", "initramfs",
-                 "client_key",
-                 "host_key"):
+                 "client_key", "host_key", "bin"):
         assert arts[name].exists(), name
+    assert "vfio_pci_driver_test" in {p.name for p in arts["bin"].iterdir()}
     assert os.access(arts["qemu"], os.X_OK)
     out = subprocess.run([arts["qemu"], "-device", "help"], capture_output=True, text=True,
                          timeout=60, check=True).stdout
@@ -92,7 +92,7 @@ def _touch_patch(repo: Path, work_tree: Path) -> Path:
 def test_touching_one_kernel_patch_rebuilds_only_the_kernel_incrementally(
         first_build: dict[str, Any], tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    for d in ("qemu-device", "kernel-patches", "guest-image", "importer"):
+    for d in ("qemu-device", "kernel-patches", "guest-image", "importer", "selftest-driver"):
         shutil.copytree(REPO / d, repo / d)
     kernel = first_build["components"]["kernel"]
     work_tree = Path(json.loads((Path(kernel["entry"]) / "meta.json").read_text())["tree"])

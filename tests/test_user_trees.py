@@ -162,6 +162,10 @@ def test_an_uncommitted_edit_is_built_and_fails_the_ph_scenarios(ktree: Path,
     and EINVAL for a closed fd fails the series' own uAPI selftest by name."""
     edit(ktree, VFIO_FILE, VFIO_PH, "priv->tph.ph = tph.flags ? tph.ph ^ 1 : 0;")
     edit(ktree, VFIO_FILE, VFIO_BADF, VFIO_BADF.replace("PTR_ERR(dmabuf)", "-EINVAL"))
+    # A fresh token: the same edits are the same tree, which an earlier run
+    # left in the cache, and a cache hit would report that run's build steps
+    with (ktree / VFIO_FILE).open("a") as f:
+        f.write(f"/* tphlab: PH edit {uuid.uuid4()} */\n")
     try:
         rc, doc = run_json(tmp_path, "--kernel-tree", str(ktree), *PICK_PH,
                            "-k", UAPI_SELFTEST)
