@@ -12,7 +12,9 @@
  * Slots: the dma-buf of get, set, set-raw "dmabuf", close-dmabuf and race,
  * and the importer file of attach, dma, dma-start, detach and status, are
  * those of the current slot (0 at the start). Each slot opens an importer
- * file of its own, so each slot's attachment is its own.
+ * file of its own, so each slot's attachment is its own: of the importer
+ * TPHLAB_IMPORTER names (a BDF: /dev/tph-importer-BDF), else of the one
+ * tph_importer device bound (/dev/tph-importer).
  *
  * Steps (`tphctl --help` prints this list: keep usage[] below the same):
  *   open BDF|ROLE                VFIO device of the exporter (no-IOMMU group,
@@ -107,6 +109,7 @@ static const char usage[] =
 	"runs every step even so. A ROLE is a line of /etc/tphlab/devices (ROLE BDF\n"
 	"QOMID, written by the rig when it binds the devices; TPHLAB_DEVICES names\n"
 	"another file): exit status 2 if that file is missing, 19 if it lacks ROLE.\n"
+	"The importer is the one TPHLAB_IMPORTER names by BDF, else the only one.\n"
 	"\n"
 	"Steps:\n"
 	"  open BDF|ROLE                VFIO device of the exporter (no-IOMMU group,\n"
@@ -466,8 +469,16 @@ static int tph_feature(unsigned int op, int fd, unsigned int flags, unsigned int
 
 static int importer(void)
 {
-	if (cur->importer < 0)
-		cur->importer = open(IMPORTER_DEV, O_RDWR | O_CLOEXEC);
+	const char *bdf = getenv("TPHLAB_IMPORTER");
+	char path[PATH_MAX];
+
+	if (cur->importer >= 0)
+		return 0;
+	if (bdf && *bdf)
+		snprintf(path, sizeof(path), "%s-%s", IMPORTER_DEV, bdf);
+	else
+		snprintf(path, sizeof(path), "%s", IMPORTER_DEV);
+	cur->importer = open(path, O_RDWR | O_CLOEXEC);
 	return cur->importer < 0 ? -errno : 0;
 }
 

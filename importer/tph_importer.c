@@ -3,9 +3,10 @@
  * Test importer for PCIe TPH hints on dma-bufs
  *
  * Binds the QEMU tph-testdev PCI device and lets userspace, through
- * /dev/tph-importer, make it DMA into a dma-buf of another device (for
- * example one exported by vfio-pci) with the PCIe TLP Processing Hints
- * that the exporter returns from dma_buf_get_pci_tph().
+ * /dev/tph-importer-<BDF> (or /dev/tph-importer while one device is bound),
+ * make it DMA into a dma-buf of another device (for example one exported by
+ * vfio-pci) with the PCIe TLP Processing Hints that the exporter returns
+ * from dma_buf_get_pci_tph().
  *
  * Each open file has at most one attachment, and only that file can DMA
  * through it or detach it. The attachment is dynamic and peer-to-peer. The
@@ -22,7 +23,8 @@
  * unmap.
  *
  * TPH is enabled on the device (Device Specific mode, or Interrupt Vector
- * mode with st_mode=iv) while at least one attachment DMAs with hints, not
+ * mode with st_mode=iv or on a device without Device Specific mode) while
+ * at least one attachment DMAs with hints, not
  * per mapping, and each such attachment has an ST table entry of its own.
  * In Interrupt Vector mode that entry is the attachment's completion
  * vector: the engine is given its index, and the tag comes from that
@@ -122,6 +124,9 @@ struct tph_imp {
 	struct kref kref;		/* device binding and open files */
 	struct pci_dev *pdev;
 	void __iomem *regs;
+	struct miscdevice misc;		/* /dev/tph-importer-<BDF> */
+	char misc_name[48];
+	int st_mode;			/* PCI_TPH_ST_DS_MODE or _IV_MODE */
 
 	/*
 	 * Serializes the DMA engine, the ST table, TPH enable and the
@@ -183,7 +188,9 @@ struct tph_imp_file {
 /*
  * ST Mode the importer enables TPH in: Device Specific (the engine's
  * DMA_ST_INDEX names an ST table entry) or Interrupt Vector (it names the
- * completion vector, whose ST table entry holds the tag).
+ * completion vector, whose ST table entry holds the tag). A device that
+ * lacks the mode asked for gets the other one if it has it (see
+ * tph_imp_pick_mode()).
  */
 static int tph_imp_mode = PCI_TPH_ST_DS_MODE;
 
@@ -442,7 +449,7 @@ static int tph_imp_setup_hints(struct tph_imp_file *f)
 
 	/* The DMA engine names the ST table entry, or in IV mode the vector */
 	if (pcie_tph_enabled_req_type(pdev) == PCI_TPH_REQ_DISABLE) {
-		ret = pcie_enable_tph(pdev, tph_imp_mode);
+		ret = pcie_enable_tph(pdev, imp->st_mode);
 		if (ret) {
 			f->tph_ret = ret;
 			goto no_hints;
@@ -465,7 +472,7 @@ static int tph_imp_setup_hints(struct tph_imp_file *f)
 	 * without one, Device Specific mode takes the tag from DMA_ST, and
 	 * Interrupt Vector mode has nowhere to take it from.
 	 */
-	if (!imp->st_entries && tph_imp_mode == PCI_TPH_ST_IV_MODE) {
+	if (!imp->st_entries && imp->st_mode == PCI_TPH_ST_IV_MODE) {
 		f->tph_ret = -ENOSPC;
 		goto no_hints;
 	}
@@ -484,7 +491,7 @@ static int tph_imp_setup_hints(struct tph_imp_file *f)
 			f->tph_ret = ret;
 			/* On failure it turned TPH off: the others need it */
 			if (imp->tph_users > f->tph_user)
-				pcie_enable_tph(pdev, tph_imp_mode);
+				pcie_enable_tph(pdev, imp->st_mode);
 			goto no_hints;
 		}
 	}
@@ -1116,7 +1123,7 @@ static int tph_imp_cpu_st(struct tph_imp *imp, unsigned int cpu,
 	lockdep_assert_held(&imp->lock);
 
 	if (!was_on) {
-		ret = pcie_enable_tph(pdev, tph_imp_mode);
+		ret = pcie_enable_tph(pdev, imp->st_mode);
 		if (ret)
 			return ret;
 	}
@@ -1206,16 +1213,23 @@ out:
 	return ret;
 }
 
-static int tph_imp_open(struct inode *inode, struct file *file)
+static struct miscdevice tph_imp_misc;
+
+/*
+ * The device a file opens: its own node's, or for /dev/tph-importer the one
+ * device bound. misc_open() holds misc_mtx around this, and
+ * misc_deregister() takes it, so a device's node cannot go away under it.
+ */
+static struct tph_imp *tph_imp_get(struct file *file)
 {
 	struct tph_imp *imp, *found = NULL;
-	struct tph_imp_file *f;
 	unsigned int n = 0;
 
-	f = kzalloc_obj(*f);
-	if (!f)
-		return -ENOMEM;
-	f->st_index = -1;
+	if (file->private_data != &tph_imp_misc) {
+		imp = container_of(file->private_data, struct tph_imp, misc);
+		kref_get(&imp->kref);
+		return imp;
+	}
 
 	mutex_lock(&tph_imp_lock);
 	list_for_each_entry(imp, &tph_imp_devices, node) {
@@ -1226,12 +1240,28 @@ static int tph_imp_open(struct inode *inode, struct file *file)
 		kref_get(&found->kref);
 	mutex_unlock(&tph_imp_lock);
 
-	if (n != 1) {
+	if (n > 1)
+		pr_warn_ratelimited("tph_importer: %u devices bound: open /dev/tph-importer-<BDF>\n",
+				    n);
+	if (n != 1)
+		return ERR_PTR(n ? -EBUSY : -ENODEV);
+	return found;
+}
+
+static int tph_imp_open(struct inode *inode, struct file *file)
+{
+	struct tph_imp *found;
+	struct tph_imp_file *f;
+
+	f = kzalloc_obj(*f);
+	if (!f)
+		return -ENOMEM;
+	f->st_index = -1;
+
+	found = tph_imp_get(file);
+	if (IS_ERR(found)) {
 		kfree(f);
-		if (n > 1)
-			pr_warn_ratelimited("tph_importer: %u devices bound, unbind all but one\n",
-					    n);
-		return n ? -EBUSY : -ENODEV;
+		return PTR_ERR(found);
 	}
 
 	f->imp = found;
@@ -1306,6 +1336,24 @@ static unsigned int tph_imp_st_entries(struct pci_dev *pdev, int vectors)
 	return n;
 }
 
+/*
+ * The ST Mode st_mode asks for if the device has it, else the other one it
+ * has, as a driver enables the mode its device supports.
+ */
+static int tph_imp_pick_mode(struct pci_dev *pdev)
+{
+	u32 want = tph_imp_mode == PCI_TPH_ST_IV_MODE ? PCI_TPH_CAP_ST_IV : PCI_TPH_CAP_ST_DS;
+	u32 other = want == PCI_TPH_CAP_ST_IV ? PCI_TPH_CAP_ST_DS : PCI_TPH_CAP_ST_IV;
+	u16 cap = pci_find_ext_capability(pdev, PCI_EXT_CAP_ID_TPH);
+	u32 reg = 0;
+
+	if (cap)
+		pci_read_config_dword(pdev, cap + PCI_TPH_CAP, &reg);
+	if (!(reg & want) && (reg & other))
+		return tph_imp_mode == PCI_TPH_ST_IV_MODE ? PCI_TPH_ST_DS_MODE : PCI_TPH_ST_IV_MODE;
+	return tph_imp_mode;
+}
+
 static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
 	struct tph_imp *imp;
@@ -1346,6 +1394,7 @@ static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (vectors < 0)
 		pci_dbg(pdev, "no MSI-X\n");
 	imp->st_entries = tph_imp_st_entries(pdev, vectors);
+	imp->st_mode = tph_imp_pick_mode(pdev);
 
 	/*
 	 * A tph-testdev that can read has DMA_LOCAL; an older one reads an
@@ -1357,15 +1406,26 @@ static int tph_imp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 
 	pci_set_drvdata(pdev, imp);
 
+	snprintf(imp->misc_name, sizeof(imp->misc_name), "tph-importer-%s", pci_name(pdev));
+	imp->misc.minor = MISC_DYNAMIC_MINOR;
+	imp->misc.name = imp->misc_name;
+	imp->misc.fops = &tph_imp_fops;
+	ret = misc_register(&imp->misc);
+	if (ret)
+		goto err_irq;
+
 	mutex_lock(&tph_imp_lock);
 	list_add_tail(&imp->node, &tph_imp_devices);
 	mutex_unlock(&tph_imp_lock);
 
-	pci_info(pdev, "tph-testdev, ID register %#010x, %u ST table entries%s\n",
+	pci_info(pdev, "tph-testdev, ID register %#010x, %u ST table entries, ST mode %s%s\n",
 		 readl(imp->regs + TPH_IMP_REG_ID), imp->st_entries,
+		 imp->st_mode == PCI_TPH_ST_IV_MODE ? "iv" : "ds",
 		 imp->can_read ? ", reads" : "");
 	return 0;
 
+err_irq:
+	pci_free_irq_vectors(pdev);
 err_free:
 	kref_put(&imp->kref, tph_imp_free);
 	return ret;
@@ -1376,6 +1436,8 @@ static void tph_imp_remove(struct pci_dev *pdev)
 	struct tph_imp *imp = pci_get_drvdata(pdev);
 	struct tph_imp_file *f;
 
+	/* No new file of this device: its node first, then /dev/tph-importer's */
+	misc_deregister(&imp->misc);
 	mutex_lock(&tph_imp_lock);
 	list_del(&imp->node);
 	mutex_unlock(&tph_imp_lock);

@@ -25,7 +25,11 @@ from rig.guest.topology import Topology
 from rig.scenarios.kit import Seen
 
 TCG = Accel("tcg", "asked for with --accel tcg")
-A, B, C = Topology(name="alpha"), Topology(name="beta"), Topology(name="gamma")
+# Each with a kernel command line of its own, so each is a machine of its own
+# (rig.guest.packing): the runner's tests are about guests. P1 and P2 share
+# one machine: the packing tests' placements.
+A, B, C = (Topology(name=n, append=(f"tphlab.fake={n}",)) for n in ("alpha", "beta", "gamma"))
+P1, P2 = Topology(name="pair-one"), Topology(name="pair-two", importer={"ext-tph": "off"})
 STEP = '{"step": "get", "ret": 0, "errno": 0}'
 
 
@@ -103,7 +107,9 @@ class FakeShell:
         if command.startswith(("tphlab-bind", "dmesg")):
             g.commands.append(command.split()[0])
             return CmdResult(0, "", "")
-        name = command.split(";")[0].split()[1]
+        name = next(seg.split()[1] for seg in command.split(";")
+                    if seg.strip().startswith("fake-scenario"))
+        g.scenario_commands.append(command)
         g.lab.event(name).set()
         fate = g.lab.fate.get(name)
         if fate == "kill":
@@ -138,6 +144,8 @@ class FakeGuest:
         self.stopped = threading.Event()
         self.qmp_log: list[str] = []
         self.commands: list[str] = []       # the set-up commands its shell ran
+        self.scenario_commands: list[str] = []
+        self.qmp_paths: list[str] = []      # the QOM paths its QMP commands named
         self.started_from: str | None = None   # "boot" or "snapshot", once up
 
     # What rig.guest.snapshot and the runner use of a VM to save and restore it:
@@ -177,9 +185,11 @@ class FakeGuest:
         if not self.alive():
             raise GuestError(f"QMP {name}: no answer from QEMU (EOFError)")
         self.qmp_log.append(name)
+        if "path" in args:
+            self.qmp_paths.append(args["path"])
         if name == "query-pci":
-            dev = [{"slot": 3, "function": 0, "qdev_id": "tphexp"},
-                   {"slot": 4, "function": 0, "qdev_id": "tphimp"}]
+            ids = [q for p in self.topo.pairs() for q in p.qom_ids(self.topo).values()]
+            dev = [{"slot": 3 + n, "function": 0, "qdev_id": q} for n, q in enumerate(ids)]
             return [{"bus": 0, "devices": dev}]
         if name == "x-query-tph-hints":
             return {"records": [{"seq": 0, "generation": 1, "requester-id": 0x20,

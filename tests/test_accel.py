@@ -22,7 +22,7 @@ from rig.cli import options
 from rig.errors import AccelError, GuestError
 from rig.execution import runner, scenario_run
 from rig.guest import bringup, devices, kvm, vm
-from rig.guest.devices import Bench
+from rig.guest.devices import Bench, Benches
 from rig.guest.topology import Topology
 from rig.guest.vm import console_tail
 from rig.progress import Progress
@@ -91,7 +91,8 @@ def fake_bench(monkeypatch: pytest.MonkeyPatch, cache_home: Path,
     monkeypatch.setattr(FakeVM, "made", [])
     monkeypatch.setattr(bringup, "VM", FakeVM)
     monkeypatch.setattr(devices, "bind_devices",
-                        lambda vm, clear_log=False: Bench("0000:00:03.0", "0000:00:04.0"))
+                        lambda vm, clear_log=False: Benches(
+                            {vm.topo.name: Bench("0000:00:03.0", "0000:00:04.0")}))
 
     def run_case(vm: FakeVM, case: Scenario, bench: Bench, timeout: float = 60.0,
                  *rest: Any) -> Outcome:
@@ -295,7 +296,7 @@ def test_run_matrix_names_the_topology_that_fell_back(
                                               for c in members])
 
     monkeypatch.setattr(runner, "run_group", run_group)
-    run = runner.run_matrix(cases, arts, auto, tmp_path, opts=runner.Options(jobs=1))
+    run = runner.run_matrix(cases, arts, auto, tmp_path, opts=runner.Options(jobs=1, pack=False))
     assert run.accel == "tcg"
     assert run.accel_reason == "auto: the guest (importer-8bit) hung; default ran under KVM"
     monkeypatch.setattr(runner, "run_group",

@@ -51,7 +51,7 @@ def test_two_vcpus_survive_the_decode_loop() -> None:
     started = time.monotonic()
     done = 0
     try:
-        bench = devices.bind_devices(vm, clear_log=True)
+        bench = devices.bind_devices(vm, clear_log=True).only()
         assert vm.shell is not None
         for i in range(ITERATIONS):
             res = vm.shell.run(f"tphctl -k open {bench.exporter} {STEPS}", timeout=60)

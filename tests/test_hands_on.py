@@ -25,7 +25,7 @@ from rig.execution import control, runlog, runner
 from rig.guest import boot_session, bringup, devices, topology
 from rig.guest import vm as vm_mod
 from rig.guest.boot_session import Session
-from rig.guest.devices import Bench
+from rig.guest.devices import Bench, Benches
 from rig.guest.topology import Device, Topology
 from rig.results.run import Status
 from rig.scenarios import hint_cases, matrix
@@ -116,7 +116,7 @@ def test_the_role_file_command_writes_exactly_that_file(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "etc/tphlab/devices"
     monkeypatch.setattr(topology, "DEVICES_FILE", str(dest))
-    subprocess.run(["sh", "-c", devices.devices_command(BENCH)], check=True)
+    subprocess.run(["sh", "-c", devices.devices_command(Benches({A.name: BENCH}))], check=True)
     assert dest.read_text() == topology.devices_text(BENCH.devices())
 
 
@@ -136,7 +136,7 @@ def test_bind_devices_writes_the_role_file_in_the_same_command(tmp_path: Path) -
     shell = RecordingShell(guest)
     guest.shell = shell
     bench = devices.bind_devices(guest)
-    assert bench == Bench("0000:00:03.0", "0000:00:04.0")
+    assert bench == Benches({A.name: Bench("0000:00:03.0", "0000:00:04.0")})
     bind = shell.commands[0]
     assert bind.startswith("tphlab-bind 0000:00:03.0 0000:00:04.0 ")
     assert f" && {devices.devices_command(bench)} && " in bind
@@ -387,7 +387,8 @@ def test_keep_guest_keeps_the_first_failing_topologys_guest_only(tmp_path: Path)
                                                 Status.FAIL]
     kept = keeper.kept
     assert kept is not None and kept.topo == B and kept.failed == ("b1",)
-    assert kept.vm is _guest(lab, B) and kept.bench == Bench("0000:00:03.0", "0000:00:04.0")
+    assert kept.vm is _guest(lab, B) and kept.bench == Benches(
+        {B.name: Bench("0000:00:03.0", "0000:00:04.0")})
     assert kept.vm.alive() and not _guest(lab, B).stopped.is_set()
     assert _guest(lab, A).stopped.is_set() and _guest(lab, C).stopped.is_set()
     assert keeper.stopped == ["gamma"]
@@ -413,7 +414,7 @@ def test_keep_guest_keeps_nothing_once_the_run_is_halting(tmp_path: Path) -> Non
     ctl.halt("the run was interrupted")
     assert not ctl.untrack(guest)
     keeper = runner.Keeper()
-    assert not keeper.offer(runner.Kept(guest, A, BENCH, TCG, ("a1",)), ctl)
+    assert not keeper.offer(runner.Kept(guest, A, Benches({A.name: BENCH}), TCG, ("a1",)), ctl)
     assert keeper.kept is None
 
 

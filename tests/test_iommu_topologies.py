@@ -114,7 +114,7 @@ def test_ports_of_the_rootports_placement_may_lack_prefix_support() -> None:
 
 def test_the_bind_command_tells_tphctl_the_vfio_path() -> None:
     from rig.guest import devices
-    cmd = devices.bind_command(BENCH, "iommufd")
+    cmd = devices.bind_command(devices.Benches({"iommu-rootports": BENCH}), "iommufd")
     assert cmd.endswith(f"echo iommufd > {topology.VFIO_PATH_FILE}")
 
 

@@ -152,13 +152,28 @@ def test_tphctl_steps_encode_the_sets() -> None:
 
 
 def test_cases_are_grouped_by_topology_in_order() -> None:
-    gs = runner.groups(hint_cases.matrix())
+    gs = runner.groups(hint_cases.matrix(), pack=False)
     names = [t.name for t, _ in gs]
     assert names == ["default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
                      "pci-notph", "exporter-tph-completer", "importer-iv-msix",
                      "rciep-epyc", "dn0-no-eetlp-prefix", "dn1-no-eetlp-prefix",
                      "switch-no-eetlp-prefix"]
     assert sum(len(m) for _, m in gs) == len(hint_cases.matrix())
+
+
+def test_packed_machines_keep_each_topologys_cases_in_matrix_order() -> None:
+    """Packed: what is machine-wide (pci=notph, the EPYC CPU) keeps a guest of
+    its own; the rest share one, their cases in the matrix's order."""
+    cases = hint_cases.matrix()
+    gs = runner.groups(cases)
+    assert [t.name for t, _ in gs] == ["default+8", "pci-notph", "rciep-epyc"]
+    machine, members = gs[0]
+    assert [p.name for p in machine.pairs()] == [
+        "default", "importer-8bit", "rp-no-completer", "exporter-no-completer",
+        "exporter-tph-completer", "importer-iv-msix", "dn0-no-eetlp-prefix",
+        "dn1-no-eetlp-prefix", "switch-no-eetlp-prefix"]
+    assert members == [c for c in cases if c.topo in machine.pairs()]
+    assert machine.cpus == 2 and machine.spare is False
 
 
 def test_dmesg_splats_are_found() -> None:

@@ -64,6 +64,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         patterns=tuple(args.k or ()), excluded=tuple(args.K or ()), st=args.st, ph=args.ph,
         accel=args.accel,
         boot_timeout=args.boot_timeout, case_timeout=args.timeout, fault=args.inject,
+        fault_into=args.inject_into, pack=not args.unpacked,
         keep_guest=args.keep_guest, snapshots=not args.no_snapshot,
         reports=Reports(json=Path(args.json) if args.json else None,
                         junit=Path(args.junit) if args.junit else None,
@@ -80,6 +81,13 @@ def scenarios(request: RunRequest) -> list[Scenario]:
             raise RigError(f"--st {st:#x} --ph {ph}: ST is 0..0xffff and PH 0..3",
                            fix="pass values in range")
         cases.append(hint_cases.custom(st, ph))
+    if request.fault_into is not None:
+        topos = sorted({c.topo.name for c in cases})
+        if request.fault is None:
+            raise RigError("--inject-into needs --inject FAULT", fix="add --inject FAULT")
+        if request.fault_into not in topos:
+            raise RigError(f"--inject-into {request.fault_into}: no scenario of this run is "
+                           "on that topology", fix=f"pick one of: {', '.join(topos)}")
     return cases
 
 
@@ -229,6 +237,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r.add_argument("--inject", choices=tuple(faults.FAULTS), metavar="FAULT",
                    help="inject a fault to check how the rig fails: " + "; ".join(
                        f"{k}: {v}" for k, v in faults.FAULTS.items()))
+    r.add_argument("--inject-into", metavar="TOPOLOGY",
+                   help="inject the fault only into the guest that holds this topology")
+    r.add_argument("--unpacked", action="store_true",
+                   help="boot a guest per topology instead of packing the topologies that "
+                        "can share a guest into one (the verdicts are the same)")
     r.add_argument("--no-snapshot", action="store_true",
                    help="boot every guest: neither restore one from its snapshot nor save "
                         "one (by default a guest is saved once booted and bound, and the "

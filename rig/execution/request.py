@@ -31,6 +31,8 @@ class RunRequest:
     boot_timeout: float = 120.0        # --boot-timeout: seconds from QEMU's start to SSH
     case_timeout: float = 60.0         # --timeout: seconds for one scenario's guest command
     fault: str | None = None           # --inject (rig.guest.faults.FAULTS)
+    fault_into: str | None = None      # --inject-into: only the guest holding this topology
+    pack: bool = True                  # not --unpacked: topologies share guests
     keep_guest: bool = False           # --keep-guest
     snapshots: bool = True             # restore and save guests (not --no-snapshot)
     reports: Reports = field(default_factory=Reports)

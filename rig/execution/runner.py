@@ -1,15 +1,17 @@
-"""Running the scenario matrix: the scenarios grouped by topology, one guest per
-topology booted (or restored) on as many workers as the machine's budget of
-busy vCPUs allows, each group's scenarios run in turn in it.
+"""Running the scenario matrix: the scenarios grouped by topology, the
+topologies packed into machines (rig.guest.packing; one per topology with
+Options.pack off), one guest per machine booted (or restored) on as many
+workers as the host's budget of busy vCPUs allows, each machine's
+scenarios run one at a time in it, each on its own placement's devices.
 
 Every scenario ends as an Outcome (rig.results.run): PASS or FAIL by its
 check; ERROR when the rig or the check broke (the traceback goes to
 RUNDIR/run.log), and the next scenario still runs; CRASHED when its guest
-died or hung, and then its topology's remaining scenarios are NOT_RUN
-while the other topologies keep going. Ctrl-C stops the guests and leaves
+died or hung, and then its machine's remaining scenarios are NOT_RUN
+while the other machines keep going. Ctrl-C stops the guests and leaves
 what had not finished NOT_RUN. run_matrix always returns the Run, so its
 reports can be written however it ended. With a Keeper (--keep-guest) the
-guest of the first topology with a failing scenario is left running.
+guest of the first machine with a failing scenario is left running.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -30,8 +32,8 @@ from rig.execution.control import Control
 from rig.execution.request import RunRequest
 from rig.execution.runlog import RUN_LOG, RunLog
 from rig.execution.scenario_run import AFTER, not_run, outcome_of, run_case
-from rig.guest import bringup, budget, devices, faults, snapshot, topology
-from rig.guest.devices import Bench
+from rig.guest import bringup, budget, devices, faults, packing, snapshot, topology
+from rig.guest.devices import Benches
 from rig.guest.interface import GuestVM, VMFactory
 from rig.guest.kvm import Accel
 from rig.guest.vm import VM
@@ -39,17 +41,16 @@ from rig.results.run import EXIT_GUEST, EXIT_INTERNAL, Outcome, Problem, Run, St
 from rig.scenarios.kit import Scenario
 
 
-def groups(cases: Sequence[Scenario]) -> list[tuple[topology.Topology, list[Scenario]]]:
-    """Cases by topology, in the order topologies first appear."""
-    out: list[tuple[topology.Topology, list[Scenario]]] = []
+def groups(cases: Sequence[Scenario],
+           pack: bool = True) -> list[tuple[topology.Topology, list[Scenario]]]:
+    """Cases by machine: their topologies in the order they first appear, packed
+    (or one machine each), each machine's cases in the order of `cases`."""
+    placements: list[topology.Topology] = []
     for c in cases:
-        for topo, members in out:
-            if topo == c.topo:
-                members.append(c)
-                break
-        else:
-            out.append((c.topo, [c]))
-    return out
+        if c.topo not in placements:
+            placements.append(c.topo)
+    machines = packing.pack(placements) if pack else placements
+    return [(m, [c for c in cases if c.topo in m.pairs()]) for m in machines]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Options:
     boot_timeout: float = 120.0        # seconds from QEMU's start to SSH
     case_timeout: float = 60.0         # seconds for one scenario's guest command
     fault: str | None = None           # see faults.FAULTS
+    fault_into: str | None = None      # only into the machine holding this topology
     jobs: int | None = None            # guests booted side by side
     vm_factory: VMFactory | None = None  # makes the guests; None: rig.guest.vm.VM
     keeper: Keeper | None = None       # --keep-guest: where a failing topology's guest goes
@@ -64,23 +66,26 @@ class Options:
     # The kernel is the reference series (rig.builder.reference): a difference
     # of its uAPI contract is a FAIL; on another series it is a DIFFERS
     reference: bool = True
+    # Topologies that can share a guest share one (rig.guest.packing)
+    pack: bool = True
 
     @classmethod
     def of(cls, request: RunRequest, keeper: Keeper | None = None) -> Options:
         """The options of a `rig run` request: the cache's snapshots unless it
         asks for none; `keeper` for its --keep-guest."""
         return cls(boot_timeout=request.boot_timeout, case_timeout=request.case_timeout,
-                   fault=request.fault, keeper=keeper,
-                   snapshots=snapshot.Store() if request.snapshots else None)
+                   fault=request.fault, fault_into=request.fault_into, keeper=keeper,
+                   snapshots=snapshot.Store() if request.snapshots else None,
+                   pack=request.pack)
 
 
 @dataclass(frozen=True)
 class Kept:
-    """A guest --keep-guest left running: a scenario of its topology failed."""
+    """A guest --keep-guest left running: a scenario of its machine failed."""
 
     vm: GuestVM
-    topo: topology.Topology
-    bench: Bench
+    topo: topology.Topology            # its machine
+    bench: Benches
     accel: Accel
     failed: tuple[str, ...]            # its scenarios that ended FAIL or ERROR
 
@@ -177,6 +182,8 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
     ctl = control if control is not None else Control(RunLog(rundir / RUN_LOG))
     log = ctl.log
     result = GroupResult(accel)
+    if opts.fault_into is not None and opts.fault_into not in {p.name for p in topo.pairs()}:
+        opts = replace(opts, fault=None)
 
     def done(o: Outcome) -> None:
         result.outcomes.append(o)
@@ -210,7 +217,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
     store = opts.snapshots if opts.fault is None else None
     restored = (bringup.restore(factory, store, arts, topo, rundir, accel, stage, log.write)
                 if store is not None else None)
-    ready: Bench | None = None
+    ready: Benches | None = None
     if restored is not None:
         (vm, ready), used = restored, accel
     else:
@@ -229,7 +236,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
             return result
     result.accel, result.boot = used, round(vm.boot_seconds, 3)
     result.started = "snapshot" if ready is not None else "boot"
-    bench: Bench | None = None
+    bench: Benches | None = None
     try:
         save = None if store is None or ready is not None else (
             lambda b: bringup.save(store, vm, arts, used.name, b, stage, log.write))
@@ -247,7 +254,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
     return result
 
 
-def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Accel,
+def _keep(vm: GuestVM, topo: topology.Topology, bench: Benches | None, accel: Accel,
           result: GroupResult, opts: Options, ctl: Control) -> bool:
     """Whether --keep-guest keeps this guest running (see Keeper)."""
     failed = tuple(o.name for o in result.outcomes
@@ -273,9 +280,9 @@ def _keep(vm: GuestVM, topo: topology.Topology, bench: Bench | None, accel: Acce
 def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
                  rundir: Path, opts: Options, ctl: Control, result: GroupResult,
                  done: Callable[[Outcome], None],
-                 skip_rest: Callable[[str], None], ready: Bench | None = None,
-                 save: Callable[[Bench], None] | None = None,
-                 slots: budget.Slots | None = None) -> Bench | None:
+                 skip_rest: Callable[[str], None], ready: Benches | None = None,
+                 save: Callable[[Benches], None] | None = None,
+                 slots: budget.Slots | None = None) -> Benches | None:
     """Bind the devices (unless `ready`: a restored guest's are bound), then
     save() the guest, and run the members, each once `slots` holds as many
     as it keeps vCPUs busy; the Bench, None if binding failed."""
@@ -323,7 +330,8 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         started = time.monotonic()
         outdir = rundir / topo.name / "scenarios" / case.name
         try:
-            o = run_case(vm, case, bench, opts.case_timeout, outdir, log, opts.reference)
+            o = run_case(vm, case, bench.of(case.topo.name), opts.case_timeout, outdir, log,
+                         opts.reference)
         except Exception as exc:
             if ctl.halted is not None:
                 skip_rest(ctl.halted)
@@ -388,7 +396,7 @@ def run_matrix(cases: Sequence[Scenario], arts: Artifacts, accel: Accel, rundir:
         if report:
             report(o)
 
-    gs = groups(cases)
+    gs = groups(cases, opts.pack)
     log.write(f"{len(cases)} scenarios in {len(gs)} guests, accel {accel.name} "
               f"({accel.reason})")
     workers = max(1, min(opts.jobs or hostfacts.jobs(), len(gs)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from rig.errors import GuestError, RigError
 from rig.execution.runlog import RunLog
-from rig.guest import kernel_log, pci_address, topology
+from rig.guest import kernel_log, pci_address
 from rig.guest.devices import Bench
 from rig.guest.interface import GuestVM
 from rig.results.run import Outcome, Status
@@ -23,7 +24,6 @@ from rig.scenarios import iommu, protocol, selftests
 from rig.scenarios.findings import Finding, Kind, dma, health, kind_of, wire
 from rig.scenarios.kit import Scenario, Seen
 
-EXPORTER_PATH = f"/machine/peripheral/{topology.EXPORTER_ID}"
 # After each scenario, in the same command: its dmesg, and how many
 # dma-bufs are still alive (every one the scenario made dies with its
 # process; one left is a leak), counted with the shell's own `read` (a
@@ -127,10 +127,10 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     shell = vm.shell
     assert shell is not None
     started = time.monotonic()
-    vm.qmp_cmd("x-tph-hints-clear", path=EXPORTER_PATH)
+    vm.qmp_cmd("x-tph-hints-clear", path=bench.exporter_path)
 
     def read_log() -> dict[str, Any]:
-        answer: dict[str, Any] = vm.qmp_cmd("x-query-tph-hints", path=EXPORTER_PATH)
+        answer: dict[str, Any] = vm.qmp_cmd("x-query-tph-hints", path=bench.exporter_path)
         if outdir is not None:
             _save_output(outdir, "qmp.json", json.dumps(answer["records"], indent=1) + "\n")
         return answer
@@ -139,7 +139,8 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     # The log is read once the command is done: it survives the reset that
     # releasing the VFIO device does.
     try:
-        res = shell.run(f"{case.command(bench)}; {AFTER}", timeout=guest_timeout(case, timeout))
+        res = shell.run(f"{placement_env(case, bench)}; {case.command(bench)}; {AFTER}",
+                        timeout=guest_timeout(case, timeout))
     except BaseException:
         with contextlib.suppress(Exception):   # keep what reached the device; the error stands
             read_log()
@@ -191,6 +192,13 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
         done.cases, done.ktap = case.rows(seen), out
         done.dma_errors = {k: int(v) for k, v in seen.dma_errors.items()}
     return done
+
+
+def placement_env(case: Scenario, bench: Bench) -> str:
+    """What points tphctl at the scenario's own placement in a machine that may
+    hold several: its importer's device node and its way through VFIO."""
+    return (f"export TPHLAB_IMPORTER={shlex.quote(bench.importer)} "
+            f"TPHLAB_VFIO={shlex.quote(case.topo.vfio)}")
 
 
 def guest_timeout(case: Scenario, timeout: float) -> float:

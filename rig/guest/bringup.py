@@ -13,7 +13,7 @@ from rig.builder.artifacts import Artifacts
 from rig.errors import AccelError, GuestError, RigError, first_line
 from rig.guest import snapshot, topology
 from rig.guest import vm as guest_vm
-from rig.guest.devices import Bench, bench_of, bind_command
+from rig.guest.devices import Benches, bench_of, bind_command
 from rig.guest.interface import G, GuestVM, VMFactory
 from rig.guest.kvm import FIX as KVM_FIX
 from rig.guest.kvm import Accel
@@ -98,7 +98,7 @@ def outliving(factory: Callable[[Artifacts, topology.Topology, Path, str], G],
 def restore(factory: VMFactory, store: snapshot.Store, arts: Artifacts,
             topo: topology.Topology, rundir: Path, accel: Accel,
             stage: Callable[[str, float], None],
-            note: Callable[[str], None]) -> tuple[GuestVM, Bench] | None:
+            note: Callable[[str], None]) -> tuple[GuestVM, Benches] | None:
     """The topology's guest restored from its snapshot, with its devices as bound
     there; None when it has none, or the snapshot did not restore (it is
     deleted then, and stage() and note() say so)."""
@@ -133,7 +133,7 @@ def restore(factory: VMFactory, store: snapshot.Store, arts: Artifacts,
     return vm, bench
 
 
-def save(store: snapshot.Store, vm: GuestVM, arts: Artifacts, accel: str, bench: Bench,
+def save(store: snapshot.Store, vm: GuestVM, arts: Artifacts, accel: str, bench: Benches,
          stage: Callable[[str, float], None], note: Callable[[str], None]) -> None:
     """Save the guest, booted and bound, for the next run; a guest QEMU cannot
     save runs on unsaved (note() and stage() say why)."""

@@ -87,6 +87,10 @@ class Topology:
     # disable-acs=off): Linux then puts the endpoints in IOMMU groups of
     # their own and redirects their peer-to-peer requests to the Root Complex.
     switch_acs: bool = False
+    # A packed machine (rig.guest.packing): the placements it holds, each
+    # its devices and ports with ids of its own, on the machine-wide
+    # settings above. Empty: the topology is its machine's one placement.
+    placements: tuple[Topology, ...] = ()
 
     def with_(self, **changes: object) -> Topology:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -94,6 +98,19 @@ class Topology:
     def roles(self) -> list[str]:
         """The roles of its tph-testdevs, in ROLES' order."""
         return [r for r in ROLES if r != "spare" or self.spare]
+
+    def pairs(self) -> tuple[Topology, ...]:
+        """The placements its machine holds: its own, or a packed machine's."""
+        return self.placements or (self,)
+
+    def suffix(self, machine: Topology) -> str:
+        """What this placement's ids (QOM ids, roles, port ids) end with in
+        `machine`: nothing when it is the machine's only placement."""
+        return f".{self.name}" if machine.placements else ""
+
+    def qom_ids(self, machine: Topology) -> dict[str, str]:
+        """Its tph-testdevs' QOM ids in `machine`, by role."""
+        return {r: ROLES[r] + self.suffix(machine) for r in self.roles()}
 
     def describe(self) -> str:
         """Its settings, as the QEMU properties and kernel words they become."""
@@ -122,6 +139,9 @@ class Topology:
             parts.append("switch downstream ports with ACS")
         if self.iommu:
             parts.append(f"IOMMU (intel-iommu), VFIO {self.vfio}")
+        if self.placements:
+            parts = [f"{len(self.placements)} placements: "
+                     + ", ".join(p.name for p in self.placements)]
         return "; ".join(parts)
 
     def check(self) -> None:
@@ -190,16 +210,26 @@ def _props(props: dict[str, str]) -> str:
     return "".join(f",{k}={v}" for k, v in sorted(props.items()))
 
 
-def _rciep_args(topo: Topology, tph_devices: bool) -> list[str]:
+@dataclass
+class _Layout:
+    """Where the next placement of a machine goes: its first slot on pcie.0
+    and its first chassis number (each root and downstream port has its own)."""
+
+    slot: int = 4
+    chassis: int = 1
+
+
+def _rciep_args(topo: Topology, tph_devices: bool, layout: _Layout, sfx: str) -> list[str]:
     """Both endpoints (and the spare) on the root bus: RCiEPs, no port between."""
+    base, layout.slot = layout.slot, layout.slot + 4
     if not tph_devices:
         return []
-    args = ["-device", f"tph-testdev,id={EXPORTER_ID},bus=pcie.0,addr=0x5{_props(topo.exporter)}",
-            "-device", f"tph-testdev,id={IMPORTER_ID},bus=pcie.0,addr=0x6{_props(topo.importer)}"]
+    ends = [(EXPORTER_ID, topo.exporter), (IMPORTER_ID, topo.importer)]
     if topo.spare:
-        args += ["-device", f"tph-testdev,id={SPARE_ID},bus=pcie.0,addr=0x7"
-                            f"{_props(topo.spare_props)}"]
-    return args
+        ends.append((SPARE_ID, topo.spare_props))
+    return [a for n, (qom, props) in enumerate(ends)
+            for a in ("-device", f"tph-testdev,id={qom}{sfx},bus=pcie.0,addr={base + 1 + n:#x}"
+                                 f"{_props(props)}")]
 
 
 # The ports of the switch topology, by id
@@ -215,57 +245,80 @@ def _ports_of(topo: Topology) -> tuple[str, ...]:
             "multifunction": ("rp0",)}[topo.placement]
 
 
-def _root_port(topo: Topology, pid: str, n: int, tph_devices: bool) -> str:
-    """A pcie-root-port at slot 0x4+n of pcie.0, with the topology's completer."""
-    rp = f"pcie-root-port,id={pid},bus=pcie.0,chassis={1 + n},slot={1 + n},addr={4 + n:#x}"
+def _root_port(topo: Topology, pid: str, layout: _Layout, tph_devices: bool) -> str:
+    """A pcie-root-port on the layout's next slot of pcie.0 and chassis, with the
+    topology's completer."""
+    rp = (f"pcie-root-port,id={pid},bus=pcie.0,chassis={layout.chassis},"
+          f"slot={layout.chassis},addr={layout.slot:#x}")
+    layout.slot += 1
+    layout.chassis += 1
     if tph_devices and topo.root_port_completer != "none":
         rp += f",x-tph-completer={topo.root_port_completer}"
     return rp
 
 
-def _rootports_args(topo: Topology, tph_devices: bool,
+def _rootports_args(topo: Topology, tph_devices: bool, layout: _Layout, sfx: str,
                     port: Callable[[str, str], str]) -> list[str]:
-    """Each endpoint below a root port of its own: rp0 exporter, rp1 importer, rp2 spare.
-    Their chassis numbers follow the switch's (2.., see device_args)."""
+    """Each endpoint below a root port of its own: rp0 exporter, rp1 importer, rp2 spare."""
     roles = [("rp0", EXPORTER_ID, topo.exporter), ("rp1", IMPORTER_ID, topo.importer)]
     if topo.spare:
         roles.append(("rp2", SPARE_ID, topo.spare_props))
     args: list[str] = []
-    for n, (pid, _, _) in enumerate(roles):
-        args += ["-device", port(_root_port(topo, pid, n, tph_devices), pid)]
+    for pid, _, _ in roles:
+        args += ["-device", port(_root_port(topo, pid + sfx, layout, tph_devices), pid)]
     if tph_devices:
         for pid, qom, props in roles:
-            args += ["-device", f"tph-testdev,id={qom},bus={pid}{_props(props)}"]
+            args += ["-device", f"tph-testdev,id={qom}{sfx},bus={pid}{sfx}{_props(props)}"]
     return args
 
 
-def _multifunction_args(topo: Topology, tph_devices: bool,
+def _multifunction_args(topo: Topology, tph_devices: bool, layout: _Layout, sfx: str,
                         port: Callable[[str, str], str]) -> list[str]:
     """Exporter and importer as functions 0 and 1 of one device below rp0."""
     if topo.spare:
         raise ValueError(f"topology {topo.name}: a multifunction placement has no spare")
-    args = ["-device", port(_root_port(topo, "rp0", 0, tph_devices), "rp0")]
+    args = ["-device", port(_root_port(topo, f"rp0{sfx}", layout, tph_devices), "rp0")]
     if tph_devices:
-        args += ["-device", f"tph-testdev,id={EXPORTER_ID},bus=rp0,addr=0x0.0,"
+        args += ["-device", f"tph-testdev,id={EXPORTER_ID}{sfx},bus=rp0{sfx},addr=0x0.0,"
                             f"multifunction=on{_props(topo.exporter)}",
-                 "-device", f"tph-testdev,id={IMPORTER_ID},bus=rp0,addr=0x0.1"
+                 "-device", f"tph-testdev,id={IMPORTER_ID}{sfx},bus=rp0{sfx},addr=0x0.1"
                             f"{_props(topo.importer)}"]
     return args
 
 
-def device_args(topo: Topology, tph_devices: bool) -> list[str]:
-    """The PCI devices: the IOMMU first (QEMU wants it before the devices it
-    translates for), the switch with both endpoints (or the RCiEPs, or the
-    root ports), then the NIC."""
-    topo.check()
-    iommu = ["-device", IOMMU_DEVICE] if topo.iommu else []
+def _switch_args(topo: Topology, tph_devices: bool, layout: _Layout, sfx: str,
+                 port: Callable[[str, str], str]) -> list[str]:
+    """A switch below a root port: the exporter on dn0, the importer on dn1, the spare
+    on dn2."""
+    # Our series' property (upstream's xio3130-downstream has no ACS)
+    acs = ",disable-acs=off" if topo.switch_acs and tph_devices else ""
+    args = ["-device", port(_root_port(topo, f"rp0{sfx}", layout, tph_devices), "rp0"),
+            "-device", port(f"x3130-upstream,id=up0{sfx},bus=rp0{sfx}", "up0")]
+    downs = [("dn0", EXPORTER_ID, topo.exporter), ("dn1", IMPORTER_ID, topo.importer)]
+    if topo.spare:
+        downs.append(("dn2", SPARE_ID, topo.spare_props))
+    for n, (pid, _, _) in enumerate(downs):
+        spec = (f"xio3130-downstream,id={pid}{sfx},bus=up0{sfx},addr={n:#x},"
+                f"chassis={layout.chassis},slot=0{acs}")
+        layout.chassis += 1
+        # (the spare's port keeps End-End TLP Prefix support: no topology clears it)
+        args += ["-device", port(spec, pid) if pid != "dn2" else spec]
+    if tph_devices:
+        args += [a for pid, qom, props in downs
+                 for a in ("-device", f"tph-testdev,id={qom}{sfx},bus={pid}{sfx}"
+                                      f"{_props(props)}")]
+    return args
+
+
+def _placement_args(topo: Topology, tph_devices: bool, layout: _Layout, sfx: str) -> list[str]:
+    """One placement's ports and tph-testdevs, on the layout's next slots."""
     unknown = set(topo.no_prefix_ports) - set(_ports_of(topo))
     if topo.placement == "rciep" and unknown:
         raise ValueError(f"topology {topo.name}: RCiEPs have no ports to clear End-End TLP "
                          f"Prefix support on ({', '.join(sorted(unknown))}); use "
                          "placement \"switch\" or no no_prefix_ports")
     if topo.placement == "rciep":
-        return iommu + _rciep_args(topo, tph_devices)
+        return _rciep_args(topo, tph_devices, layout, sfx)
     if unknown:
         raise ValueError(f"topology {topo.name}: no {topo.placement} port "
                          f"{', '.join(sorted(unknown))}; the ports are "
@@ -275,26 +328,22 @@ def device_args(topo: Topology, tph_devices: bool) -> list[str]:
         off = tph_devices and pid in topo.no_prefix_ports
         return spec + (",x-eetlp-prefix=off" if off else "")
 
-    if topo.placement == "rootports":
-        return iommu + _rootports_args(topo, tph_devices, port)
-    if topo.placement == "multifunction":
-        return iommu + _multifunction_args(topo, tph_devices, port)
-    # Our series' property (upstream's xio3130-downstream has no ACS)
-    acs = ",disable-acs=off" if topo.switch_acs and tph_devices else ""
-    args = [*iommu, "-device", port(_root_port(topo, "rp0", 0, tph_devices), "rp0"),
-            "-device", port("x3130-upstream,id=up0,bus=rp0", "up0"),
-            "-device", port(f"xio3130-downstream,id=dn0,bus=up0,addr=0x0,chassis=2,slot=0{acs}",
-                            "dn0"),
-            "-device", port(f"xio3130-downstream,id=dn1,bus=up0,addr=0x1,chassis=3,slot=0{acs}",
-                            "dn1")]
-    if topo.spare:
-        args += ["-device", f"xio3130-downstream,id=dn2,bus=up0,addr=0x2,chassis=4,slot=0{acs}"]
-    if tph_devices:
-        args += ["-device", f"tph-testdev,id={EXPORTER_ID},bus=dn0{_props(topo.exporter)}",
-                 "-device", f"tph-testdev,id={IMPORTER_ID},bus=dn1{_props(topo.importer)}"]
-        if topo.spare:
-            args += ["-device", f"tph-testdev,id={SPARE_ID},bus=dn2{_props(topo.spare_props)}"]
-    return args
+    build = {"rootports": _rootports_args, "multifunction": _multifunction_args,
+             "switch": _switch_args}[topo.placement]
+    return build(topo, tph_devices, layout, sfx, port)
+
+
+def device_args(topo: Topology, tph_devices: bool) -> list[str]:
+    """The PCI devices: the IOMMU first (QEMU wants it before the devices it
+    translates for), then each placement's ports and endpoints (a switch with
+    both endpoints, RCiEPs, root ports...), each on pcie.0 slots of its own."""
+    topo.check()
+    for p in topo.placements:
+        p.check()
+    iommu = ["-device", IOMMU_DEVICE] if topo.iommu else []
+    layout = _Layout()
+    return iommu + [a for p in topo.pairs()
+                    for a in _placement_args(p, tph_devices, layout, p.suffix(topo))]
 
 
 def qemu_argv(boot: Boot, topo: Topology, tph_devices: bool = True) -> list[str]:

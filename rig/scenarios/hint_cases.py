@@ -58,12 +58,12 @@ EXPORTER_TPH_ONLY = Topology(name="exporter-tph-completer", exporter={"tph-compl
 # accepts on AMD Zen CPUs only.
 RCIEP = Topology(name="rciep-epyc", placement="rciep", cpu_model="EPYC")
 # The importer supports only Interrupt Vector mode and keeps its ST table in
-# the MSI-X table; the test importer enables TPH in that mode (st_mode=iv).
-# A hint reaching the exporter here can only have taken its tag from the
-# completion vector's MSI-X entry: Device Specific mode cannot be enabled.
+# the MSI-X table; the test importer enables TPH in the mode its device has
+# (tph_importer.st_mode is only a preference). A hint reaching the exporter
+# here can only have taken its tag from the completion vector's MSI-X entry:
+# Device Specific mode cannot be enabled.
 IMPORTER_IV = Topology(name="importer-iv-msix",
-                       importer={"ext-tph": "on", "st-location": "msix", "st-modes": "iv"},
-                       append=("tph_importer.st_mode=iv",))
+                       importer={"ext-tph": "on", "st-location": "msix", "st-modes": "iv"})
 # One Downstream Port on the peer-to-peer path without End-End TLP Prefix
 # support: the exporter's (dn0) or the importer's (dn1). A 16-bit tag
 # travels in the TPH TLP Prefix, an End-End TLP Prefix, which such a port

@@ -57,16 +57,18 @@ from rig.scenarios.sequence import Seq
 # anonymous memory comes in 2 MiB pages (the driver test pins 1 GiB of it
 # per case, which in 4 KiB pages takes about 9 s under TCG); the spare is
 # a TPH (not Extended) completer, for the uAPI selftest's ST_EXT refusal.
+# The translating topologies below share these machine-wide settings, so
+# one guest holds them all (rig.guest.packing).
+TRANSLATED_APPEND = ("iommu.strict=1", "hugepages=4", "transparent_hugepage_shmem=always")
 ROOTPORTS = Topology(name="iommu-rootports", placement="rootports", cpu_model="EPYC",
                      iommu=True, vfio="iommufd", spare=True, cpus=2,
-                     append=("iommu.strict=1", "hugepages=4",
-                             "transparent_hugepage_shmem=always"), memory_mb=2048,
+                     append=TRANSLATED_APPEND, memory_mb=2048,
                      spare_props={"tph-completer": "tph"})
 # Both below one switch whose downstream ports have ACS: separate IOMMU
 # groups, and the write is redirected up to the Root Complex. A type1
 # container, the way most VFIO userspace still opens a device.
 SWITCH_ACS = Topology(name="iommu-switch-acs", switch_acs=True, cpu_model="EPYC", iommu=True,
-                      vfio="type1")
+                      vfio="type1", append=TRANSLATED_APPEND)
 # The importer's default domain an identity (passthrough) one: its DMA
 # addresses are physical addresses, not translated.
 IDENTITY = Topology(name="iommu-identity", placement="rootports", cpu_model="EPYC",
@@ -77,7 +79,7 @@ IDENTITY = Topology(name="iommu-identity", placement="rootports", cpu_model="EPY
 # (7.2 puts them in groups of their own: seen on this bench); two functions
 # of one device without ACS are (pci_device_group(): the function alias).
 SHARED_GROUP = Topology(name="iommu-shared-group", placement="multifunction", iommu=True,
-                        vfio="type1")
+                        vfio="type1", cpu_model="EPYC", append=TRANSLATED_APPEND)
 # A Root Complex that does not forward End-End TLP Prefixes between its
 # Root Ports (the PCIe Base Specification leaves it to the implementation;
 # the other topologies' does). Nothing tells the kernel which kind it runs
