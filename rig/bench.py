@@ -166,6 +166,30 @@ def edit_to_verdict(progress: Progress, runs: int, target: float | None) -> list
     return figs
 
 
+def edit_to_full_verdict(progress: Progress, boot: float,
+                         target: float | None) -> list[Figure]:
+    """One uncommitted one-line change in the user kernel tree's vfio-pci file,
+    then `rig run --kernel-tree` of the whole matrix (without the kernel's
+    selftests, as the matrix figures), as one command; and its ratio to one
+    boot to SSH of this bench (what an edit costs, counted in boots)."""
+    tree = user_kernel_tree(progress)
+    path = tree / EDIT_FILE
+    original = path.read_text()
+    try:
+        path.write_text(original + f"/* tphlab bench: full {time.time_ns()} */\n")
+        progress.note("edit to full verdict: rig run --kernel-tree (the whole matrix)")
+        t = time.monotonic()
+        res = _rig("run", "--kernel-tree", str(tree), "-K", matrix.SELFTESTS)
+        secs = time.monotonic() - t
+    finally:
+        path.write_text(original)
+    if res.returncode != 0:
+        raise RigError(f"edit to full verdict: rig run failed ({res.returncode}): "
+                       f"{res.stderr[-2000:]}")
+    return [figure("edit to full verdict", [secs], None),
+            figure("edit to full verdict / boot to SSH", [secs / boot], target, "x")]
+
+
 def targets(accel: str) -> dict[str, float]:
     with (repo_root() / "bench" / "targets.toml").open("rb") as f:
         data = tomllib.load(f)
@@ -224,38 +248,65 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
                        device_figures.query_latency(arts.qemu, arts.datadir, max(runs, 5)),
                        tg.get("query_4096")))
 
-    progress.note("matrix, every guest booted (--no-snapshot)")
-    t = time.monotonic()
-    booted = runner.run_matrix(matrix.without_selftests(), arts, accel, run_dir("bench"))
-    booted_s = time.monotonic() - t
-    accel = _followed(booted.passed, booted.accel, booted.accel_reason, accel, progress)
-    store = snapshot.Store()
-    wholes: list[float] = []
-    per_case: dict[str, list[float]] = {}
-    i = 0
-    while len(wholes) < runs:
-        i += 1
-        progress.note(f"warm matrix {i}: guests restored from their snapshots")
-        t = time.monotonic()
-        run = runner.run_matrix(matrix.without_selftests(), arts, accel, run_dir("bench"),
-                                opts=runner.Options(snapshots=store))
-        secs = time.monotonic() - t
-        accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)
-        if "boot" in run.started.values() and i == 1:
-            progress.note("  (a guest had no snapshot yet: saved now, this run not counted)")
-            continue
-        wholes.append(secs)
-        for o in run.outcomes:
-            per_case.setdefault(o.name, []).append(o.seconds)
-    figs.append(figure("warm matrix", wholes, tg.get("warm_matrix")))
-    figs.append(figure("warm matrix, booting", [booted_s], None))
-    figs.append(figure("one scenario (matrix median)",
-                       [statistics.median(s) for s in zip(*per_case.values(), strict=True)],
-                       tg.get("one_scenario")))
-    figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
+    boot = statistics.median(boots)
+    accel, matrix_figs = matrix_figures(arts, accel, runs, boot, tg, progress)
+    figs += matrix_figs
     figs += edit_to_verdict(progress, runs, tg.get("edit_to_verdict"))
+    figs += edit_to_full_verdict(progress, boot, tg.get("edit_to_full_verdict_per_boot"))
     figs += runs_at_once(progress)
 
+    return accel, figs
+
+
+def matrix_figures(arts: Artifacts, accel: kvm.Accel, runs: int, boot: float,
+                   tg: dict[str, float], progress: Progress) -> tuple[kvm.Accel, list[Figure]]:
+    """The matrix (without the kernel's selftests) as the rig packs it into
+    guests and unpacked, a guest per topology, alternated: every guest booted,
+    then restored from snapshots `runs` times; and the median scenario."""
+    cases = matrix.without_selftests()
+    guests = {pack: len(runner.groups(cases, pack)) for pack in (True, False)}
+    figs = [figure("guests per matrix", [guests[True]], None, " gst"),
+            figure("guests per matrix, unpacked", [guests[False]], None, " gst")]
+    booted: dict[bool, float] = {}
+    for pack in (True, False):
+        progress.note(f"matrix, every guest booted ({guests[pack]} guests)")
+        t = time.monotonic()
+        run = runner.run_matrix(cases, arts, accel, run_dir("bench"),
+                                opts=runner.Options(pack=pack))
+        booted[pack] = time.monotonic() - t
+        accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)
+    store = snapshot.Store()
+    wholes: dict[bool, list[float]] = {True: [], False: []}
+    per_case: dict[str, list[float]] = {}
+    i = 0
+    while len(wholes[True]) < runs:
+        i += 1
+        for pack in (True, False):
+            what = "" if pack else ", unpacked"
+            progress.note(f"warm matrix{what} {i}: guests restored from their snapshots")
+            t = time.monotonic()
+            run = runner.run_matrix(cases, arts, accel, run_dir("bench"),
+                                    opts=runner.Options(snapshots=store, pack=pack))
+            secs = time.monotonic() - t
+            accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)
+            if "boot" in run.started.values() and i == 1:
+                progress.note("  (a guest had no snapshot yet: saved now, this run not counted)")
+                continue
+            wholes[pack].append(secs)
+            if pack:
+                for o in run.outcomes:
+                    per_case.setdefault(o.name, []).append(o.seconds)
+    figs += [figure("warm matrix", wholes[True], tg.get("warm_matrix")),
+             figure("warm matrix, unpacked", wholes[False], None),
+             figure("warm matrix, booting", [booted[True]], None),
+             figure("warm matrix, booting, unpacked", [booted[False]], None),
+             figure("warm matrix, booting / boot to SSH", [booted[True] / boot],
+                    tg.get("booting_matrix_per_boot"), "x"),
+             figure("  unpacked / boot to SSH", [booted[False] / boot], None, "x"),
+             figure("one scenario (matrix median)",
+                    [statistics.median(s) for s in zip(*per_case.values(), strict=True)],
+                    tg.get("one_scenario"))]
+    figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
     return accel, figs
 
 

@@ -16,9 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 FIGURES = ("no-op build", "boot to SSH", "QEMU peak RSS", "guest ready (restore)",
            "boot / restore", "DMA into recording BAR", "DMA into RAM", "recording overhead",
-           "query 4096 records", "warm matrix", "warm matrix, booting",
-           "one scenario (matrix median)", "edit to verdict", "3 runs at once",
-           "3 runs at once / one run")
+           "query 4096 records", "guests per matrix", "guests per matrix, unpacked",
+           "warm matrix", "warm matrix, unpacked", "warm matrix, booting",
+           "warm matrix, booting, unpacked", "warm matrix, booting / boot to SSH",
+           "one scenario (matrix median)", "edit to verdict", "edit to full verdict",
+           "edit to full verdict / boot to SSH", "3 runs at once", "3 runs at once / one run")
 
 
 def test_a_figure_is_met_only_below_its_target() -> None:
@@ -39,7 +41,9 @@ def test_every_target_names_a_figure_the_bench_prints() -> None:
     for accel in ("tcg", "kvm"):
         assert set(bench.targets(accel)) == {"noop_build", "boot_to_ssh", "restore_ready",
                                              "warm_matrix", "one_scenario",
-                                             "query_4096", "edit_to_verdict"}
+                                             "query_4096", "edit_to_verdict",
+                                             "booting_matrix_per_boot",
+                                             "edit_to_full_verdict_per_boot"}
 
 
 @pytest.mark.integration

@@ -107,8 +107,9 @@ def test_a_machine_of_one_placement_is_that_topology_unchanged() -> None:
 def _run(lab: FakeLab, cases: list[FakeCase], tmp_path: Path, **opts: object) -> Run:
     rundir = tmp_path / "run"
     rundir.mkdir(exist_ok=True)
+    opts.setdefault("jobs", 2)
     return runner.run_matrix(cases, fake_arts(tmp_path), TCG, rundir,
-                             opts=runner.Options(jobs=2, vm_factory=lab.factory,
+                             opts=runner.Options(vm_factory=lab.factory,
                                                  **opts))  # type: ignore[arg-type]
 
 
@@ -159,10 +160,15 @@ def test_a_killed_packed_guest_marks_only_the_scenarios_it_held(tmp_path: Path) 
 
 def test_a_fault_injected_into_one_topology_reaches_only_its_guest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    into: list[str] = []
-    monkeypatch.setattr(faults, "inject", lambda vm, fault: into.append(vm.topo.name))
-    _run(FakeLab(), CASES, tmp_path, fault="warn", fault_into="pair-two")
-    assert into == ["pair-one+1"]
+    """Into one topology: right before its first scenario, in its guest only (the
+    scenarios before it ran); without a topology: every guest, once bound."""
+    lab = FakeLab()
+    into: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(faults, "inject", lambda vm, fault: into.append(
+        (vm.topo.name, [name for name, _, _ in lab.ran])))
+    _run(lab, CASES, tmp_path, fault="warn", fault_into="pair-two", jobs=1)
+    assert into == [("pair-one+1", ["p1a"])]
     into.clear()
-    _run(FakeLab(), CASES, tmp_path, fault="warn")
-    assert sorted(into) == ["alpha", "pair-one+1"]
+    lab.ran.clear()
+    _run(lab, CASES, tmp_path, fault="warn", jobs=1)
+    assert into == [("pair-one+1", []), ("alpha", ["p1a", "p2a", "p1b", "p2b"])]

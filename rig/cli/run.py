@@ -238,7 +238,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="inject a fault to check how the rig fails: " + "; ".join(
                        f"{k}: {v}" for k, v in faults.FAULTS.items()))
     r.add_argument("--inject-into", metavar="TOPOLOGY",
-                   help="inject the fault only into the guest that holds this topology")
+                   help="inject the fault only into the guest that holds this topology, "
+                        "right before its first scenario (not once the devices are bound)")
     r.add_argument("--unpacked", action="store_true",
                    help="boot a guest per topology instead of packing the topologies that "
                         "can share a guest into one (the verdicts are the same)")

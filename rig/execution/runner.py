@@ -58,7 +58,8 @@ class Options:
     boot_timeout: float = 120.0        # seconds from QEMU's start to SSH
     case_timeout: float = 60.0         # seconds for one scenario's guest command
     fault: str | None = None           # see faults.FAULTS
-    fault_into: str | None = None      # only into the machine holding this topology
+    # Only into the machine holding this topology, right before its first scenario
+    fault_into: str | None = None
     jobs: int | None = None            # guests booted side by side
     vm_factory: VMFactory | None = None  # makes the guests; None: rig.guest.vm.VM
     keeper: Keeper | None = None       # --keep-guest: where a failing topology's guest goes
@@ -301,7 +302,7 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
             bench = devices.bind_devices(vm, clear_log=True)
             if save is not None:
                 save(bench)
-        if opts.fault:
+        if opts.fault and opts.fault_into is None:
             faults.inject(cast(VM, vm), opts.fault)
     except Exception as exc:
         if ctl.halted is not None:
@@ -330,6 +331,10 @@ def _run_members(vm: GuestVM, topo: topology.Topology, members: list[Scenario],
         started = time.monotonic()
         outdir = rundir / topo.name / "scenarios" / case.name
         try:
+            if opts.fault and case.topo.name == opts.fault_into:
+                # --inject-into: right before that topology's first scenario
+                faults.inject(cast(VM, vm), opts.fault)
+                opts = replace(opts, fault_into=None)
             o = run_case(vm, case, bench.of(case.topo.name), opts.case_timeout, outdir, log,
                          opts.reference)
         except Exception as exc:

@@ -187,6 +187,7 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     done = outcome_of(case, verdict(failures, reference),
                       time.monotonic() - started, failures, seen, received, splats, outdir)
     done.warnings = checked.dmesg.stalls
+    done.devices = {d.role.removesuffix(bench.suffix): d.bdf for d in bench.devices()}
     done.path = iommu.p2p_path(case, seen)
     if isinstance(case, selftests.KernelSelftest):
         done.cases, done.ktap = case.rows(seen), out

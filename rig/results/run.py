@@ -79,6 +79,9 @@ class Outcome:
     # failed DMAs by reason, as read: a saved run re-parses its rows from them
     ktap: str = ""
     dma_errors: dict[str, int] = field(default_factory=dict)
+    # Its placement's devices by role (exporter, importer, spare) at their guest
+    # addresses: whose requester ID a record carries; {} when it did not run
+    devices: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -93,7 +96,8 @@ class Outcome:
                 "dmesg": self.dmesg, "output": self.output, "warnings": self.warnings,
                 **({"path": self.path} if self.path else {}),
                 **({"cases": self.cases, "ktap": self.ktap, "dma_errors": self.dma_errors}
-                   if self.cases else {})}
+                   if self.cases else {}),
+                **({"devices": self.devices} if self.devices else {})}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Outcome:
@@ -118,7 +122,8 @@ class Outcome:
                    path=str(doc.get("path", "")),
                    cases=[{str(k): str(v) for k, v in c.items()} for c in doc.get("cases", [])],
                    ktap=str(doc.get("ktap", "")),
-                   dma_errors={str(k): int(v) for k, v in (doc.get("dma_errors") or {}).items()})
+                   dma_errors={str(k): int(v) for k, v in (doc.get("dma_errors") or {}).items()},
+                   devices={str(k): str(v) for k, v in (doc.get("devices") or {}).items()})
 
 
 BUG_FIX = "this is a bug of the rig: report it with the log"
