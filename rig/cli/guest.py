@@ -15,7 +15,7 @@ from qemu.qmp import ExecuteError
 from rig.builder import artifacts
 from rig.cli import options
 from rig.errors import RigError
-from rig.guest import boot_session, bringup, devices, kvm, pci_address
+from rig.guest import boot_session, bringup, devices, kvm, packing, pci_address
 from rig.guest import vm as vm_mod
 from rig.guest.kvm import Accel
 from rig.guest.topology import Device
@@ -65,10 +65,13 @@ def list_topologies() -> str:
     """`rig boot --list-topologies`: each topology of the matrix, its settings and
     its scenarios."""
     lines = []
-    for topo, names in matrix.topologies():
+    topos = matrix.topologies()
+    guest = {p.name: m.name for m in packing.pack([t for t, _ in topos]) for p in m.pairs()}
+    for topo, names in topos:
         shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
         lines += [f"{topo.name}{' (rig boot default)' if topo == hint_cases.DEFAULT else ''}",
-                  f"    {topo.describe()}", f"    scenarios: {shown}"]
+                  f"    {topo.describe()}", f"    scenarios: {shown}",
+                  f"    rig run's guest: {guest[topo.name]}"]
     return "\n".join(lines)
 
 
