@@ -172,3 +172,21 @@ def test_a_fault_injected_into_one_topology_reaches_only_its_guest(
     lab.ran.clear()
     _run(lab, CASES, tmp_path, fault="warn", jobs=1)
     assert into == [("pair-one+1", []), ("alpha", ["p1a", "p2a", "p1b", "p2b"])]
+
+
+def test_a_kept_packed_guest_says_how_tphctl_picks_a_topologys_importer() -> None:
+    from types import SimpleNamespace
+
+    from rig.cli.guest import session_text
+    from rig.guest.devices import Bench, Benches
+
+    benches = Benches({"pair-one": Bench("0000:03:00.0", "0000:04:00.0", suffix=".pair-one"),
+                       "pair-two": Bench("0000:05:00.0", "0000:06:00.0", suffix=".pair-two")})
+    sess = SimpleNamespace(devices=benches.devices(), ssh_port=2222, client_key="k",
+                           qmp_socket="q", console_log="c")
+    text = session_text(sess)  # type: ignore[arg-type]
+    assert "TPHLAB_IMPORTER=0000:04:00.0 tphctl open exporter.pair-one" in text
+    assert "exporter.pair-two: 0000:05:00.0  QOM tphexp.pair-two" in text
+    alone = Benches({"default": Bench("0000:03:00.0", "0000:04:00.0")})
+    sess.devices = alone.devices()
+    assert "in the guest: tphctl open exporter ..." in session_text(sess)  # type: ignore[arg-type]

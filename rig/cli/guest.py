@@ -40,10 +40,14 @@ def session_text(sess: boot_session.Session) -> str:
     """How to reach a running guest: its devices, then the commands."""
     devs = "".join(f"  {d.role + ':':<9} {d.bdf}  QOM {d.qom_id} ({d.qom_path})\n"
                    for d in sess.devices)
+    # A packed guest (rig run --keep-guest): roles end in their topology's
+    # name, and tphctl is told which importer is the topology's
+    first = next((d for d in sess.devices if d.role.startswith("importer.")), None)
+    use = ("tphctl open exporter ..." if first is None else
+           f"TPHLAB_IMPORTER={first.bdf} tphctl open exporter{first.role[8:]} ...")
     return (f"{devs}"
             f"  ssh:      rig ssh [CMD]   (127.0.0.1:{sess.ssh_port}, key {sess.client_key})\n"
-            f"            in the guest: tphctl open exporter ...  (roles: "
-            f"/etc/tphlab/devices)\n"
+            f"            in the guest: {use}  (roles: /etc/tphlab/devices)\n"
             f"  hints:    rig hints [--device ROLE] [--follow]\n"
             f"  QMP:      {sess.qmp_socket}\n"
             f"  console:  {sess.console_log}\n"

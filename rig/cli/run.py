@@ -211,7 +211,9 @@ def _report_kept(keeper: runner.Keeper) -> None:
         raise
     others = (f"; the guests of {', '.join(keeper.stopped)} stopped (one is kept)"
               if keeper.stopped else "")
-    print(f"--keep-guest: the guest of topology {kept.topo.name} is still running "
+    which = (f"{kept.topo.name} ({kept.topo.describe()})" if kept.topo.placements
+             else f"of topology {kept.topo.name}")
+    print(f"--keep-guest: the guest {which} is still running "
           f"({', '.join(kept.failed)} failed{others}), pid {sess.pid}\n"
           f"{session_text(sess)}", file=sys.stderr)
 
