@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rig import proc, tools
 from rig.builder import context, selftest_build
-from rig.builder.cache import file_digest, files_inputs, input_key
+from rig.builder.cache import file_digest, files_inputs, input_key, tree_digest
 from rig.errors import BuildError, ToolError
 from rig.hostfacts import compiler_version
 from rig.paths import guest_image_dir, importer_dir, repo_root
@@ -41,7 +41,8 @@ def _static_busybox() -> Path:
 
 def key_inputs(kernel: dict[str, Any], selftests: str) -> dict[str, Any]:
     """`kernel`: what the image takes from the kernel build (headers, modules
-    digests); `selftests`: the key of the selftest programs it carries."""
+    digests); `selftests`: the digest of the selftest programs it carries (a
+    kernel change that leaves them the same leaves the image alone)."""
     files = sorted(p for p in guest_image_dir().rglob("*") if p.is_file())
     files += sorted(p for p in importer_uapi().rglob("*.h"))
     return {
@@ -89,7 +90,7 @@ def build(ctx: context.BuildContext, kernel: context.Result,
     of `selftests` (rig.builder.selftest_build) under its GUEST_DIR."""
     tools.require(["gcc", "cpio", "gzip", "ldd"], "the guest image build")
     inputs = key_inputs(kernel.meta.get("guest_inputs") or {"key": kernel.key},
-                        selftests.key)
+                        tree_digest(selftests.artifacts["bin"]))
     key = input_key(inputs)
 
     def produce(out: Path) -> dict[str, Any]:
