@@ -180,14 +180,16 @@ def build_importer(ctx: context.BuildContext, tree: Path, bdir: Path, work: Path
     the kernel's own modules (lib/modules/VERSION/updates)."""
     ctx.progress.begin("kernel: test importer (make M=)")
     work.mkdir(parents=True, exist_ok=True)
-    # A copy keeps objects out of the repository; copy2 keeps the sources'
-    # times, so make rebuilds it only when a source changed.
+    # A copy keeps objects out of the repository; a source is copied only when
+    # its content changed, with the copy's time now (not the source's, which
+    # may be older than the objects of the last build), so make rebuilds it
+    # only then.
     wanted = {p.relative_to(importer_dir()) for p in importer_files()}
     for rel in wanted:
         dest = work / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.is_file() or file_digest(dest) != file_digest(importer_dir() / rel):
-            shutil.copy2(importer_dir() / rel, dest)
+            shutil.copy(importer_dir() / rel, dest)
     make = [*make_args(tree, bdir), f"M={work}"]
     proc.run([*make, "modules"], log=log, what="building the test importer",
              fix="see the log: importer/ must build against the kernel under test "
