@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -258,6 +259,39 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     return accel, figs
 
 
+@dataclass(frozen=True)
+class WarmRun:
+    """One restored run of the matrix: its seconds, whether a guest had to
+    boot (no snapshot yet), and each scenario's seconds."""
+    seconds: float
+    booted: bool
+    scenarios: dict[str, float]
+
+
+def warm_samples(warm: Callable[[bool, int], WarmRun], runs: int
+                 ) -> tuple[dict[bool, list[float]], dict[str, list[float]]]:
+    """`runs` timed samples each of the packed (True) and unpacked (False)
+    matrix, alternated; a first round that had to boot a guest (and save its
+    snapshot) is not a sample, for either arrangement on its own. Returns the
+    samples per arrangement and the packed samples per scenario."""
+    wholes: dict[bool, list[float]] = {True: [], False: []}
+    per_case: dict[str, list[float]] = {}
+    i = 0
+    while any(len(w) < runs for w in wholes.values()):
+        i += 1
+        for pack in (True, False):
+            if len(wholes[pack]) >= runs:
+                continue
+            r = warm(pack, i)
+            if r.booted and i == 1:
+                continue
+            wholes[pack].append(r.seconds)
+            if pack:
+                for name, secs in r.scenarios.items():
+                    per_case.setdefault(name, []).append(secs)
+    return wholes, per_case
+
+
 def matrix_figures(arts: Artifacts, accel: kvm.Accel, runs: int, boot: float,
                    tg: dict[str, float], progress: Progress) -> tuple[kvm.Accel, list[Figure]]:
     """The matrix (without the kernel's selftests) as the rig packs it into
@@ -276,26 +310,22 @@ def matrix_figures(arts: Artifacts, accel: kvm.Accel, runs: int, boot: float,
         booted[pack] = time.monotonic() - t
         accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)
     store = snapshot.Store()
-    wholes: dict[bool, list[float]] = {True: [], False: []}
-    per_case: dict[str, list[float]] = {}
-    i = 0
-    while len(wholes[True]) < runs:
-        i += 1
-        for pack in (True, False):
-            what = "" if pack else ", unpacked"
-            progress.note(f"warm matrix{what} {i}: guests restored from their snapshots")
-            t = time.monotonic()
-            run = runner.run_matrix(cases, arts, accel, run_dir("bench"),
-                                    opts=runner.Options(snapshots=store, pack=pack))
-            secs = time.monotonic() - t
-            accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)
-            if "boot" in run.started.values() and i == 1:
-                progress.note("  (a guest had no snapshot yet: saved now, this run not counted)")
-                continue
-            wholes[pack].append(secs)
-            if pack:
-                for o in run.outcomes:
-                    per_case.setdefault(o.name, []).append(o.seconds)
+
+    def warm(pack: bool, i: int) -> WarmRun:
+        what = "" if pack else ", unpacked"
+        progress.note(f"warm matrix{what} {i}: guests restored from their snapshots")
+        nonlocal accel
+        t = time.monotonic()
+        run = runner.run_matrix(cases, arts, accel, run_dir("bench"),
+                                opts=runner.Options(snapshots=store, pack=pack))
+        secs = time.monotonic() - t
+        accel = _followed(run.passed, run.accel, run.accel_reason, accel, progress)
+        booted_any = "boot" in run.started.values()
+        if booted_any and i == 1:
+            progress.note("  (a guest had no snapshot yet: saved now, this run not counted)")
+        return WarmRun(secs, booted_any, {o.name: o.seconds for o in run.outcomes})
+
+    wholes, per_case = warm_samples(warm, runs)
     figs += [figure("warm matrix", wholes[True], tg.get("warm_matrix")),
              figure("warm matrix, unpacked", wholes[False], None),
              figure("warm matrix, booting", [booted[True]], None),

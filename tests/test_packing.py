@@ -11,7 +11,7 @@ import pytest
 from rig.execution import runner
 from rig.guest import faults, packing, topology
 from rig.guest.topology import Topology
-from rig.results.run import EXIT_GUEST, Run, Status
+from rig.results.run import EXIT_GUEST, Outcome, Run, Status
 from rig.scenarios import hint_cases, iommu, matrix
 
 from .fakes import P1, P2, TCG, A, FakeCase, FakeGuest, FakeLab, fake_arts
@@ -128,6 +128,11 @@ def test_a_packed_guest_runs_each_scenario_on_its_own_placements_devices(
     assert all(o.status is Status.PASS for o in run.outcomes)
     assert sorted(g.topo.name for g in lab.guests) == ["alpha", "pair-one+1"]
     assert set(run.boots) == {"alpha", "pair-one+1"}
+    # Each outcome names the guest that held it, in the report too
+    assert {o.name: o.guest for o in run.outcomes} == {
+        "a1": "alpha", "p1a": "pair-one+1", "p2a": "pair-one+1", "p1b": "pair-one+1",
+        "p2b": "pair-one+1"}
+    assert all(Outcome.from_dict(o.to_dict()).guest == o.guest for o in run.outcomes)
     packed = _guest(lab, "pair-one+1")
     # In the order of the matrix; the hint log read at the scenario's own exporter
     assert [c.split("fake-scenario ")[1].split(";")[0] for c in packed.scenario_commands] == [
@@ -156,6 +161,7 @@ def test_a_killed_packed_guest_marks_only_the_scenarios_it_held(tmp_path: Path) 
     assert run.exit_code == EXIT_GUEST
     p1b = next(o for o in run.outcomes if o.name == "p1b")
     assert p1b.failures == ["not run: the guest (pair-one+1) died in scenario p2a"]
+    assert p1b.guest == "pair-one+1"
 
 
 def test_a_fault_injected_into_one_topology_reaches_only_its_guest(

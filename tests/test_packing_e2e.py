@@ -81,6 +81,7 @@ def test_packed_and_unpacked_guests_give_the_same_verdicts_and_records(
     assert [s["name"] for s in packed["scenarios"]] == [c.name for c in cases]
     for p in packed["scenarios"]:
         u = by_name[p["name"]]
+        assert p["guest"] in packed["boots"] and u["guest"] == u["topology"], p["name"]
         assert (p["status"], p["topology"], p["failures"], p["dmesg"]) == (
             u["status"], u["topology"], u["failures"], u["dmesg"]), p["name"]
         mine, theirs = _by_role(p), _by_role(u)

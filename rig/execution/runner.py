@@ -159,7 +159,7 @@ def run_group(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         log = (control.log if control is not None else RunLog(rundir / RUN_LOG))
         result.problems.append(log.problem(exc, f"guest {topo.name}", topo.name))
         for c in members:
-            result.outcomes.append(not_run(c, first_line(exc.message)))
+            result.outcomes.append(replace(not_run(c, first_line(exc.message)), guest=topo.name))
             if report:
                 report(result.outcomes[-1])
         return result
@@ -187,6 +187,7 @@ def run_guest(topo: topology.Topology, members: list[Scenario], arts: Artifacts,
         opts = replace(opts, fault=None)
 
     def done(o: Outcome) -> None:
+        o.guest = topo.name
         result.outcomes.append(o)
         log.write(f"{topo.name}: {o.name}: {o.status.value} ({o.seconds:.2f}s)"
                   + "".join(f"\n    {f}" for f in o.failures))

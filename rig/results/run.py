@@ -82,6 +82,9 @@ class Outcome:
     # Its placement's devices by role (exporter, importer, spare) at their guest
     # addresses: whose requester ID a record carries; {} when it did not run
     devices: dict[str, str] = field(default_factory=dict)
+    # The guest (machine) that held it: a topology's name, or "first+N" for
+    # a packed one (rig.guest.packing); "" when no guest took it
+    guest: str = ""
 
     @property
     def passed(self) -> bool:
@@ -97,7 +100,8 @@ class Outcome:
                 **({"path": self.path} if self.path else {}),
                 **({"cases": self.cases, "ktap": self.ktap, "dma_errors": self.dma_errors}
                    if self.cases else {}),
-                **({"devices": self.devices} if self.devices else {})}
+                **({"devices": self.devices} if self.devices else {}),
+                **({"guest": self.guest} if self.guest else {})}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Outcome:
@@ -123,7 +127,8 @@ class Outcome:
                    cases=[{str(k): str(v) for k, v in c.items()} for c in doc.get("cases", [])],
                    ktap=str(doc.get("ktap", "")),
                    dma_errors={str(k): int(v) for k, v in (doc.get("dma_errors") or {}).items()},
-                   devices={str(k): str(v) for k, v in (doc.get("devices") or {}).items()})
+                   devices={str(k): str(v) for k, v in (doc.get("devices") or {}).items()},
+                   guest=str(doc.get("guest", "")))
 
 
 BUG_FIX = "this is a bug of the rig: report it with the log"
