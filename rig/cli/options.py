@@ -33,7 +33,8 @@ def add_variant_args(p: argparse.ArgumentParser) -> None:
                    help="guest kernel configuration: default, or debug (lockdep, KASAN, "
                         "DEBUG_LIST, DEBUG_ATOMIC_SLEEP)")
     g.add_argument("--sanitize", action="store_true",
-                   help="QEMU built with AddressSanitizer and UBSan")
+                   help="QEMU built by clang with libFuzzer, AddressSanitizer and UBSan, "
+                        "and line counters in the device (rig fuzz device)")
 
 
 def add_build_args(p: argparse.ArgumentParser) -> None:
