@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 
 from rig import stopsignals
-from rig.cli import bench, build, globalopts, guest, report, run
+from rig.cli import bench, build, fuzz, globalopts, guest, report, run
 from rig.errors import RigError
 from rig.paths import cache_root
 from rig.results.run import Problem
@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_parsers(sub)
     guest.add_parsers(sub)
     bench.add_parsers(sub)
+    fuzz.add_parsers(sub)
     globalopts.add(p, sub)
     return p
 

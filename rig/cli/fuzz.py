@@ -1,0 +1,77 @@
+"""`rig fuzz device`: QEMU's generic-fuzz on tph-testdev, with coverage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rig.builder import artifacts
+from rig.cli import options
+from rig.errors import ConfigError
+from rig.fuzz import coverage, device, reproducer
+from rig.paths import run_dir
+from rig.progress import Progress
+
+
+def sanitized_qemu(args: argparse.Namespace, progress: Progress) -> dict[str, Path]:
+    """The sanitized fuzz build's artifacts (built or from the cache)."""
+    args.sanitize = True
+    built = artifacts.build(options.build_request(args, "qemu"), progress)
+    return built.results["qemu"].artifacts
+
+
+def cmd_fuzz_device(args: argparse.Namespace) -> int:
+    progress = Progress()
+    arts = sanitized_qemu(args, progress)
+    if args.replay:
+        clean, out = reproducer.replay(Path(args.replay), arts["qemu"], arts["datadir"])
+        print(out)
+        print(f"{args.replay}: {'QEMU ended cleanly' if clean else 'reproduces: QEMU crashed'}")
+        return 0 if clean else 1
+    if args.time <= 0:
+        raise ConfigError(f"--time {args.time}: the fuzzer needs some seconds",
+                          fix="give --time a positive number of seconds")
+    configs = tuple(args.config) if args.config else device.CONFIGS
+    rundir = run_dir("fuzz-device")
+    corpus_root = Path(args.corpus) if args.corpus else None
+    result = device.run(arts["fuzz"], arts["qemu"], arts["datadir"], args.time, rundir,
+                        progress, configs, corpus_root)
+    print(device.render(result))
+    doc: dict[str, object] = result.to_dict()
+    if not args.no_coverage:
+        progress.begin("fuzz device: replaying the corpora for line coverage")
+        work = rundir / "coverage"
+        for config in configs:
+            corpus = corpus_root / config if corpus_root else device.corpus_dir(config)
+            coverage.replay(arts["fuzz"], config, [corpus, device.seeds_dir(rundir, config)],
+                            work)
+        cov = coverage.measure(arts["fuzz"], work)
+        progress.done(f"{cov.guest.percent:.1f}% of the guest-reachable lines")
+        print(coverage.render(cov))
+        doc["coverage"] = cov.to_dict()
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+    print(f"run directory: {rundir}")
+    return 1 if result.crashes else 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    f = sub.add_parser("fuzz", help="fuzz the device (QEMU's generic-fuzz)")
+    fsub = f.add_subparsers(dest="fuzz_what", required=True)
+    d = fsub.add_parser("device", help="generic-fuzz on tph-testdev's configurations, then "
+                        "the line coverage of its corpus (exit 1 on a crash)")
+    d.add_argument("--time", type=float, default=300.0, metavar="S",
+                   help="seconds of fuzzing in all, shared among the configurations "
+                        "(default 300)")
+    d.add_argument("--config", action="append", choices=device.CONFIGS,
+                   help="only this configuration (repeatable; default: all)")
+    d.add_argument("--corpus", metavar="DIR",
+                   help="keep the corpora here (DIR/CONFIG) instead of the cache")
+    d.add_argument("--no-coverage", action="store_true",
+                   help="skip the coverage replay")
+    d.add_argument("--replay", metavar="REPRODUCER",
+                   help="only replay a saved qtest reproducer on the sanitized QEMU")
+    d.add_argument("--json", metavar="FILE")
+    options.add_source_args(d)
+    d.set_defaults(func=cmd_fuzz_device)

@@ -1,0 +1,1 @@
+"""Fuzzing: QEMU's generic-fuzz on the device, and the guest's uAPI fuzzer."""
