@@ -22,6 +22,9 @@ def sanitized_qemu(args: argparse.Namespace, progress: Progress) -> dict[str, Pa
 
 
 def cmd_fuzz_device(args: argparse.Namespace) -> int:
+    if args.time <= 0 and not args.replay:
+        raise ConfigError(f"--time {args.time:g}: the fuzzer needs some seconds",
+                          fix="give --time a positive number of seconds")
     progress = Progress()
     arts = sanitized_qemu(args, progress)
     if args.replay:
@@ -29,9 +32,6 @@ def cmd_fuzz_device(args: argparse.Namespace) -> int:
         print(out)
         print(f"{args.replay}: {'QEMU ended cleanly' if clean else 'reproduces: QEMU crashed'}")
         return 0 if clean else 1
-    if args.time <= 0:
-        raise ConfigError(f"--time {args.time}: the fuzzer needs some seconds",
-                          fix="give --time a positive number of seconds")
     configs = tuple(args.config) if args.config else device.CONFIGS
     rundir = run_dir("fuzz-device")
     corpus_root = Path(args.corpus) if args.corpus else None

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rig import tools
 from rig.errors import ToolError
@@ -109,13 +110,11 @@ def _run(argv: list[str]) -> str:
     return res.stdout
 
 
-def function_extents(js: dict[str, object], suffix: str) -> list[tuple[str, int, int]]:
+def function_extents(js: Mapping[str, Any], suffix: str) -> list[tuple[str, int, int]]:
     """(name, first line, last line) of each function defined in the file
     ending in `suffix`, from llvm-cov's JSON export."""
     out = []
-    data = js["data"]
-    assert isinstance(data, list)
-    for fn in data[0]["functions"]:
+    for fn in js["data"][0]["functions"]:
         files = fn["filenames"]
         if not files or not files[0].endswith(suffix):
             continue
@@ -142,7 +141,7 @@ def lcov_files(text: str) -> dict[str, tuple[dict[int, int], list[tuple[int, boo
     return out
 
 
-def from_exports(lcov: str, js: dict[str, object]) -> Coverage:
+def from_exports(lcov: str, js: Mapping[str, Any]) -> Coverage:
     files = lcov_files(lcov)
     dev = next((v for k, v in files.items() if k.endswith(DEVICE_FILE)), None)
     if dev is None:

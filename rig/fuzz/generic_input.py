@@ -15,6 +15,33 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rig.qdev.tphdev import (
+    CMD_COPY,
+    CMD_IRQ,
+    CMD_NO_PREFIX,
+    CMD_READ,
+    CMD_START,
+    MSIX_CAP,
+    REG_DMA_ADDR_HI,
+    REG_DMA_ADDR_LO,
+    REG_DMA_CMD,
+    REG_DMA_COUNT,
+    REG_DMA_ERROR,
+    REG_DMA_LAST_HINT,
+    REG_DMA_LEN,
+    REG_DMA_LOCAL,
+    REG_DMA_PATTERN,
+    REG_DMA_PH,
+    REG_DMA_SRC_HI,
+    REG_DMA_SRC_LO,
+    REG_DMA_ST,
+    REG_DMA_ST_INDEX,
+    REG_DMA_STATUS,
+    REG_MSIX_SEND,
+    TPH_CTRL,
+    TPH_ST_TABLE,
+)
+
 SEPARATOR = b"FUZZ"
 
 # enum cmds of generic_fuzz.c
@@ -29,22 +56,14 @@ SIZES = {1: 0, 2: 1, 4: 2, 8: 3}     # access width in bytes: the size field
 REGS, MSIX_TABLE, MSIX_PBA, MEM = 0, 1, 2, 3
 REGIONS_PER_DEVICE = 4
 # Where each device's BAR0 and BAR2 land: the exporter (first) and importer
-# (second) of both tph-testdev configurations of generic_fuzz_configs.h
+# (second) of each tph-testdev configuration of generic_fuzz_configs.h
 FUZZ_BARS = ((0xC000_0000, 0xC010_0000), (0xC020_0000, 0xC030_0000))
 RAM_TARGET = 0x0010_0000        # main RAM, where DMA reads find fuzzer data
 ECAM = 0xB000_0000              # where generic-fuzz maps q35's ECAM
 
-# tph-testdev's registers (docs/specs/tph-testdev.rst)
-DMA_ADDR_LO, DMA_ADDR_HI, DMA_LEN, DMA_PATTERN = 0x10, 0x14, 0x18, 0x1C
-DMA_ST_INDEX, DMA_PH, DMA_ST, DMA_CMD = 0x20, 0x24, 0x28, 0x2C
-DMA_STATUS, DMA_COUNT, DMA_LAST_HINT, DMA_ERROR = 0x30, 0x34, 0x38, 0x3C
-DMA_SRC_LO, DMA_SRC_HI, DMA_LOCAL, MSIX_SEND = 0x40, 0x44, 0x48, 0x4C
-CMD_START, CMD_IRQ, CMD_NO_PREFIX = 1, 2, 4
-OP_DMA_WRITE, OP_DMA_READ, OP_DMA_COPY = 0 << 4, 1 << 4, 2 << 4
-# Config space: the MSI-X capability, the PCIe capability, TPH Requester
-MSIX_CONTROL = 0x62
-DEVCTL = 0x88
-TPH_CTRL, TPH_ST_TABLE = 0x108, 0x10C
+OP_DMA_WRITE, OP_DMA_READ, OP_DMA_COPY = 0, CMD_READ, CMD_COPY
+MSIX_CONTROL = MSIX_CAP + 2
+DEVCTL = 0x88                   # Device Control of the PCIe capability (at 0x80)
 TPH_ST_MODE_IV, TPH_ST_MODE_DS = 1, 2
 TPH_EN, TPH_EN_EXT = 1 << 8, 3 << 8
 
@@ -95,16 +114,16 @@ class Input:
             st_index: int = 0, src: int = 0, local: int = 0) -> Input:
         """Program device `dev`'s engine, start it, let it run, read the result."""
         regs = dev * REGIONS_PER_DEVICE + REGS
-        for off, val in ((DMA_ADDR_LO, dst & 0xFFFF_FFFF), (DMA_ADDR_HI, dst >> 32),
-                         (DMA_LEN, length), (DMA_PATTERN, 0xA5), (DMA_ST_INDEX, st_index),
-                         (DMA_ST, 0x55),
-                         (DMA_PH, ph), (DMA_SRC_LO, src & 0xFFFF_FFFF), (DMA_SRC_HI, src >> 32),
-                         (DMA_LOCAL, local), (DMA_CMD, cmd | CMD_START)):
+        for off, val in ((REG_DMA_ADDR_LO, dst & 0xFFFF_FFFF), (REG_DMA_ADDR_HI, dst >> 32),
+                         (REG_DMA_LEN, length), (REG_DMA_PATTERN, 0xA5),
+                         (REG_DMA_ST_INDEX, st_index), (REG_DMA_ST, 0x55), (REG_DMA_PH, ph),
+                         (REG_DMA_SRC_LO, src & 0xFFFF_FFFF), (REG_DMA_SRC_HI, src >> 32),
+                         (REG_DMA_LOCAL, local), (REG_DMA_CMD, cmd | CMD_START)):
             self.write(regs, off, val)
         self.step().step()
-        for off in (DMA_STATUS, DMA_COUNT, DMA_LAST_HINT, DMA_ERROR):
+        for off in (REG_DMA_STATUS, REG_DMA_COUNT, REG_DMA_LAST_HINT, REG_DMA_ERROR):
             self.read(regs, off)
-        return self.write(regs, DMA_STATUS, 0xFFFF_FFFF)
+        return self.write(regs, REG_DMA_STATUS, 0xFFFF_FFFF)
 
 
 def _tph_on(mode: int, enable: int, ext: bool) -> Input:
@@ -134,7 +153,7 @@ def seeds() -> dict[str, bytes]:
     irq = Input().config_write(MSIX_CONTROL, 0x8000, 2)
     irq.write(1 * REGIONS_PER_DEVICE + MSIX_TABLE, 0, 0xFEE0_0000)
     irq.write(1 * REGIONS_PER_DEVICE + MSIX_TABLE, 8, 0x41)
-    irq.write(1 * REGIONS_PER_DEVICE + REGS, MSIX_SEND, 0)
+    irq.write(1 * REGIONS_PER_DEVICE + REGS, REG_MSIX_SEND, 0)
     out["msix-irq"] = irq.dma(1, OP_DMA_WRITE | CMD_IRQ, exp_mem).data()
     out["bad-args"] = Input().dma(1, OP_DMA_WRITE, exp_mem, length=0).dma(
         1, OP_DMA_WRITE, exp_mem, length=0x20_0000).data()

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import re
 import shlex
+import signal
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 from rig.errors import ToolError
 from rig.fuzz import sanitizers
 
 _ARGS = re.compile(r"^Starting \S+ with Arguments: (.*)$", re.M)
-_SENT = re.compile(r"^\[R \+[0-9.]+\] (.*)$", re.M)
+_SENT = re.compile(r"\[R \+[0-9.]+\] ([^\n]*)")   # a command, at any point of a line
 
 
 def make(fuzzer: Path, config: str, data: Path, out: Path) -> Path | None:
@@ -74,18 +77,47 @@ def parse(text: str) -> tuple[list[str], list[str]]:
 
 
 def replay(path: Path, qemu: Path, datadir: Path, timeout: float = 300) -> tuple[bool, str]:
-    """Run a reproducer on `qemu`: (True, its output) when QEMU ended cleanly
-    and no sanitizer spoke; (False, its output) otherwise."""
+    """Run a reproducer on `qemu`: (True, its output) when QEMU answered every
+    command and stopped cleanly when asked, with no sanitizer report; (False,
+    its output) otherwise. QEMU does not end when its qtest input does: once
+    every command has its answer, it is asked to stop (SIGTERM)."""
     args, commands = parse(path.read_text())
-    try:
-        res = subprocess.run([str(qemu), "-L", str(datadir), *args, "-qtest", "stdio"],
-                             input="\n".join(commands) + "\n", capture_output=True, text=True,
-                             errors="replace", timeout=timeout, check=False, env=sanitizers.env())
-    except subprocess.TimeoutExpired:
-        return False, f"(no end after {timeout} s)"
-    out = res.stdout[-4000:] + res.stderr[-8000:]
-    clean = res.returncode == 0 and not any(m in res.stderr for m in sanitizers.SANITIZER_MARKS)
-    return clean, out
+    with tempfile.TemporaryDirectory(prefix="tphlab-replay-") as tmp:
+        inp, out, err = (Path(tmp) / n for n in ("in", "out", "err"))
+        inp.write_text("\n".join(commands) + "\n")
+        with inp.open() as fin, out.open("w") as fout, err.open("w") as ferr:
+            proc = subprocess.Popen([str(qemu), "-L", str(datadir), *args, "-qtest", "stdio"],
+                                    stdin=fin, stdout=fout, stderr=ferr, env=sanitizers.env())
+            answered = _wait_answers(proc, out, len(commands), timeout)
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+    text = stdout[-4000:] + stderr[-8000:]
+    if not answered:
+        text += f"\n(QEMU answered fewer than the {len(commands)} commands)"
+    reported = any(m in stderr for m in sanitizers.SANITIZER_MARKS)
+    return answered and not reported and proc.returncode in (0, -signal.SIGTERM), text
+
+
+def _wait_answers(proc: subprocess.Popen[bytes], out: Path, count: int,
+                  timeout: float) -> bool:
+    """Whether QEMU wrote an answer to each of `count` commands before it
+    exited or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answers = sum(1 for ln in out.read_text(errors="replace").splitlines()
+                      if ln.startswith(("OK", "FAIL", "ERR")))
+        if answers >= count:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
 
 
 def check_replays(path: Path, qemu: Path, datadir: Path) -> bool:
