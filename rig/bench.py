@@ -255,6 +255,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     figs += edit_to_verdict(progress, runs, tg.get("edit_to_verdict"))
     figs += edit_to_full_verdict(progress, boot, tg.get("edit_to_full_verdict_per_boot"))
     figs += runs_at_once(progress)
+    figs += fuzz_figures(progress, tg.get("device_lines_not_covered"))
 
     return accel, figs
 
@@ -338,6 +339,34 @@ def matrix_figures(arts: Artifacts, accel: kvm.Accel, runs: int, boot: float,
                     tg.get("one_scenario"))]
     figs += [figure(f"  {name}", s, None) for name, s in per_case.items()]
     return accel, figs
+
+
+FUZZ_SECONDS = 30
+
+
+def fuzz_figures(progress: Progress, max_missed: float | None) -> list[Figure]:
+    """`rig fuzz device` for FUZZ_SECONDS from an empty corpus, as a user runs
+    it: executions per second of each configuration, and the share of the
+    device's guest-reachable lines and branches its corpus leaves uncovered
+    (printed so, as every target is a ceiling)."""
+    progress.note(f"fuzz: generic-fuzz on tph-testdev for {FUZZ_SECONDS} s, then coverage")
+    with tempfile.TemporaryDirectory(prefix="tphlab-bench-fuzz-") as tmp:
+        out = Path(tmp) / "fuzz.json"
+        res = proc.run_captured([sys.executable, "-m", "rig", "fuzz", "device", "--time",
+                                 str(FUZZ_SECONDS), "--corpus", str(Path(tmp) / "corpus"),
+                                 "--json", str(out)], timeout=3600, what="rig fuzz device")
+        if res.returncode != 0 or not out.is_file():
+            raise RigError(f"rig fuzz device failed ({res.returncode}): {res.stdout[-2000:]}"
+                           f"{res.stderr[-2000:]}")
+        doc = json.loads(out.read_text())
+    figs = [figure(f"generic-fuzz exec/s, {r['config']}", [float(r["execs_per_sec"])], None,
+                   "/s") for r in doc["runs"]]
+    cov = doc["coverage"]
+    missed = 100.0 - float(cov["guest_lines"]["percent"])
+    figs.append(figure("device lines not covered", [missed], max_missed, "%"))
+    figs.append(figure("device branches not covered",
+                       [100.0 - float(cov["guest_branches"]["percent"])], None, "%"))
+    return figs
 
 
 def _followed(passed: bool, used: str, reason: str, accel: kvm.Accel,
