@@ -69,6 +69,10 @@
  *                                importer attaches, reads its TPH query result
  *                                and detaches QUERIES times; prints every result
  *                                (see race_value() for what thread t writes)
+ *   fuzz SEED OPS THREADS        THREADS threads run OPS random operations of
+ *                                the uAPI and the importer on shared fds (see
+ *                                step_fuzz()); prints counts and every SET
+ *                                that succeeded
  *   sleep MS
  *
  * The exporter's hint log survives the reset vfio-pci does when tphctl
@@ -164,6 +168,10 @@ static const char usage[] =
 	"                               importer attaches, reads its TPH query result\n"
 	"                               and detaches QUERIES times; prints every result\n"
 	"                               (see race_value() for what thread t writes)\n"
+	"  fuzz SEED OPS THREADS        THREADS threads run OPS random operations of\n"
+	"                               the uAPI and the importer on shared fds (see\n"
+	"                               step_fuzz()); prints counts and every SET\n"
+	"                               that succeeded\n"
 	"  sleep MS\n"
 	"\n"
 	"The exporter's hint log survives the reset vfio-pci does when tphctl\n"
@@ -467,18 +475,24 @@ static int tph_feature(unsigned int op, int fd, unsigned int flags, unsigned int
 	return ioctl(xp.device, VFIO_DEVICE_FEATURE, &req) ? -errno : 0;
 }
 
-static int importer(void)
+/* A new file of the importer TPHLAB_IMPORTER names, else of the only one */
+static int open_importer(void)
 {
 	const char *bdf = getenv("TPHLAB_IMPORTER");
 	char path[PATH_MAX];
 
-	if (cur->importer >= 0)
-		return 0;
 	if (bdf && *bdf)
 		snprintf(path, sizeof(path), "%s-%s", IMPORTER_DEV, bdf);
 	else
 		snprintf(path, sizeof(path), "%s", IMPORTER_DEV);
-	cur->importer = open(path, O_RDWR | O_CLOEXEC);
+	return open(path, O_RDWR | O_CLOEXEC);
+}
+
+static int importer(void)
+{
+	if (cur->importer >= 0)
+		return 0;
+	cur->importer = open_importer();
 	return cur->importer < 0 ? -errno : 0;
 }
 
@@ -605,6 +619,304 @@ static int step_race(unsigned int threads, unsigned int queries)
 	}
 	emit("race", r, -r, "\"threads\": %u, \"queries\": %u, \"sets\": %u, "
 	     "\"set_errno\": %d", threads, n, sets, set_err);
+	return r;
+}
+
+/*
+ * fuzz: THREADS threads, OPS operations in all, each picked at random (a
+ * seeded xorshift per thread) among the uAPI's and the importer's: dma-bufs
+ * of the exporter (any range) and of the other device, SET (fields from
+ * small tables, now and then any value) and PROBE, closes, decode off and
+ * on, resets, and each thread's importer files: ATTACH of any fd, DMA and
+ * reads anywhere, COPY from another thread's file, STATUS, DETACH, reopen.
+ * The fds live in a pool that every thread takes from, closes and refills,
+ * so each operation can meet a fd another thread just closed or replaced.
+ * The interleaving is the scheduler's: a seed fixes each thread's choices,
+ * not their order. Prints what it did and every SET that succeeded.
+ */
+#define FUZZ_POOL 16
+#define FUZZ_SETS 4096
+
+static const uint8_t fuzz_st8[] = { 0x00, 0x01, 0x42, 0x7f, 0x80, 0xa3, 0xfe, 0xff };
+static const uint16_t fuzz_st16[] = { 0x0000, 0x0001, 0x00ff, 0x0100, 0x01a3, 0x7fff,
+				      0x8000, 0xffff };
+
+static int fuzz_pool[FUZZ_POOL];
+static pthread_mutex_t fuzz_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t fuzz_sets[FUZZ_SETS][4];
+static unsigned int fuzz_nsets;
+static unsigned long long fuzz_size;
+
+enum { FZ_GET, FZ_GET_OTHER, FZ_SET, FZ_PROBE, FZ_CLOSE, FZ_DECODE, FZ_RESET, FZ_ATTACH,
+       FZ_DMA, FZ_STATUS, FZ_DETACH, FZ_COPY, FZ_REOPEN, FZ_SET_BAD_FD, FZ_NR };
+/* How often each operation comes, out of the sum */
+static const unsigned int fuzz_weight[FZ_NR] = {
+	[FZ_GET] = 8, [FZ_GET_OTHER] = 2, [FZ_SET] = 16, [FZ_PROBE] = 2, [FZ_CLOSE] = 6,
+	[FZ_DECODE] = 2, [FZ_RESET] = 1, [FZ_ATTACH] = 10, [FZ_DMA] = 16, [FZ_STATUS] = 4,
+	[FZ_DETACH] = 6, [FZ_COPY] = 4, [FZ_REOPEN] = 2, [FZ_SET_BAD_FD] = 3 };
+
+struct fuzzer {
+	pthread_t thread;
+	uint64_t rng;
+	unsigned int ops, t;
+	int importer;
+	unsigned long long n[FZ_NR], ok[FZ_NR];
+};
+
+static struct fuzzer fuzzers[8];
+
+static uint64_t fuzz_rand(struct fuzzer *f)
+{
+	f->rng ^= f->rng << 13;
+	f->rng ^= f->rng >> 7;
+	f->rng ^= f->rng << 17;
+	return f->rng;
+}
+
+static unsigned int fuzz_pick(struct fuzzer *f, unsigned int n)
+{
+	return (unsigned int)(fuzz_rand(f) % n);
+}
+
+/* Put fd into a random pool entry, closing what was there */
+static void fuzz_put(struct fuzzer *f, int fd)
+{
+	int old = __atomic_exchange_n(&fuzz_pool[fuzz_pick(f, FUZZ_POOL)], fd, __ATOMIC_SEQ_CST);
+
+	if (old >= 0)
+		close(old);
+}
+
+/* Mostly a pool entry (maybe closed or replaced meanwhile), else any fd */
+static int fuzz_fd(struct fuzzer *f)
+{
+	switch (fuzz_pick(f, 16)) {
+	case 0:
+		return -1;
+	case 1:
+		return fuzzers[fuzz_pick(f, 8)].importer;
+	case 2:
+		return (int)fuzz_pick(f, 64);
+	default:
+		return __atomic_load_n(&fuzz_pool[fuzz_pick(f, FUZZ_POOL)], __ATOMIC_SEQ_CST);
+	}
+}
+
+static void fuzz_note_set(unsigned int flags, unsigned int st, unsigned int st_ext,
+			  unsigned int ph)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&fuzz_lock);
+	for (i = 0; i < fuzz_nsets; i++)
+		if (fuzz_sets[i][0] == flags && fuzz_sets[i][1] == st &&
+		    fuzz_sets[i][2] == st_ext && fuzz_sets[i][3] == ph)
+			break;
+	if (i == fuzz_nsets && fuzz_nsets < FUZZ_SETS) {
+		fuzz_sets[i][0] = flags;
+		fuzz_sets[i][1] = st;
+		fuzz_sets[i][2] = st_ext;
+		fuzz_sets[i][3] = ph;
+		fuzz_nsets++;
+	}
+	pthread_mutex_unlock(&fuzz_lock);
+}
+
+static int fuzz_get(struct fuzzer *f, struct vdev *v)
+{
+	struct {
+		struct vfio_device_feature f;
+		struct vfio_device_feature_dma_buf d;
+		struct vfio_region_dma_range r;
+	} req;
+	int fd;
+
+	memset(&req, 0, sizeof(req));
+	req.f.argsz = sizeof(req);
+	req.f.flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
+	req.d.region_index = fuzz_pick(f, 8) ? 2 : fuzz_pick(f, 6);
+	req.d.open_flags = O_RDWR | O_CLOEXEC;
+	req.d.nr_ranges = 1;
+	if (fuzz_pick(f, 2)) {
+		req.r.length = fuzz_size;
+	} else {
+		req.r.offset = (fuzz_rand(f) % (fuzz_size + 1)) & ~0xfffULL;
+		req.r.length = fuzz_pick(f, 4) ? fuzz_size - req.r.offset : fuzz_rand(f);
+		if (fuzz_pick(f, 8) == 0)
+			req.r.offset |= fuzz_pick(f, 4096);
+	}
+	fd = ioctl(v->device, VFIO_DEVICE_FEATURE, &req);
+	if (fd < 0)
+		return -errno;
+	fuzz_put(f, fd);
+	return 0;
+}
+
+static int fuzz_set(struct fuzzer *f, int fd)
+{
+	unsigned int flags = fuzz_pick(f, 4);
+	unsigned int st = fuzz_st8[fuzz_pick(f, 8)], st_ext = fuzz_st16[fuzz_pick(f, 8)];
+	unsigned int ph = fuzz_pick(f, 4);
+	int delta = 0, r;
+
+	if (fuzz_pick(f, 16) == 0)
+		flags = (unsigned int)fuzz_rand(f);
+	if (fuzz_pick(f, 16) == 0)
+		ph = fuzz_pick(f, 256);
+	if (fuzz_pick(f, 32) == 0)
+		delta = (int)fuzz_pick(f, 16) - 8;
+	r = tph_feature(VFIO_DEVICE_FEATURE_SET, fd, flags, st, st_ext, ph, delta);
+	if (!r)
+		fuzz_note_set(flags, st, st_ext, ph);
+	return r;
+}
+
+static int fuzz_dma(struct fuzzer *f)
+{
+	struct tph_importer_dma d = { 0 };
+
+	d.offset = fuzz_pick(f, 4) ? fuzz_rand(f) % (fuzz_size + 1) : fuzz_rand(f);
+	d.len = fuzz_pick(f, 16) ? 1 + fuzz_pick(f, 8192) : (uint32_t)fuzz_rand(f);
+	d.pattern = (uint32_t)fuzz_rand(f);
+	d.count = 1;
+	if (fuzz_pick(f, 4) == 0)
+		d.flags = TPH_IMPORTER_DMA_READ;
+	return ioctl(f->importer, TPH_IMPORTER_DMA, &d) ? -errno : 0;
+}
+
+static int fuzz_copy(struct fuzzer *f)
+{
+	struct tph_importer_copy c = { 0 };
+
+	c.src_fd = fuzzers[fuzz_pick(f, 8)].importer;
+	c.src_offset = fuzz_rand(f) % (fuzz_size + 1);
+	c.offset = fuzz_rand(f) % (fuzz_size + 1);
+	c.len = 1 + fuzz_pick(f, 4096);
+	return ioctl(f->importer, TPH_IMPORTER_COPY, &c) ? -errno : 0;
+}
+
+static int fuzz_one(struct fuzzer *f, unsigned int op)
+{
+	struct tph_importer_attach a = { 0 };
+	struct tph_importer_status st = { 0 };
+	int fd, old, r;
+
+	switch (op) {
+	case FZ_GET:
+		return fuzz_get(f, &xp);
+	case FZ_GET_OTHER:
+		return other.device >= 0 ? fuzz_get(f, &other) : -ENODEV;
+	case FZ_SET:
+		return fuzz_set(f, fuzz_fd(f));
+	case FZ_PROBE:
+		return tph_feature(VFIO_DEVICE_FEATURE_PROBE, -1, 0, 0, 0, 0, 0);
+	case FZ_CLOSE:
+		old = __atomic_exchange_n(&fuzz_pool[fuzz_pick(f, FUZZ_POOL)], -1,
+					  __ATOMIC_SEQ_CST);
+		return old >= 0 ? (close(old) ? -errno : 0) : -EBADF;
+	case FZ_DECODE:
+		return config_command(fuzz_pick(f, 4) != 0);
+	case FZ_RESET:
+		return ioctl(xp.device, VFIO_DEVICE_RESET) ? -errno : 0;
+	case FZ_ATTACH:
+		a.dmabuf_fd = fuzz_fd(f);
+		return ioctl(f->importer, TPH_IMPORTER_ATTACH, &a) ? -errno : 0;
+	case FZ_DMA:
+		return fuzz_dma(f);
+	case FZ_STATUS:
+		return ioctl(f->importer, TPH_IMPORTER_STATUS, &st) ? -errno : 0;
+	case FZ_DETACH:
+		return ioctl(f->importer, TPH_IMPORTER_DETACH) ? -errno : 0;
+	case FZ_COPY:
+		return fuzz_copy(f);
+	case FZ_REOPEN:
+		fd = open_importer();
+		if (fd < 0)
+			return -errno;
+		old = __atomic_exchange_n(&f->importer, fd, __ATOMIC_SEQ_CST);
+		close(old);
+		return 0;
+	default:
+		fd = fuzz_pick(f, 2) ? eventfd(0, EFD_CLOEXEC) : open_importer();
+		if (fd < 0)
+			return -errno;
+		if (fuzz_pick(f, 2)) {
+			r = fuzz_set(f, fd);
+			close(fd);
+			return r;
+		}
+		fuzz_put(f, fd);	/* a fd of another kind, passed around */
+		return 0;
+	}
+}
+
+static void *fuzz_thread(void *arg)
+{
+	struct fuzzer *f = arg;
+	unsigned int i, op, w, sum = 0;
+
+	for (op = 0; op < FZ_NR; op++)
+		sum += fuzz_weight[op];
+	for (i = 0; i < f->ops; i++) {
+		w = fuzz_pick(f, sum);
+		for (op = 0; w >= fuzz_weight[op]; op++)
+			w -= fuzz_weight[op];
+		f->n[op]++;
+		if (!fuzz_one(f, op))
+			f->ok[op]++;
+	}
+	return NULL;
+}
+
+static int step_fuzz(unsigned int seed, unsigned int ops, unsigned int threads)
+{
+	static const char *const names[FZ_NR] = {
+		"get", "get_other", "set", "probe", "close", "decode", "reset", "attach",
+		"dma", "status", "detach", "copy", "reopen", "set_bad_fd" };
+	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = 2 };
+	unsigned int i, op;
+	int r = 0;
+
+	if (!threads || threads > 8 || !ops) {
+		fprintf(stderr, "tphctl: fuzz takes 1..8 threads and at least one operation\n");
+		exit(EINVAL);
+	}
+	if (ioctl(xp.device, VFIO_DEVICE_GET_REGION_INFO, &ri))
+		return -errno;
+	fuzz_size = ri.size;
+	for (i = 0; i < FUZZ_POOL; i++)
+		fuzz_pool[i] = -1;
+	for (i = 0; i < 8; i++) {
+		fuzzers[i] = (struct fuzzer){ .t = i, .importer = -1,
+			.rng = (uint64_t)seed * 0x9e3779b97f4a7c15ULL + i + 1,
+			.ops = i < threads ? ops / threads + (i < ops % threads) : 0 };
+		fuzzers[i].importer = open_importer();
+		if (fuzzers[i].importer < 0)
+			return -errno;
+	}
+	for (i = 0; i < threads; i++)
+		if (pthread_create(&fuzzers[i].thread, NULL, fuzz_thread, &fuzzers[i]))
+			return -EAGAIN;
+	for (i = 0; i < threads; i++)
+		pthread_join(fuzzers[i].thread, NULL);
+	r = config_command(1);
+	printf("{\"step\": \"fuzz\", \"ret\": %d, \"errno\": %d, \"error\": \"%s\", "
+	       "\"seed\": %u, \"threads\": %u", r, -r, r ? strerror(-r) : "", seed, threads);
+	for (op = 0; op < FZ_NR; op++) {
+		unsigned long long n = 0, ok = 0;
+
+		for (i = 0; i < threads; i++) {
+			n += fuzzers[i].n[op];
+			ok += fuzzers[i].ok[op];
+		}
+		printf(", \"%s\": [%llu, %llu]", names[op], n, ok);
+	}
+	printf(", \"sets\": [");
+	for (i = 0; i < fuzz_nsets; i++)
+		printf("%s[%u, %u, %u, %u]", i ? ", " : "", fuzz_sets[i][0], fuzz_sets[i][1],
+		       fuzz_sets[i][2], fuzz_sets[i][3]);
+	printf("]}\n");
+	fflush(stdout);
 	return r;
 }
 
@@ -911,6 +1223,11 @@ int main(int argc, char **argv)
 			need(argc, i, 2, s);
 			r = step_race((unsigned int)num(argv[i + 1]), (unsigned int)num(argv[i + 2]));
 			i += 2;
+		} else if (!strcmp(s, "fuzz")) {
+			need(argc, i, 3, s);
+			r = step_fuzz((unsigned int)num(argv[i + 1]), (unsigned int)num(argv[i + 2]),
+				      (unsigned int)num(argv[i + 3]));
+			i += 3;
 		} else if (!strcmp(s, "sleep")) {
 			need(argc, i, 1, s);
 			struct timespec ts = { 0, 0 };

@@ -10,7 +10,7 @@ RIG = Path(__file__).resolve().parent.parent / "rig"
 # A stage, and what rank it has: a module may import its own stage and lower ranks.
 BASE = {"errors", "paths", "progress", "proc", "hostfacts", "tools", "stopsignals"}
 RANKS = {"base": 0, "builder": 1, "checks": 2, "guest": 2, "scenarios": 3, "qdev": 3,
-         "results": 4, "execution": 5, "fuzz": 5, "bench": 6, "doctor": 6, "cli": 7, "__main__": 8}
+         "results": 4, "execution": 5, "fuzz": 6, "bench": 6, "doctor": 6, "cli": 7, "__main__": 8}
 
 
 def module_name(path: Path) -> str:

@@ -45,10 +45,16 @@ def _tphctl_fields() -> dict[str, dict[str, type]]:
         m = re.search(r'!strcmp\(s, "([\w-]+)"\)', chunk)
         if m:
             out[m.group(1)] = fields(chunk.split("} else {")[0])
-    race = src[src.index("static int step_race("):src.index("static unsigned long long dma_")]
+    race = src[src.index("static int step_race("):src.index("#define FUZZ_POOL")]
     queries, own = race.split('printf("]}\\n");')
     out["race-queries"] = {"observed": tuple}
     out["race"] = fields(own)
+    # fuzz prints its own line: seed and threads, [issued, ok] per operation
+    # of names[] (in that order), then every SET that succeeded
+    fuzz = src[src.index("static int step_fuzz("):src.index("static unsigned long long dma_")]
+    ops = re.findall(r'"(\w+)"', fuzz[fuzz.index("names[FZ_NR]"):fuzz.index("};")])
+    own_fields = {k: v for k, v in fields(fuzz).items() if k in ("seed", "threads")}
+    out["fuzz"] = {**own_fields, **dict.fromkeys(ops, tuple), "sets": tuple}
     cpu_st = src[src.index("static int cpu_st_step("):]
     out["cpu-st"] = out["cpu-st-use"] = fields(cpu_st[:cpu_st.index("\n}\n")])
     assert "observed" in queries

@@ -1,4 +1,5 @@
-"""`rig fuzz device`: QEMU's generic-fuzz on tph-testdev, with coverage."""
+"""`rig fuzz device`: QEMU's generic-fuzz on tph-testdev, with coverage;
+`rig fuzz uapi`: the uAPI and the importer under random concurrent use."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
-from rig.builder import artifacts
+from rig.builder import artifacts, kernel_build
 from rig.cli import options
 from rig.errors import ConfigError
-from rig.fuzz import coverage, device, reproducer
+from rig.fuzz import coverage, device, reproducer, uapi
+from rig.guest import kvm
 from rig.paths import run_dir
 from rig.progress import Progress
+from rig.results import report
 
 
 def sanitized_qemu(args: argparse.Namespace, progress: Progress) -> dict[str, Path]:
@@ -56,6 +59,25 @@ def cmd_fuzz_device(args: argparse.Namespace) -> int:
     return 1 if result.crashes else 0
 
 
+def cmd_fuzz_uapi(args: argparse.Namespace) -> int:
+    if args.ops <= 0 or not 1 <= args.threads <= 8:
+        raise ConfigError(f"--ops {args.ops} --threads {args.threads}: the fuzz takes at least "
+                          "one operation and 1 to 8 threads", fix="fix --ops or --threads")
+    fuzz = uapi.case(args.topology, args.seed, args.ops, args.threads)
+    progress = Progress()
+    arts = artifacts.build(options.build_request(args, "all"), progress).guest()
+    accel = options.choose_accel(args.accel, progress, arts)
+    rundir = run_dir("fuzz-uapi")
+    progress.note(f"fuzz uapi: {fuzz.summary}, kernel {args.kernel_config}, "
+                  f"topology {args.topology}")
+    run = uapi.run(arts, accel, fuzz, rundir)
+    print(report.table(run, full=True))
+    if args.json:
+        Path(args.json).write_text(json.dumps(run.to_dict(), indent=1))
+    print(f"run directory: {rundir}")
+    return run.exit_code
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f = sub.add_parser("fuzz", help="fuzz the device (QEMU's generic-fuzz)")
     fsub = f.add_subparsers(dest="fuzz_what", required=True)
@@ -75,3 +97,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     d.add_argument("--json", metavar="FILE")
     options.add_source_args(d)
     d.set_defaults(func=cmd_fuzz_device)
+    u = fsub.add_parser("uapi", help="random concurrent uAPI and importer operations in a "
+                        "guest: fails on a splat, a leaked dma-buf, a taint or a record no "
+                        "DMA asked for")
+    u.add_argument("--ops", type=int, default=100000, help="operations in all (default 100000)")
+    u.add_argument("--seed", type=int, default=1,
+                   help="fixes each thread's choices (not their interleaving)")
+    u.add_argument("--threads", type=int, default=4, help="1..8 (default 4)")
+    u.add_argument("--topology", default=uapi.DEFAULT_TOPOLOGY,
+                   help=f"the topology of its guest (default {uapi.DEFAULT_TOPOLOGY})")
+    u.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help=kvm.ACCEL_HELP)
+    u.add_argument("--json", metavar="FILE")
+    options.add_source_args(u)
+    u.add_argument("--kernel-config", choices=tuple(kernel_build.CONFIGS), default="debug",
+                   help="guest kernel configuration (default debug: KASAN, lockdep; kcsan "
+                        "for data races)")
+    u.set_defaults(func=cmd_fuzz_uapi)

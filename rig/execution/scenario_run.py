@@ -164,7 +164,7 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
     # (the check reads the steps as protocol records: a ProtocolError there).
     steps, garbled = protocol.split(out)
     seen = Seen(steps, records, pci_address.requester_id(bench.importer), out,
-                answer.get("dma-errors") or {})
+                answer.get("dma-errors") or {}, int(answer.get("total", len(records))))
     checked = after_checks(after_out)
     splats = checked.dmesg.reports
     failures = lost + [dma(f"a step's output was cut short: {ln[:200]}") for ln in garbled]

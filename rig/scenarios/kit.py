@@ -41,6 +41,9 @@ class Seen:
     output: str = ""                          # the command's own stdout, as it came
     # The exporter's count of its own failed DMAs, by reason (x-query-tph-hints)
     dma_errors: dict[str, Any] = field(default_factory=dict)
+    # How many requests the exporter recorded since the scenario began, the
+    # records its log no longer holds included (x-query-tph-hints' total)
+    log_total: int = 0
 
     def read(self) -> Steps:
         """The steps as records; ProtocolError names a missing or malformed field."""

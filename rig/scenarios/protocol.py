@@ -32,6 +32,8 @@ class ProtocolError(RigError):
 # Records: one per step kind, its fields named and typed as tphctl prints them.
 
 Answer = tuple[int, int, int]   # race-queries: (TPH query result, ST, PH) of one ATTACH
+Counts = tuple[int, ...]        # fuzz: how many of one operation ran, and succeeded
+Rows = tuple[tuple[int, ...], ...]   # fuzz: each SET that succeeded (flags, ST, ST_EXT, PH)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +51,9 @@ class Line:
             if f.name == "absent" or f.name in self.absent:
                 continue
             value = getattr(self, f.name)
-            out[f.name] = [list(v) for v in value] if isinstance(value, tuple) else value
+            if isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            out[f.name] = value
         return out
 
     def __str__(self) -> str:
@@ -299,6 +303,43 @@ class RaceQueries(Line):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Fuzz(Step):
+    """tphctl's fuzz step: per operation [issued, succeeded], and each SET
+    that succeeded."""
+
+    NAME = "fuzz"
+    seed: int = 0
+    threads: int = 0
+    get: Counts = ()
+    get_other: Counts = ()
+    set: Counts = ()
+    probe: Counts = ()
+    close: Counts = ()
+    decode: Counts = ()
+    reset: Counts = ()
+    attach: Counts = ()
+    dma: Counts = ()
+    status: Counts = ()
+    detach: Counts = ()
+    copy: Counts = ()
+    reopen: Counts = ()
+    set_bad_fd: Counts = ()
+    sets: Rows = ()
+
+    OPERATIONS: ClassVar[tuple[str, ...]] = (
+        "get", "get_other", "set", "probe", "close", "decode", "reset", "attach", "dma",
+        "status", "detach", "copy", "reopen", "set_bad_fd")
+
+    def issued(self, op: str) -> int:
+        counts: Counts = getattr(self, op)
+        return counts[0] if counts else 0
+
+    def succeeded(self, op: str) -> int:
+        counts: Counts = getattr(self, op)
+        return counts[1] if len(counts) > 1 else 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Bar(Result):
     """The rig's shell step: the exporter's BAR2 address (sysfs resource)."""
 
@@ -361,7 +402,7 @@ TPHCTL: tuple[type[Line], ...] = (
     Open, Slot, Get, Other, Probe, Set, SetRaw, TphGet, Attach, Dma, Read, Copy, DmaStale,
     DmaStart,
     ReadStart, DmaWait, Detach, Status, CpuSt, CpuStUse, Decode, Reset, Poke, CloseDevice,
-    CloseDmabuf, Race, RaceQueries, Sleep)
+    CloseDmabuf, Race, RaceQueries, Fuzz, Sleep)
 SHELL: tuple[type[Result], ...] = (Rmmod, Unloaded, Insmod, Rebound, Bar, Tainted, Groups,
                                    DmarFaults, BindImporter)
 KINDS: dict[str, type[Line]] = {k.NAME: k for k in (*TPHCTL, *SHELL)}
@@ -414,16 +455,34 @@ def _answers(value: object) -> tuple[Answer, ...] | None:
     return tuple(out)
 
 
+def _ints(value: object) -> tuple[int, ...] | None:
+    if not (isinstance(value, list) and all(_is_int(v) for v in value)):
+        return None
+    return tuple(value)
+
+
+def _rows(value: object) -> Rows | None:
+    if not isinstance(value, list):
+        return None
+    rows = [_ints(v) for v in value]
+    return None if any(r is None for r in rows) else tuple(r for r in rows if r is not None)
+
+
 def _read(hint: Any, value: object) -> object | None:
     """The field's value if `value` has the field's type, else None."""
     if hint is int:
         return value if _is_int(value) else None
     if hint is str:
         return value if isinstance(value, str) else None
+    if hint == Counts:
+        return _ints(value)
+    if hint == Rows:
+        return _rows(value)
     return _answers(value)
 
 
-_WANTED = {int: "an integer", str: "a string"}
+_WANTED = {int: "an integer", str: "a string", Counts: "a list of integers",
+           Rows: "a list of lists of integers"}
 
 
 def record(obj: Mapping[str, Any], where: str = "") -> Line:

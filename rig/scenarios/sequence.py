@@ -21,6 +21,7 @@ from rig.scenarios.protocol import (
     DmaStale,
     DmaStart,
     DmaWait,
+    Fuzz,
     Get,
     Line,
     Open,
@@ -143,3 +144,6 @@ class Seq:
 
     def race(self, threads: int, queries: int) -> Seq:
         return self._then(Race, str(threads), str(queries))
+
+    def fuzz(self, seed: int, ops: int, threads: int) -> Seq:
+        return self._then(Fuzz, str(seed), str(ops), str(threads))
