@@ -425,10 +425,10 @@ static int step_open(struct vdev *v, const char *bdf, const char **how)
 	return -EINVAL;
 }
 
-static int step_get(struct vdev *v, unsigned int region, unsigned long long *size,
-		    int *dmabuf)
+/* A dma-buf of [offset, offset + length) of a region: its fd, or -errno */
+static int dmabuf_get(struct vdev *v, unsigned int region, unsigned long long offset,
+		      unsigned long long length)
 {
-	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = region };
 	struct {
 		struct vfio_device_feature f;
 		struct vfio_device_feature_dma_buf d;
@@ -436,19 +436,29 @@ static int step_get(struct vdev *v, unsigned int region, unsigned long long *siz
 	} req;
 	int fd;
 
-	if (ioctl(v->device, VFIO_DEVICE_GET_REGION_INFO, &ri))
-		return -errno;
 	memset(&req, 0, sizeof(req));
 	req.f.argsz = sizeof(req);
 	req.f.flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
 	req.d.region_index = region;
 	req.d.open_flags = O_RDWR | O_CLOEXEC;
 	req.d.nr_ranges = 1;
-	req.r.offset = 0;
-	req.r.length = ri.size;
+	req.r.offset = offset;
+	req.r.length = length;
 	fd = ioctl(v->device, VFIO_DEVICE_FEATURE, &req);
-	if (fd < 0)
+	return fd < 0 ? -errno : fd;
+}
+
+static int step_get(struct vdev *v, unsigned int region, unsigned long long *size,
+		    int *dmabuf)
+{
+	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = region };
+	int fd;
+
+	if (ioctl(v->device, VFIO_DEVICE_GET_REGION_INFO, &ri))
 		return -errno;
+	fd = dmabuf_get(v, region, 0, ri.size);
+	if (fd < 0)
+		return fd;
 	*dmabuf = fd;
 	*size = ri.size;
 	return 0;
@@ -724,30 +734,19 @@ static void fuzz_note_set(unsigned int flags, unsigned int st, unsigned int st_e
 
 static int fuzz_get(struct fuzzer *f, struct vdev *v)
 {
-	struct {
-		struct vfio_device_feature f;
-		struct vfio_device_feature_dma_buf d;
-		struct vfio_region_dma_range r;
-	} req;
+	unsigned int region = fuzz_pick(f, 8) ? 2 : fuzz_pick(f, 6);
+	unsigned long long offset = 0, length = fuzz_size;
 	int fd;
 
-	memset(&req, 0, sizeof(req));
-	req.f.argsz = sizeof(req);
-	req.f.flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
-	req.d.region_index = fuzz_pick(f, 8) ? 2 : fuzz_pick(f, 6);
-	req.d.open_flags = O_RDWR | O_CLOEXEC;
-	req.d.nr_ranges = 1;
 	if (fuzz_pick(f, 2)) {
-		req.r.length = fuzz_size;
-	} else {
-		req.r.offset = (fuzz_rand(f) % (fuzz_size + 1)) & ~0xfffULL;
-		req.r.length = fuzz_pick(f, 4) ? fuzz_size - req.r.offset : fuzz_rand(f);
+		offset = (fuzz_rand(f) % (fuzz_size + 1)) & ~0xfffULL;
+		length = fuzz_pick(f, 4) ? fuzz_size - offset : fuzz_rand(f);
 		if (fuzz_pick(f, 8) == 0)
-			req.r.offset |= fuzz_pick(f, 4096);
+			offset |= fuzz_pick(f, 4096);
 	}
-	fd = ioctl(v->device, VFIO_DEVICE_FEATURE, &req);
+	fd = dmabuf_get(v, region, offset, length);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	fuzz_put(f, fd);
 	return 0;
 }

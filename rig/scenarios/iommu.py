@@ -101,6 +101,10 @@ TAINT_OOT = 1 << 12
 TAINT_LETTERS = "PFSRMBUDAWCIOELKXTNJ"   # bit n: its letter in kernel/panic.c
 
 
+# The shell step that prints /proc/sys/kernel/tainted as a Tainted line
+READ_TAINT = shell_line(Tainted, mask="$(cat /proc/sys/kernel/tainted)")
+
+
 def taint_names(mask: int) -> str:
     """"O (bit 12), W (bit 9)" for a mask of /proc/sys/kernel/tainted."""
     return ", ".join(f"{TAINT_LETTERS[b] if b < len(TAINT_LETTERS) else '?'} (bit {b})"
@@ -244,7 +248,7 @@ class NoTaint:
     busy_vcpus: int = 1
 
     def command(self, bench: Bench) -> str:
-        return shell_line(Tainted, mask="$(cat /proc/sys/kernel/tainted)")
+        return READ_TAINT
 
     def check(self, seen: Seen) -> list[str]:
         t = seen.read().find(Tainted)

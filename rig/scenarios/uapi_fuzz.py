@@ -23,12 +23,11 @@ from typing import Any
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
 from rig.scenarios.findings import dma, health, wire
-from rig.scenarios.iommu import TAINT_OOT, taint_names
+from rig.scenarios.iommu import READ_TAINT, TAINT_OOT, taint_names
 from rig.scenarios.kit import Seen, received_from
-from rig.scenarios.protocol import ST, ST_EXT, Fuzz, Steps, Tainted, shell_line
+from rig.scenarios.protocol import ST, ST_EXT, Fuzz, Steps, Tainted
 from rig.scenarios.sequence import Seq
 
-TAINT = shell_line(Tainted, mask="$(cat /proc/sys/kernel/tainted)")
 # Operations that must have succeeded at least once for the run to mean
 # anything: a fuzz that never attached or moved data explored nothing
 MUST_SUCCEED = ("get", "set", "attach", "dma")
@@ -58,8 +57,8 @@ class UapiFuzz:
         if bench.spare is not None:
             fuzz = fuzz.other(bench.spare)
         fuzz = fuzz.fuzz(self.seed, self.ops, self.threads)
-        return (f"{Seq().open(bench.exporter).command()}; {TAINT}; {fuzz.command()}; "
-                f"{TAINT}")
+        return (f"{Seq().open(bench.exporter).command()}; {READ_TAINT}; {fuzz.command()}; "
+                f"{READ_TAINT}")
 
     def check(self, seen: Seen) -> list[str]:
         steps = seen.read()
