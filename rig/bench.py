@@ -373,7 +373,27 @@ def fuzz_figures(progress: Progress, max_missed: float | None) -> list[Figure]:
     figs.append(figure("device lines not covered", [missed], max_missed, "%"))
     figs.append(figure("device branches not covered",
                        [100.0 - float(cov["guest_branches"]["percent"])], None, "%"))
-    return figs
+    return figs + uapi_fuzz_figures(progress)
+
+
+UAPI_OPS = 5000
+
+
+def uapi_fuzz_figures(progress: Progress) -> list[Figure]:
+    """`rig fuzz uapi` of UAPI_OPS operations on the debug kernel, as a user
+    runs it: operations per second of the fuzz step itself (its guest's
+    boot apart)."""
+    progress.note(f"fuzz: {UAPI_OPS} uAPI and importer operations on the debug kernel")
+    with tempfile.TemporaryDirectory(prefix="tphlab-bench-fuzz-") as tmp:
+        out = Path(tmp) / "fuzz.json"
+        res = proc.run_captured([sys.executable, "-m", "rig", "fuzz", "uapi", "--ops",
+                                 str(UAPI_OPS), "--json", str(out)], timeout=3600,
+                                what="rig fuzz uapi")
+        if res.returncode != 0 or not out.is_file():
+            raise RigError(f"rig fuzz uapi failed ({res.returncode}): {res.stdout[-2000:]}"
+                           f"{res.stderr[-2000:]}")
+        secs = float(json.loads(out.read_text())["scenarios"][0]["seconds"])
+    return [figure("uAPI fuzz operations/s (debug kernel)", [UAPI_OPS / secs], None, "/s")]
 
 
 def _followed(passed: bool, used: str, reason: str, accel: kvm.Accel,
