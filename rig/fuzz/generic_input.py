@@ -178,6 +178,10 @@ def seeds() -> dict[str, bytes]:
         b"\x11\x22\x33").dma(1, OP_DMA_READ, RAM_TARGET + 1, length=5).data()
     out["read-peer-hinted"] = _tph_on(TPH_ST_MODE_DS, TPH_EN_EXT, True).dma(
         1, OP_DMA_READ, exp_mem, length=16, local=0x80).data()
+    # A copy whose read fails half-way: the peer's BAR read with the TPH
+    # prefix on a path without End-End TLP Prefix support (no-prefix-path)
+    out["copy-from-peer-malformed"] = _tph_on(TPH_ST_MODE_DS, TPH_EN_EXT, True).dma(
+        1, OP_DMA_COPY, RAM_TARGET, src=exp_mem, length=32).data()
     out["copy-bad-src"] = Input().dma(1, OP_DMA_COPY, exp_mem, src=0xD000_0000).data()
     # The importer's DMA into its own Device Control through ECAM: an FLR in
     # the middle of its own DMA (its bus is 4 below the switch, 2 below rp1)
