@@ -17,7 +17,7 @@ import pytest
 
 from rig.execution import scenario_run
 from rig.guest.devices import Bench
-from rig.scenarios import hint_cases, hostile, matrix, protocol, race, revoke
+from rig.scenarios import hint_cases, hostile, matrix, race, revoke, tphctl_output
 from rig.scenarios.kit import Scenario, Seen
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "run-tcg.json").read_text())
@@ -188,7 +188,7 @@ def test_a_scenario_output_splits_from_its_after_checks() -> None:
     mark = f"\n{scenario_run.AFTER_MARK}\n"
     # A JSON-looking kernel line after the mark is not a step of the scenario.
     own, after = scenario_run.split_after(f"{step}\n{mark}{{x}}\ntphlab-dmabufs: 0\n")
-    assert protocol.split(own) == ([json.loads(step)], [])
+    assert tphctl_output.split(own) == ([json.loads(step)], [])
     assert scenario_run.after_checks(after).failures == []
     # A scenario that printed nothing.
     own, after = scenario_run.split_after(f"{mark}tphlab-dmabufs: 1\n")
@@ -204,7 +204,7 @@ def test_a_step_cut_short_is_a_failure_and_the_kernel_report_still_found() -> No
            f"\n{scenario_run.AFTER_MARK}\nBUG: kernel NULL pointer dereference\n"
            "tphlab-dmabufs: 0\n")
     own, after = scenario_run.split_after(out)
-    steps, garbled = protocol.split(own)
+    steps, garbled = tphctl_output.split(own)
     assert steps == [json.loads(step)]
     assert garbled == ['{"step": "race-queries", "seen": [0']
     splats = scenario_run.after_checks(after).dmesg.reports
@@ -213,7 +213,7 @@ def test_a_step_cut_short_is_a_failure_and_the_kernel_report_still_found() -> No
 
 def test_without_the_mark_the_leak_check_did_not_run() -> None:
     own, after = scenario_run.split_after('{"step": "get", "ret": 0, "errno": 0}\n')
-    assert protocol.split(own)[0] and after == ""
+    assert tphctl_output.split(own)[0] and after == ""
     assert scenario_run.after_checks(after).failures == [
         "could not count live dma-bufs (is debugfs mounted in the guest?)"]
 

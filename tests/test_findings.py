@@ -30,8 +30,9 @@ from rig.results.run import Status
 from rig.scenarios import matrix
 from rig.scenarios.findings import Finding, Kind, contract, dma, health, wire
 from rig.scenarios.kit import CONTRACT_STEPS, Scenario, Seen, expect_errno, expect_ok
-from rig.scenarios.protocol import FIELDS, Copy, Dma, Probe, Read, Set, SetRaw, Steps, TphGet
+from rig.scenarios.protocol import FIELDS, Copy, Dma, Probe, Read, Set, SetRaw, TphGet
 from rig.scenarios.selftests import KernelSelftest
+from rig.scenarios.tphctl_output import Steps
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "run-tcg.json").read_text())
 BY_NAME = {s["name"]: s for s in RECORDED["scenarios"]}

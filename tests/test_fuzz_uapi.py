@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rig.guest.devices import Bench
-from rig.scenarios import matrix, protocol
+from rig.scenarios import matrix, protocol, tphctl_output
 from rig.scenarios.findings import Kind, kind_of
 from rig.scenarios.kit import Seen
 from rig.scenarios.protocol import ST, ST_EXT, Fuzz
@@ -51,20 +51,20 @@ CASE = UapiFuzz("fuzz-uapi-seed7", matrix.topology("iommu-rootports"), 7, 140)
 
 
 def _fuzz() -> Fuzz:
-    f = protocol.record(_fuzz_line())
+    f = tphctl_output.record(_fuzz_line())
     assert isinstance(f, Fuzz)
     return f
 
 
 def test_the_fuzz_line_parses_into_its_counts_and_sets() -> None:
-    steps, garbled = protocol.parse(json.dumps(_fuzz_line()))
+    steps, garbled = tphctl_output.parse(json.dumps(_fuzz_line()))
     assert garbled == [] and isinstance(steps[0], Fuzz)
     f = steps[0]
     assert (f.issued("dma"), f.succeeded("dma"), f.seed) == (10, 5, 7)
     assert f.sets == ((ST, 0xA3, 0x1A3, 1), (ST_EXT, 0x42, 0x8000, 2))
     assert json.loads(str(f))["sets"] == [[ST, 0xA3, 0x1A3, 1], [ST_EXT, 0x42, 0x8000, 2]]
     with pytest.raises(protocol.ProtocolError, match="not a list of integers"):
-        protocol.parse(json.dumps(_fuzz_line(dma=["x"])))
+        tphctl_output.parse(json.dumps(_fuzz_line(dma=["x"])))
 
 
 def test_hints_a_record_may_carry_come_from_successful_sets() -> None:

@@ -13,7 +13,7 @@ import pytest
 from rig.guest import topology
 from rig.guest.devices import Bench
 from rig.guest.topology import Topology
-from rig.scenarios import hint_cases, iommu, matrix, protocol, revoke
+from rig.scenarios import hint_cases, iommu, matrix, protocol, revoke, tphctl_output
 from rig.scenarios.kit import Seen
 
 BENCH = Bench("0000:01:00.0", "0000:02:00.0", "0000:03:00.0")
@@ -261,7 +261,7 @@ def test_a_shell_line_prints_what_the_parser_reads() -> None:
     import subprocess
     cmd = protocol.shell_line(protocol.Groups, exporter="$((2 + 3))", importer="7")
     out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
-    assert protocol.parse(out)[0] == [protocol.Groups(exporter=5, importer=7)]
+    assert tphctl_output.parse(out)[0] == [protocol.Groups(exporter=5, importer=7)]
 
 
 # The series withholds 16-bit tags across the Root Complex (get_pci_tph of an

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rig.errors import RigError
-from rig.scenarios import hint_cases, hostile, matrix, protocol
+from rig.scenarios import hint_cases, hostile, matrix, protocol, tphctl_output
 from rig.scenarios.kit import Seen
 from rig.scenarios.protocol import ProtocolError
 from rig.scenarios.sequence import Seq
@@ -79,7 +79,7 @@ def test_each_record_has_the_fields_tphctl_prints() -> None:
 
 
 def test_good_lines_parse_into_typed_records() -> None:
-    steps, garbled = protocol.parse(OUTPUT)
+    steps, garbled = tphctl_output.parse(OUTPUT)
     assert garbled == []
     op, st, dma, race = steps
     assert op == protocol.Open(bdf="0000:05:00.0", device_fd=5, vfio="iommufd")
@@ -88,14 +88,14 @@ def test_good_lines_parse_into_typed_records() -> None:
     assert isinstance(dma, protocol.Dma) and (dma.th, dma.len, dma.remapped) == (1, 64, 0)
     assert race == protocol.RaceQueries(observed=((0, 0x1234, 1), (-95, 0, 0)))
     # The record prints as the line it was read from.
-    assert [s.line() for s in steps] == protocol.split(OUTPUT)[0]
+    assert [s.line() for s in steps] == tphctl_output.split(OUTPUT)[0]
 
 
 def test_a_missing_field_is_a_protocol_error_naming_step_and_field() -> None:
-    lines, _ = protocol.split(OUTPUT)
+    lines, _ = tphctl_output.split(OUTPUT)
     del lines[2]["th"]
     with pytest.raises(ProtocolError, match=r'step "dma" \(line 3\): field "th" is missing'):
-        protocol.Steps(lines)
+        tphctl_output.Steps(lines)
     assert issubclass(ProtocolError, RigError)
 
 
@@ -103,36 +103,36 @@ def test_a_missing_field_is_a_protocol_error_naming_step_and_field() -> None:
     ("th", "1", "an integer"), ("ph", None, "an integer"), ("st", True, "an integer"),
     ("error", 0, "a string")])
 def test_a_malformed_field_is_a_protocol_error(field: str, value: object, wanted: str) -> None:
-    lines, _ = protocol.split(OUTPUT)
+    lines, _ = tphctl_output.split(OUTPUT)
     lines[2][field] = value
     with pytest.raises(ProtocolError, match=f'step "dma".*field "{field}" is .*, not {wanted}'):
-        protocol.Steps(lines)
+        tphctl_output.Steps(lines)
 
 
 def test_malformed_answers_and_unknown_steps_are_protocol_errors() -> None:
     with pytest.raises(ProtocolError, match=r'"race-queries".*field "observed"'):
-        protocol.record({"step": "race-queries", "observed": [[0, 1]]})
+        tphctl_output.record({"step": "race-queries", "observed": [[0, 1]]})
     with pytest.raises(ProtocolError, match='field "step" is "frobnicate", no step tphctl has'):
-        protocol.record({"step": "frobnicate", "ret": 0, "errno": 0})
+        tphctl_output.record({"step": "frobnicate", "ret": 0, "errno": 0})
     with pytest.raises(ProtocolError, match='field "step" is null'):
-        protocol.record({"ret": 0})
+        tphctl_output.record({"ret": 0})
 
 
 def test_a_garbled_line_is_set_apart() -> None:
     cut = '{"step": "race-queries", "observed": [[0, 1'
-    steps, garbled = protocol.parse(OUTPUT + cut)
+    steps, garbled = tphctl_output.parse(OUTPUT + cut)
     assert len(steps) == 4 and garbled == [cut]
-    assert protocol.split(OUTPUT + cut) == (protocol.split(OUTPUT)[0], [cut])
+    assert tphctl_output.split(OUTPUT + cut) == (tphctl_output.split(OUTPUT)[0], [cut])
 
 
 @pytest.mark.parametrize("name", [s["name"] for s in RECORDED["scenarios"]])
 def test_a_recorded_run_parses(name: str) -> None:
     doc = next(s for s in RECORDED["scenarios"] if s["name"] == name)
-    steps = protocol.Steps(doc["steps"])
+    steps = tphctl_output.Steps(doc["steps"])
     assert [s.line() for s in steps.lines] == doc["steps"]
     # and from tphctl's output, as the runner reads it
     out = "\n".join(json.dumps(s) for s in doc["steps"])
-    assert protocol.parse(out)[0] == steps.lines
+    assert tphctl_output.parse(out)[0] == steps.lines
 
 
 @pytest.mark.parametrize("name", [c.name for c in matrix.full()])
@@ -212,8 +212,8 @@ def test_every_bad_set_is_a_hostile_row_and_back() -> None:
 def test_a_saved_line_of_an_older_tphctl_reads_its_added_fields_as_defaults() -> None:
     old = {"step": "open", "ret": 0, "errno": 0, "error": "", "bdf": "0000:05:00.0",
            "device_fd": 5}
-    assert protocol.record(old) == protocol.Open(bdf="0000:05:00.0", device_fd=5, vfio="")
+    assert tphctl_output.record(old) == protocol.Open(bdf="0000:05:00.0", device_fd=5, vfio="")
     # Only the added fields may be missing
     del old["device_fd"]
     with pytest.raises(protocol.ProtocolError, match='field "device_fd" is missing'):
-        protocol.record(old)
+        tphctl_output.record(old)

@@ -20,7 +20,7 @@ from rig.guest import kernel_log, pci_address
 from rig.guest.devices import Bench
 from rig.guest.interface import GuestVM
 from rig.results.run import Outcome, Status
-from rig.scenarios import iommu, protocol, selftests
+from rig.scenarios import iommu, selftests, tphctl_output
 from rig.scenarios.findings import Finding, Kind, dma, health, kind_of, wire
 from rig.scenarios.kit import Scenario, Seen
 
@@ -162,7 +162,7 @@ def run_case(vm: GuestVM, case: Scenario, bench: Bench, timeout: float = 60.0,
         _save_output(outdir, "dmesg.out", after_out)
     # tphctl's step lines, and those a process killed mid-line left unparsable
     # (the check reads the steps as protocol records: a ProtocolError there).
-    steps, garbled = protocol.split(out)
+    steps, garbled = tphctl_output.split(out)
     seen = Seen(steps, records, pci_address.requester_id(bench.importer), out,
                 answer.get("dma-errors") or {}, int(answer.get("total", len(records))))
     checked = after_checks(after_out)

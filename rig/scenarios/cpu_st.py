@@ -17,8 +17,9 @@ from rig.guest.topology import Topology
 from rig.scenarios.findings import dma, wire
 from rig.scenarios.hint_cases import DEFAULT, Case, Hint, TphSet
 from rig.scenarios.kit import Seen, received_from
-from rig.scenarios.protocol import ST, ST_EXT, CpuSt, Steps
+from rig.scenarios.protocol import ST, ST_EXT, CpuSt
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 VOLATILE, PERSISTENT = 0, 1
 REQ_EXT = 3                      # TPH Requester Enable 11b: 16-bit tags

@@ -21,9 +21,10 @@ from rig.guest.devices import Bench
 from rig.scenarios.findings import dma, wire
 from rig.scenarios.hint_cases import DEFAULT
 from rig.scenarios.kit import Scripted, Seen, expect_errno, expect_ok, hint_of, record_direction
-from rig.scenarios.protocol import DMA_LEN, Attach, Copy, Decode, Get, Open, Set, Steps, hint_text
+from rig.scenarios.protocol import DMA_LEN, Attach, Copy, Decode, Get, Open, Set, hint_text
 from rig.scenarios.revoke import EXT, Tags
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 T = (0x3C3, 2)       # (extended ST, PH) of both dma-bufs for the first copy
 U = (0x3D4, 3)       # set on the destination, then on the source too

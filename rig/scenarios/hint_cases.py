@@ -32,11 +32,11 @@ from rig.scenarios.protocol import (
     Read,
     Set,
     SetRaw,
-    Steps,
     TphGet,
     hint_text,
 )
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 __all__ = ["DMA_LEN", "DMA_PATTERN", "ST", "ST_EXT"]
 

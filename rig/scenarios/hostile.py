@@ -48,10 +48,10 @@ from rig.scenarios.protocol import (
     Result,
     Rmmod,
     Set,
-    Steps,
     Unloaded,
 )
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 EINVAL, EBADF, EBUSY = errno.EINVAL, errno.EBADF, errno.EBUSY
 ENOTCONN, EOPNOTSUPP = errno.ENOTCONN, errno.EOPNOTSUPP

@@ -39,11 +39,11 @@ from rig.scenarios.protocol import (
     Open,
     Set,
     Status,
-    Steps,
     Tainted,
     shell_line,
 )
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 # The exporter below rp0 and the importer below rp1: the write crosses the
 # Root Complex whatever ACS says. iommufd, the way new VFIO userspace

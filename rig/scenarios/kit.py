@@ -24,11 +24,11 @@ from rig.scenarios.protocol import (
     Result,
     Set,
     SetRaw,
-    Steps,
     TphGet,
     hint_text,
 )
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 
 @dataclass

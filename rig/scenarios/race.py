@@ -18,8 +18,9 @@ from rig.scenarios import protocol
 from rig.scenarios.findings import contract, dma, wire
 from rig.scenarios.hint_cases import DEFAULT, IMPORTER_8BIT
 from rig.scenarios.kit import Seen, errname, expect_ok, received_from
-from rig.scenarios.protocol import ST, ST_EXT, RaceQueries, Set, Steps
+from rig.scenarios.protocol import ST, ST_EXT, RaceQueries, Set
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 
 def written(t: int, k: int) -> tuple[int, int, int, int]:

@@ -50,10 +50,10 @@ from rig.scenarios.protocol import (
     Reset,
     Set,
     Status,
-    Steps,
     hint_text,
 )
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 A = (0x1A1, 1)     # (extended ST, PH) set before attach
 B = (0x1A2, 2)     # set while attached or revoked

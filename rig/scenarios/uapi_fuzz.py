@@ -25,8 +25,9 @@ from rig.guest.topology import Topology
 from rig.scenarios.findings import dma, health, wire
 from rig.scenarios.iommu import READ_TAINT, TAINT_OOT, taint_names
 from rig.scenarios.kit import Seen, received_from
-from rig.scenarios.protocol import ST, ST_EXT, Fuzz, Steps, Tainted
+from rig.scenarios.protocol import ST, ST_EXT, Fuzz, Tainted
 from rig.scenarios.sequence import Seq
+from rig.scenarios.tphctl_output import Steps
 
 # Operations that must have succeeded at least once for the run to mean
 # anything: a fuzz that never attached or moved data explored nothing
