@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rig import hostfacts, proc
 from rig.builder import context, kernel_build, series
@@ -256,6 +257,7 @@ def measure(arts: Artifacts, accel: kvm.Accel, runs: int, cold: bool,
     figs += edit_to_full_verdict(progress, boot, tg.get("edit_to_full_verdict_per_boot"))
     figs += runs_at_once(progress)
     figs += fuzz_figures(progress, tg.get("device_lines_not_covered"))
+    figs += uapi_fuzz_figures(progress)
 
     return accel, figs
 
@@ -351,21 +353,27 @@ def matrix_figures(arts: Artifacts, accel: kvm.Accel, runs: int, boot: float,
 FUZZ_SECONDS = 30
 
 
-def fuzz_figures(progress: Progress, max_missed: float | None) -> list[Figure]:
-    """`rig fuzz device` for FUZZ_SECONDS from an empty corpus, as a user runs
-    it: executions per second of each configuration, and the share of the
-    device's guest-reachable lines and branches its corpus leaves uncovered
-    (printed so, as every target is a ceiling)."""
-    progress.note(f"fuzz: generic-fuzz on tph-testdev for {FUZZ_SECONDS} s, then coverage")
-    with tempfile.TemporaryDirectory(prefix="tphlab-bench-fuzz-") as tmp:
-        out = Path(tmp) / "fuzz.json"
-        res = proc.run_captured([sys.executable, "-m", "rig", "fuzz", "device", "--time",
-                                 str(FUZZ_SECONDS), "--corpus", str(Path(tmp) / "corpus"),
-                                 "--json", str(out)], timeout=3600, what="rig fuzz device")
+def _rig_json(*args: str) -> dict[str, Any]:
+    """`rig ARGS --json FILE` as a user runs it, and the document it wrote."""
+    with tempfile.TemporaryDirectory(prefix="tphlab-bench-") as tmp:
+        out = Path(tmp) / "out.json"
+        res = _rig(*args, "--json", str(out), timeout=3600)
         if res.returncode != 0 or not out.is_file():
-            raise RigError(f"rig fuzz device failed ({res.returncode}): {res.stdout[-2000:]}"
-                           f"{res.stderr[-2000:]}")
-        doc = json.loads(out.read_text())
+            raise RigError(f"rig {' '.join(args)} failed ({res.returncode}): "
+                           f"{res.stdout[-2000:]}{res.stderr[-2000:]}",
+                           fix=f"run `rig {' '.join(args)}` by hand to see why")
+        doc: dict[str, Any] = json.loads(out.read_text())
+        return doc
+
+
+def fuzz_figures(progress: Progress, max_missed: float | None) -> list[Figure]:
+    """`rig fuzz device` for FUZZ_SECONDS from an empty corpus: executions per
+    second of each configuration, and the share of the device's
+    guest-reachable lines and branches its corpus leaves uncovered (printed
+    so, as every target is a ceiling)."""
+    progress.note(f"fuzz: generic-fuzz on tph-testdev for {FUZZ_SECONDS} s, then coverage")
+    with tempfile.TemporaryDirectory(prefix="tphlab-bench-corpus-") as corpus:
+        doc = _rig_json("fuzz", "device", "--time", str(FUZZ_SECONDS), "--corpus", corpus)
     figs = [figure(f"generic-fuzz exec/s, {r['config']}", [float(r["execs_per_sec"])], None,
                    "/s") for r in doc["runs"]]
     cov = doc["coverage"]
@@ -373,26 +381,19 @@ def fuzz_figures(progress: Progress, max_missed: float | None) -> list[Figure]:
     figs.append(figure("device lines not covered", [missed], max_missed, "%"))
     figs.append(figure("device branches not covered",
                        [100.0 - float(cov["guest_branches"]["percent"])], None, "%"))
-    return figs + uapi_fuzz_figures(progress)
+    return figs
 
 
 UAPI_OPS = 5000
 
 
 def uapi_fuzz_figures(progress: Progress) -> list[Figure]:
-    """`rig fuzz uapi` of UAPI_OPS operations on the debug kernel, as a user
-    runs it: operations per second of the fuzz step itself (its guest's
-    boot apart)."""
+    """`rig fuzz uapi` of UAPI_OPS operations on the debug kernel: operations
+    per second of its scenario (the guest command and its checks; the
+    guest's boot apart)."""
     progress.note(f"fuzz: {UAPI_OPS} uAPI and importer operations on the debug kernel")
-    with tempfile.TemporaryDirectory(prefix="tphlab-bench-fuzz-") as tmp:
-        out = Path(tmp) / "fuzz.json"
-        res = proc.run_captured([sys.executable, "-m", "rig", "fuzz", "uapi", "--ops",
-                                 str(UAPI_OPS), "--json", str(out)], timeout=3600,
-                                what="rig fuzz uapi")
-        if res.returncode != 0 or not out.is_file():
-            raise RigError(f"rig fuzz uapi failed ({res.returncode}): {res.stdout[-2000:]}"
-                           f"{res.stderr[-2000:]}")
-        secs = float(json.loads(out.read_text())["scenarios"][0]["seconds"])
+    doc = _rig_json("fuzz", "uapi", "--ops", str(UAPI_OPS))
+    secs = float(doc["scenarios"][0]["seconds"])
     return [figure("uAPI fuzz operations/s (debug kernel)", [UAPI_OPS / secs], None, "/s")]
 
 

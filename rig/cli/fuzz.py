@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from rig.results import report
 
 def sanitized_qemu(args: argparse.Namespace, progress: Progress) -> dict[str, Path]:
     """The sanitized fuzz build's artifacts (built or from the cache)."""
-    args.sanitize = True
-    built = artifacts.build(options.build_request(args, "qemu"), progress)
+    request = dataclasses.replace(options.build_request(args, "qemu"), sanitize=True)
+    built = artifacts.build(request, progress)
     return built.results["qemu"].artifacts
 
 

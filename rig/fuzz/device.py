@@ -11,7 +11,6 @@ qemu-system-x86_64.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -126,7 +125,7 @@ def run_config(fuzzer: Path, qemu: Path, datadir: Path, config: str, seconds: in
     stats = {k: int(v) for k, v in _STAT.findall(text)}
     covs = _COV.findall(text)
     crashes = [_crash(fuzzer, qemu, datadir, config, p, text, rundir)
-               for p in sorted(crashes_dir.iterdir())]
+               for p in sorted(crashes_dir.iterdir()) if p.suffix != ".qtest"]
     if not stats and not crashes:
         raise ToolError(f"generic-fuzz-{config} printed no statistics: see {log}",
                         fix="run the command of the log's first lines by hand")
@@ -143,11 +142,9 @@ def _crash(fuzzer: Path, qemu: Path, datadir: Path, config: str, path: Path, tex
            rundir: Path) -> Crash:
     m = _REPORT.search(text)
     report = m.group(1) if m else "the fuzzer stopped on this input (see the log)"
-    saved = rundir / config / path.name
-    shutil.copy2(path, saved)
-    repro = reproducer.make(fuzzer, config, path, rundir / config / f"{path.name}.qtest")
+    repro = reproducer.make(fuzzer, config, path, path.with_name(f"{path.name}.qtest"))
     replays = repro is not None and reproducer.check_replays(repro, qemu, datadir)
-    return Crash(config, str(saved), report, str(rundir / config / "fuzz.log"),
+    return Crash(config, str(path), report, str(rundir / config / "fuzz.log"),
                  str(repro) if repro else "", replays)
 
 

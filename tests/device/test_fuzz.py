@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from rig.fuzz import sanitizers
 from rig.qdev.switch import MEM, PREF, MiB, QemuBin, SwitchRig, switch_rig
 from rig.qdev.tphdev import (
     CMD_COPY,
@@ -51,8 +52,8 @@ def asan_qemu(monkeypatch_module: pytest.MonkeyPatch) -> QemuBin:
         pytest.fail(f"rig build qemu --sanitize failed:\n{res.stderr[-4000:]}")
     arts = json.loads(res.stdout)["components"]["qemu"]["artifacts"]
     # An error report ends QEMU at once; leaks at exit are not this test's business.
-    monkeypatch_module.setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
-    monkeypatch_module.setenv("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+    for name, value in sanitizers.SANITIZER_ENV.items():
+        monkeypatch_module.setenv(name, value)
     return QemuBin(Path(arts["qemu"]), Path(arts["datadir"]))
 
 
